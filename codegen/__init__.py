@@ -1,0 +1,1 @@
+"""Lowering of level-2 kernel plans to CUDA source."""

@@ -1,0 +1,49 @@
+"""HGT (Hu et al.) in the loop DSL: DGL's HGTConv without dropout and layer norm.
+
+    k = h_u K[t_u], q = h_v Q[t_v], v = h_u V[t_u]                         (H heads of size d)
+    score = (k W_att[r]) . q * pri[r] / sqrt(d),  agg_v = sum softmax_v(score) (v W_msg[r])
+    out_v = agg_v A[t_v];  with skip: s = sigmoid(skip[t_v]), out = s out + (1 - s) h_v
+"""
+import math
+
+import torch
+
+import pigeon
+from pigeon.lang import dot, linear, sigmoid, softmax, sum
+
+
+def example_inputs(g, in_feats=16, head_size=8, num_heads=2, dtype=torch.float32):
+    """Random arguments of ``hgt`` for graph ``g`` (with a residual projection if in != H*d)."""
+    def rand(*shape):
+        return torch.randn(*shape, dtype=dtype)
+    t, r, hd = g.num_ntypes, g.num_etypes, num_heads * head_size
+    residual = rand(in_feats, hd) if in_feats != hd else None
+    return (rand(g.num_nodes, in_feats), rand(t, in_feats, hd), rand(t, in_feats, hd),
+            rand(t, in_feats, hd), rand(r, num_heads, head_size, head_size),
+            rand(r, num_heads, head_size, head_size), rand(r, num_heads), rand(t, hd, hd),
+            rand(t), residual)
+
+
+@pigeon.compile(example_inputs=example_inputs)
+def hgt(g, h, k_weight, q_weight, v_weight, relation_att, relation_msg, relation_pri,
+        out_weight, skip=None, residual_w=None):
+    heads, size = relation_att.shape[1], relation_att.shape[-1]
+    for n in g.nodes():
+        n.k = linear(h[n], k_weight[n.ntype]).reshape(heads, size)
+        n.v = linear(h[n], v_weight[n.ntype]).reshape(heads, size)
+    for n in g.dst_nodes():
+        n.q = linear(h[n], q_weight[n.ntype]).reshape(heads, size)
+    for e in g.edges():
+        key = linear(e.src.k, relation_att[e.etype])  # one d x d matrix per relation and head
+        prior = relation_pri[e.etype].reshape(heads, 1)
+        e.score = dot(key, e.dst.q) * prior / math.sqrt(size)
+        e.msg = linear(e.src.v, relation_msg[e.etype])
+    for n in g.dst_nodes():
+        agg = sum(softmax(e.score) * e.msg for e in n.incoming_edges()).reshape(heads * size)
+        out = linear(agg, out_weight[n.ntype])
+        if skip is not None:
+            gate = sigmoid(skip[n.ntype])
+            x = h[n] if residual_w is None else linear(h[n], residual_w)
+            out = gate * out + (1 - gate) * x
+        n.out = out
+    return n.out

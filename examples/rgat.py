@@ -1,0 +1,34 @@
+"""Relational GAT in the loop DSL, with H heads of size D.
+
+    z = h_u W_r,  score = leaky_relu(a_src[r] . z + a_dst[r] . (h_v W_r))   (per head)
+    out_v = concat_heads sum_{e into v} softmax_v(score) z  +  bias
+"""
+import torch
+
+import pigeon
+from pigeon.lang import dot, leaky_relu, linear, softmax, sum
+
+
+def example_inputs(g, in_feats=16, out_feats=8, num_heads=2, dtype=torch.float32):
+    """Random arguments of ``rgat`` for graph ``g``."""
+    def rand(*shape):
+        return torch.randn(*shape, dtype=dtype)
+    r = g.num_etypes
+    return (rand(g.num_nodes, in_feats), rand(r, in_feats, num_heads * out_feats),
+            rand(r, num_heads, out_feats), rand(r, num_heads, out_feats), rand(num_heads * out_feats))
+
+
+@pigeon.compile(example_inputs=example_inputs)
+def rgat(g, h, weight, attn_src, attn_dst, bias=None, negative_slope=0.2):
+    heads, size = attn_src.shape[1:]
+    for e in g.edges():
+        z = linear(h[e.src], weight[e.etype]).reshape(heads, size)
+        z_dst = linear(h[e.dst], weight[e.etype]).reshape(heads, size)
+        e.score = leaky_relu(dot(z, attn_src[e.etype]) + dot(z_dst, attn_dst[e.etype]), negative_slope)
+        e.msg = z
+    for n in g.dst_nodes():
+        out = sum(softmax(e.score) * e.msg for e in n.incoming_edges()).reshape(heads * size)
+        if bias is not None:
+            out = out + bias
+        n.out = out
+    return n.out

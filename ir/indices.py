@@ -1,0 +1,56 @@
+"""Graph index arrays that move rows between domains.
+
+``gather(x, index)`` reads, for each row of the target domain, the row ``index[row]`` of ``x``;
+``reduce(x, index)`` is its transpose: it folds each row of ``x`` into row ``index[row]`` of the
+target. Typed linears select their weight row through the same names (``by``).
+"""
+from __future__ import annotations
+
+from .types import Domain
+
+D = Domain
+
+# index name -> the (source domain, target domain) pairs a gather along it may take
+GATHER_INDICES: dict[str, tuple[tuple[Domain, Domain], ...]] = {
+    "src": ((D.NODE, D.EDGE),),
+    "dst": ((D.NODE, D.EDGE), (D.DST, D.EDGE)),
+    "compact": ((D.COMPACT, D.EDGE),),
+    "compact_src": ((D.NODE, D.COMPACT),),
+    "to_dst": ((D.NODE, D.DST),),
+    "etype": ((D.ETYPE, D.EDGE), (D.ETYPE, D.COMPACT)),
+    "src_ntype": ((D.NTYPE, D.EDGE), (D.NTYPE, D.COMPACT)),
+    "dst_ntype": ((D.NTYPE, D.EDGE),),
+    "ntype": ((D.NTYPE, D.NODE), (D.NTYPE, D.DST)),
+    "all": tuple((D.GLOBAL, d) for d in (D.NODE, D.DST, D.EDGE, D.COMPACT, D.ETYPE, D.NTYPE)),
+}
+
+# type selectors: the index that picks, for each row of a domain, a row of a parameter
+SELECTORS = ("etype", "src_ntype", "dst_ntype", "ntype", "all")
+
+
+def param_domain_of(selector: str) -> Domain:
+    """The parameter domain a selector reads from."""
+    if selector == "etype":
+        return D.ETYPE
+    if selector in ("src_ntype", "dst_ntype", "ntype"):
+        return D.NTYPE
+    if selector == "all":
+        return D.GLOBAL
+    raise ValueError(f"unknown type selector {selector!r}; expected one of {SELECTORS}")
+
+
+def check_gather(index: str, source: Domain, target: Domain) -> None:
+    """Raise ValueError unless a gather along ``index`` may move ``source`` rows to ``target``."""
+    pairs = GATHER_INDICES.get(index)
+    if pairs is None:
+        raise ValueError(f"unknown index {index!r}; expected one of {sorted(GATHER_INDICES)}")
+    if (source, target) not in pairs:
+        allowed = ", ".join(f"{a.value}->{b.value}" for a, b in pairs)
+        raise ValueError(
+            f"index {index!r} cannot move {source.value} rows to {target.value} (allowed: {allowed})"
+        )
+
+
+def check_reduce(index: str, source: Domain, target: Domain) -> None:
+    """Raise ValueError unless a reduce along ``index`` may fold ``source`` rows into ``target``."""
+    check_gather(index, target, source)

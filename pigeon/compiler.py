@@ -1,0 +1,102 @@
+"""``@pigeon.compile``: trace a DSL function once per input signature and run its program."""
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable
+
+import torch
+
+from pigeon.ir.program import Program
+from pigeon.ir.types import Domain
+from pigeon.runtime.graph import Graph
+from pigeon.runtime.reference import execute
+
+from .tracer import trace
+
+ExampleInputs = Callable[[Graph], tuple]
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable stand-in for a non-tensor argument (part of the signature)."""
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__,) + tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return ("dict",) + tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(f"argument {value!r} is neither a tensor nor a hashable constant") from None
+    return (type(value).__name__, value)
+
+
+class CompiledFunction:
+    """A DSL function compiled by ``@pigeon.compile``; call it as ``fn(g, *args)``.
+
+    Tensor arguments are the program's inputs; other arguments (ints, strings, None, ...) are
+    constants of the trace. One program is kept per signature: the feature shapes and dtypes of
+    the tensors and the values of the constants (graph sizes are not part of it).
+    """
+
+    def __init__(self, fn: Callable[..., Any], example_inputs: ExampleInputs | None = None):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = fn.__name__
+        self.example_inputs = example_inputs
+        self._signature = inspect.signature(fn)
+        if not self._signature.parameters:
+            raise TypeError(f"{self.name} must take the graph as its first argument")
+        self._programs: dict[tuple, Program] = {}
+        self._domains: dict[str, Domain] = {}
+
+    def _bind(self, g: Any, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
+        if not isinstance(g, Graph):
+            raise TypeError(f"{self.name}: the first argument must be a pigeon.Graph, got {type(g).__name__}")
+        bound = self._signature.bind(g, *args, **kwargs)
+        bound.apply_defaults()
+        return list(bound.arguments.items())[1:]
+
+    def _key(self, params: list[tuple[str, Any]]) -> tuple:
+        key = []
+        for name, value in params:
+            if isinstance(value, torch.Tensor):
+                has_rows = self._domains.get(name, Domain.GLOBAL) != Domain.GLOBAL
+                shape = tuple(value.shape[1:]) if has_rows else tuple(value.shape)
+                key.append(("tensor", shape, value.dtype))
+            else:
+                key.append(_freeze(value))
+        return tuple(key)
+
+    def program(self, g: Graph, *args: Any, **kwargs: Any) -> Program:
+        """The level-1 program for these arguments (traced on first use of a signature)."""
+        params = self._bind(g, args, kwargs)
+        key = self._key(params)
+        program = self._programs.get(key)
+        if program is None:
+            program = trace(self.fn, self.name, params)
+            domains = {n.name: n.type.domain for n in program.inputs}
+            if any(self._domains.get(k, d) != d for k, d in domains.items()):
+                self._programs.clear()  # the inputs' domains changed: older keys mean other things
+            self._domains.update(domains)
+            self._programs[self._key(params)] = program
+        return program
+
+    def __call__(self, g: Graph, *args: Any, **kwargs: Any) -> Any:
+        params = dict(self._bind(g, args, kwargs))
+        program = self.program(g, *args, **kwargs)
+        outputs = execute(program, g, *(params[n.name] for n in program.inputs))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def __repr__(self) -> str:
+        return f"<pigeon.compile {self.name}: {len(self._programs)} traced signature(s)>"
+
+
+def compile(fn: Callable[..., Any] | None = None, *,
+            example_inputs: ExampleInputs | None = None) -> Any:
+    """Compile a loop-DSL function: ``@pigeon.compile`` or ``@pigeon.compile(example_inputs=f)``.
+
+    ``example_inputs(g)`` returns arguments for graph ``g``; ``pigeon show`` uses it to trace.
+    """
+    if fn is None:
+        return lambda f: CompiledFunction(f, example_inputs)
+    return CompiledFunction(fn, example_inputs)

@@ -1,0 +1,36 @@
+"""Conversion of DGL graphs (``dgl.DGLGraph``) to ``pigeon.Graph``; needs DGL installed."""
+from __future__ import annotations
+
+from typing import Any
+
+from pigeon.runtime.graph import Graph, GraphError
+
+
+def _dgl() -> Any:
+    try:
+        import dgl
+    except ImportError as err:
+        raise ImportError("converting a DGL graph needs DGL: pip install 'pigeon-rgnn[dgl]'") from err
+    return dgl
+
+
+def from_dgl(g: Any) -> Graph:
+    """A pigeon.Graph with the nodes, edges and types of DGL graph ``g``.
+
+    - a homogeneous graph takes its types from ``g.edata[dgl.ETYPE]`` / ``g.ndata[dgl.NTYPE]``
+      (as made by ``dgl.to_homogeneous``), or has one type of each;
+    - a heterograph becomes one graph with its node types numbered in ``g.ntypes`` order and
+      its edge types in ``g.canonical_etypes`` order.
+    """
+    dgl = _dgl()
+    if not isinstance(g, dgl.DGLGraph):
+        raise TypeError(f"expected a dgl.DGLGraph, got {type(g).__name__}")
+    if g.is_block:
+        raise GraphError("sampled blocks are not supported by from_dgl yet; pass the full graph")
+    if len(g.ntypes) == 1 and len(g.canonical_etypes) == 1:
+        src, dst = g.edges()
+        etype = g.edata[dgl.ETYPE] if dgl.ETYPE in g.edata else None
+        ntype = g.ndata[dgl.NTYPE] if dgl.NTYPE in g.ndata else None
+        return Graph.from_edges(src, dst, etype, g.num_nodes(), ntype)
+    edges = {cet: g.edges(etype=cet) for cet in g.canonical_etypes}
+    return Graph.from_dict(edges, {nt: g.num_nodes(nt) for nt in g.ntypes})

@@ -1,0 +1,128 @@
+"""The functions of the loop DSL, for use inside ``@pigeon.compile`` functions.
+
+``from pigeon.lang import *`` brings them in; ``sum``, ``mean`` and ``max`` aggregate edge values
+into their destination nodes (and fall back to Python's builtins on ordinary values).
+"""
+from __future__ import annotations
+
+import builtins
+from typing import Any, Iterable
+
+from pigeon.ir.ops import Op
+from pigeon.ir.types import Domain
+
+from .tracer import InputProxy, ParamRef, Sym, TraceError, current, joint_domain
+
+__all__ = ["linear", "dot", "softmax", "exp", "log", "sqrt", "relu", "leaky_relu", "sigmoid",
+           "tanh", "gelu", "sum", "mean", "max", "concat", "reshape"]
+
+
+def linear(x: Any, weight: Any) -> Sym:
+    """``x @ weight``; ``weight[e.etype]`` (or ``[e.src.ntype]``, ``[n.ntype]``) picks one matrix
+    per type. A weight of shape [..., H, in, out] applies one matrix per head to x [..., H, in]."""
+    tracer = current()
+    x = tracer.as_sym(x)
+    if isinstance(weight, ParamRef):
+        w, by = weight.param.sym(), weight.selector.index
+    elif isinstance(weight, InputProxy):
+        w, by = weight.sym(), "all"
+    else:
+        raise TraceError("linear's weight must be a tensor argument, whole (W) or indexed by a type (W[e.etype])")
+    return tracer.op(Op.LINEAR, [x, w], {"by": by})
+
+
+def dot(x: Any, y: Any) -> Sym:
+    """Sum of ``x * y`` over the last feature axis, kept as size 1 (per head for [H, d] values)."""
+    tracer = current()
+    a, b = tracer.as_sym(x), tracer.as_sym(y)
+    domain = joint_domain(a.domain, b.domain)
+    return tracer.op(Op.DOT, [tracer.broadcast(a, domain), tracer.broadcast(b, domain)])
+
+
+def softmax(x: Any) -> Sym:
+    """Softmax of an edge value over the incoming edges of each destination node."""
+    return current().op(Op.EDGE_SOFTMAX, [x])
+
+
+def _unary(op: Op, x: Any, **attrs: Any) -> Sym:
+    return current().op(op, [x], attrs or None)
+
+
+def exp(x: Any) -> Sym:
+    return _unary(Op.EXP, x)
+
+
+def log(x: Any) -> Sym:
+    return _unary(Op.LOG, x)
+
+
+def sqrt(x: Any) -> Sym:
+    return _unary(Op.SQRT, x)
+
+
+def relu(x: Any) -> Sym:
+    return _unary(Op.RELU, x)
+
+
+def leaky_relu(x: Any, negative_slope: float = 0.01) -> Sym:
+    return _unary(Op.LEAKY_RELU, x, slope=float(negative_slope))
+
+
+def sigmoid(x: Any) -> Sym:
+    return _unary(Op.SIGMOID, x)
+
+
+def tanh(x: Any) -> Sym:
+    return _unary(Op.TANH, x)
+
+
+def gelu(x: Any) -> Sym:
+    """The exact (erf) GELU."""
+    return _unary(Op.GELU, x)
+
+
+def reshape(x: Any, *shape: Any) -> Sym:
+    return current().as_sym(x).reshape(*shape)
+
+
+def concat(*xs: Any) -> Sym:
+    """Join values along their last feature axis."""
+    if len(xs) == 1 and isinstance(xs[0], (list, tuple)):
+        xs = tuple(xs[0])
+    tracer = current()
+    syms = [tracer.as_sym(x) for x in xs]
+    return tracer.op(Op.CONCAT, syms)
+
+
+def _aggregate(kind: str, items: Iterable[Any], fallback: Any) -> Any:
+    values = list(items)
+    if not any(isinstance(v, (Sym, ParamRef, InputProxy)) for v in values):
+        return fallback(values)
+    if len(values) != 1:
+        raise TraceError(f"{kind}(...) aggregates one edge value per edge: write "
+                         f"{kind}(<edge value> for e in n.incoming_edges())")
+    tracer = current()
+    x = tracer.as_sym(values[0])
+    if x.domain != Domain.EDGE:
+        raise TraceError(f"{kind}(...) aggregates edge values into destination nodes; "
+                         f"got a {x.domain.value} value")
+    return tracer.op(Op.REDUCE, [x], {"index": "dst", "to": Domain.DST, "kind": kind}, hint=f"{kind}")
+
+
+def sum(items: Iterable[Any], start: Any = 0) -> Any:  # noqa: A001 - the DSL's aggregation
+    """Sum of edge values over the incoming edges of each destination (zero where none)."""
+    return _aggregate("sum", items, lambda v: builtins.sum(v, start))
+
+
+def mean(items: Iterable[Any]) -> Any:
+    """Mean of edge values over the incoming edges of each destination (zero where none)."""
+    def fallback(values: list[Any]) -> Any:
+        return builtins.sum(values) / len(values)
+    return _aggregate("mean", items, fallback)
+
+
+def max(items: Iterable[Any], *args: Any, **kwargs: Any) -> Any:  # noqa: A001
+    """Largest edge value over the incoming edges of each destination (zero where none)."""
+    if args or kwargs:
+        return builtins.max(items, *args, **kwargs)
+    return _aggregate("max", items, builtins.max)

@@ -1,0 +1,158 @@
+"""``pigeon.nn`` layers: torch modules whose forward runs the DSL programs of ``pigeon.examples``.
+
+Parameter names and shapes are part of the API (R edge types, T node types, H heads).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from pigeon.examples.hgt import hgt
+from pigeon.examples.rgat import rgat
+from pigeon.examples.rgcn import rgcn
+from pigeon.runtime.graph import Graph, GraphError
+
+
+def as_graph(g: Any) -> Graph:
+    """A pigeon.Graph for ``g``: itself, or the conversion of a DGL graph."""
+    if isinstance(g, Graph):
+        return g
+    if type(g).__module__.startswith("dgl"):
+        from pigeon.dgl_adapter import from_dgl
+        return from_dgl(g)
+    raise TypeError(f"expected a pigeon.Graph or a dgl.DGLGraph, got {type(g).__name__}")
+
+
+def _check_types(layer: nn.Module, g: Graph, num_rels: int | None = None, num_ntypes: int | None = None) -> None:
+    name = type(layer).__name__
+    if num_rels is not None and g.num_etypes != num_rels:
+        raise GraphError(f"{name} was built for num_rels={num_rels} but the graph has {g.num_etypes} edge types")
+    if num_ntypes is not None and g.num_ntypes != num_ntypes:
+        raise GraphError(f"{name} was built for num_ntypes={num_ntypes} but the graph has {g.num_ntypes} node types")
+
+
+class RGCNConv(nn.Module):
+    """``out_v = sum_r AGG_{u in N_r(v)} h_u W_r + h_v loop_weight + bias``.
+
+    ``aggr="mean"`` divides each message by the number of incoming edges of v of relation r;
+    ``edge_weight`` (one value per edge, DGL's ``norm``) multiplies each message.
+    """
+
+    def __init__(self, in_feats: int, out_feats: int, num_rels: int, aggr: str = "mean",
+                 self_loop: bool = True, bias: bool = True):
+        super().__init__()
+        if aggr not in ("mean", "sum"):
+            raise ValueError(f"aggr must be 'mean' or 'sum', got {aggr!r}")
+        self.in_feats, self.out_feats, self.num_rels, self.aggr = in_feats, out_feats, num_rels, aggr
+        self.weight = nn.Parameter(torch.empty(num_rels, in_feats, out_feats))
+        self.loop_weight = nn.Parameter(torch.empty(in_feats, out_feats)) if self_loop else None
+        self.bias = nn.Parameter(torch.zeros(out_feats)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        gain = nn.init.calculate_gain("relu")
+        nn.init.xavier_uniform_(self.weight, gain=gain)
+        if self.loop_weight is not None:
+            nn.init.xavier_uniform_(self.loop_weight, gain=gain)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, g: Any, h: torch.Tensor, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
+        g = as_graph(g)
+        _check_types(self, g, num_rels=self.num_rels)
+        if edge_weight is not None:
+            if edge_weight.dim() == 1:
+                edge_weight = edge_weight.unsqueeze(-1)
+            if tuple(edge_weight.shape) != (g.num_edges, 1):
+                raise GraphError(f"edge_weight has shape {list(edge_weight.shape)}; expected "
+                                 f"[{g.num_edges}] or [{g.num_edges}, 1], one weight per edge")
+        return rgcn(g, h, self.weight, self.loop_weight, self.bias, edge_weight, aggr=self.aggr)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_feats}, {self.out_feats}, num_rels={self.num_rels}, aggr={self.aggr!r}"
+
+
+class RGATConv(nn.Module):
+    """Relational graph attention with ``num_heads`` heads (see ``pigeon.examples.rgat``).
+
+    Per edge u -> v of relation r: ``z = h_u W_r``, per-head score
+    ``leaky_relu(attn_src[r] . z + attn_dst[r] . (h_v W_r))``, softmax over all incoming edges
+    of v, ``out_v = concat_heads sum alpha z + bias``.
+    """
+
+    def __init__(self, in_feats: int, out_feats: int, num_rels: int, num_heads: int = 1,
+                 negative_slope: float = 0.2, bias: bool = True):
+        super().__init__()
+        self.in_feats, self.out_feats, self.num_rels = in_feats, out_feats, num_rels
+        self.num_heads, self.negative_slope = num_heads, negative_slope
+        self.weight = nn.Parameter(torch.empty(num_rels, in_feats, num_heads * out_feats))
+        self.attn_src = nn.Parameter(torch.empty(num_rels, num_heads, out_feats))
+        self.attn_dst = nn.Parameter(torch.empty(num_rels, num_heads, out_feats))
+        self.bias = nn.Parameter(torch.zeros(num_heads * out_feats)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        gain = nn.init.calculate_gain("relu")
+        for p in (self.weight, self.attn_src, self.attn_dst):
+            nn.init.xavier_normal_(p, gain=gain)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, g: Any, h: torch.Tensor) -> torch.Tensor:
+        g = as_graph(g)
+        _check_types(self, g, num_rels=self.num_rels)
+        return rgat(g, h, self.weight, self.attn_src, self.attn_dst, self.bias,
+                    negative_slope=self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_feats}, {self.out_feats}, num_rels={self.num_rels}, num_heads={self.num_heads}"
+
+
+class HGTConv(nn.Module):
+    """Heterogeneous graph transformer layer: DGL's ``HGTConv`` without dropout and layer norm.
+
+    ``forward(g, h)`` returns [num_dst_nodes, num_heads * head_size]; node types come from ``g``.
+    """
+
+    def __init__(self, in_feats: int, head_size: int, num_heads: int, num_ntypes: int,
+                 num_rels: int, use_skip: bool = True):
+        super().__init__()
+        self.in_feats, self.head_size, self.num_heads = in_feats, head_size, num_heads
+        self.num_ntypes, self.num_rels, self.use_skip = num_ntypes, num_rels, use_skip
+        hd = num_heads * head_size
+        self.k_weight = nn.Parameter(torch.empty(num_ntypes, in_feats, hd))
+        self.q_weight = nn.Parameter(torch.empty(num_ntypes, in_feats, hd))
+        self.v_weight = nn.Parameter(torch.empty(num_ntypes, in_feats, hd))
+        self.relation_att = nn.Parameter(torch.empty(num_rels, num_heads, head_size, head_size))
+        self.relation_msg = nn.Parameter(torch.empty(num_rels, num_heads, head_size, head_size))
+        self.relation_pri = nn.Parameter(torch.ones(num_rels, num_heads))
+        self.out_weight = nn.Parameter(torch.empty(num_ntypes, hd, hd))
+        self.skip = nn.Parameter(torch.ones(num_ntypes)) if use_skip else None
+        self.residual_w = nn.Parameter(torch.empty(in_feats, hd)) if use_skip and in_feats != hd else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for p in (self.k_weight, self.q_weight, self.v_weight, self.out_weight):
+            bound = 1.0 / math.sqrt(p.shape[1])
+            nn.init.uniform_(p, -bound, bound)
+        for p in (self.relation_att, self.relation_msg):
+            bound = 1.0 / math.sqrt(self.head_size)
+            nn.init.uniform_(p, -bound, bound)
+        nn.init.ones_(self.relation_pri)
+        if self.skip is not None:
+            nn.init.ones_(self.skip)
+        if self.residual_w is not None:
+            nn.init.xavier_uniform_(self.residual_w)
+
+    def forward(self, g: Any, h: torch.Tensor) -> torch.Tensor:
+        g = as_graph(g)
+        _check_types(self, g, num_rels=self.num_rels, num_ntypes=self.num_ntypes)
+        return hgt(g, h, self.k_weight, self.q_weight, self.v_weight, self.relation_att,
+                   self.relation_msg, self.relation_pri, self.out_weight, self.skip, self.residual_w)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_feats}, head_size={self.head_size}, num_heads={self.num_heads}, "
+                f"num_ntypes={self.num_ntypes}, num_rels={self.num_rels}, use_skip={self.use_skip}")

@@ -1,0 +1,596 @@
+"""Tracing the loop DSL into level-1 IR.
+
+A ``@pigeon.compile`` function runs once with symbolic stand-ins: the graph yields one symbolic
+edge from ``g.edges()`` and one symbolic node from ``g.nodes()`` / ``g.dst_nodes()``, so every
+loop body runs once and records the ops it performs. Tensor arguments become inputs whose
+domain is fixed by their first use (``h[e.src]``: per node; ``W[e.etype]``: per edge type;
+``w[e]``: per edge; plain use: global).
+"""
+from __future__ import annotations
+
+import contextlib
+import linecache
+import os
+import sys
+from typing import Any, Iterator
+
+import torch
+
+from pigeon.ir.ops import Op
+from pigeon.ir.program import Builder, Program
+from pigeon.ir.shape_inference import ShapeError
+from pigeon.ir.types import Domain, ValueType
+
+_PACKAGE_DIRS: tuple[str, ...] = ()
+_ACTIVE: list["Tracer"] = []
+
+
+def _package_dirs() -> tuple[str, ...]:
+    global _PACKAGE_DIRS
+    if not _PACKAGE_DIRS:
+        import pigeon
+        import pigeon.ir
+        import pigeon.runtime
+        _PACKAGE_DIRS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                              for m in (pigeon, pigeon.ir, pigeon.runtime))
+    return _PACKAGE_DIRS
+
+
+def user_location() -> tuple[str, int, str]:
+    """(file, line, source) of the innermost frame outside Pigeon itself: the user's line."""
+    frame = sys._getframe(1)
+    dirs = _package_dirs()
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not path.startswith(dirs) and not path.startswith("<frozen"):
+            return path, frame.f_lineno, linecache.getline(path, frame.f_lineno).strip()
+        frame = frame.f_back
+    return "<unknown>", 0, ""
+
+
+class TraceError(Exception):
+    """A @pigeon.compile function does something that cannot be traced; names the user's line."""
+
+    def __init__(self, message: str):
+        path, line, source = user_location()
+        self.location = f"{os.path.basename(path)}:{line}"
+        self.path, self.line = path, line
+        text = f"{self.location}: {message}"
+        if source:
+            text += f"\n    {source}"
+        super().__init__(text)
+
+
+def current() -> "Tracer":
+    if not _ACTIVE:
+        raise TraceError("Pigeon DSL functions can only be called inside a @pigeon.compile function")
+    return _ACTIVE[-1]
+
+
+# ----------------------------------------------------------------------------------------
+# symbolic values
+
+
+class Sym:
+    """A traced value: one row of a node, edge or parameter domain."""
+
+    __slots__ = ("tracer", "handle")
+
+    def __init__(self, tracer: "Tracer", handle: int):
+        self.tracer = tracer
+        self.handle = handle
+
+    @property
+    def type(self) -> ValueType:
+        return self.tracer.builder.type_of(self.handle)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The feature shape of one row."""
+        return self.type.shape
+
+    @property
+    def domain(self) -> Domain:
+        return self.type.domain
+
+    def reshape(self, *shape: Any) -> "Sym":
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return self.tracer.op(Op.RESHAPE, [self], {"shape": tuple(int(s) for s in shape)})
+
+    # arithmetic
+    def __add__(self, other: Any) -> "Sym":
+        return self.tracer.binary(Op.ADD, self, other)
+
+    def __radd__(self, other: Any) -> "Sym":
+        return self.tracer.binary(Op.ADD, other, self)
+
+    def __sub__(self, other: Any) -> "Sym":
+        return self.tracer.binary(Op.SUB, self, other)
+
+    def __rsub__(self, other: Any) -> "Sym":
+        return self.tracer.binary(Op.SUB, other, self)
+
+    def __mul__(self, other: Any) -> "Sym":
+        return self.tracer.binary(Op.MUL, self, other)
+
+    def __rmul__(self, other: Any) -> "Sym":
+        return self.tracer.binary(Op.MUL, other, self)
+
+    def __truediv__(self, other: Any) -> "Sym":
+        return self.tracer.binary(Op.DIV, self, other)
+
+    def __rtruediv__(self, other: Any) -> "Sym":
+        return self.tracer.binary(Op.DIV, other, self)
+
+    def __neg__(self) -> "Sym":
+        return self.tracer.op(Op.NEG, [self])
+
+    def __pos__(self) -> "Sym":
+        return self
+
+    def __pow__(self, other: Any) -> "Sym":
+        if not _is_number(other):
+            raise TraceError("only a Python number can be an exponent of a traced value")
+        return self.tracer.op(Op.POW, [self], {"c": float(other)})
+
+    # what tracing cannot follow
+    def __bool__(self) -> bool:
+        raise TraceError("a traced value cannot decide Python control flow (if/while/and/or/not): "
+                         "its data is not known while tracing; compute both branches instead")
+
+    def _no_compare(self, other: Any) -> Any:
+        raise TraceError("traced values cannot be compared: control flow that depends on tensor "
+                         "data cannot be compiled")
+
+    __lt__ = __le__ = __gt__ = __ge__ = _no_compare
+
+    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
+        return self._no_compare(other)
+
+    __ne__ = __eq__
+    __hash__ = object.__hash__
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TraceError("a traced value cannot be iterated; loop over g.edges() or g.nodes() instead")
+
+    def __len__(self) -> int:
+        raise TraceError("a traced value has no length; use .shape for its feature shape")
+
+    def __float__(self) -> float:
+        raise TraceError("a traced value has no Python number while tracing")
+
+    __int__ = __index__ = __float__
+
+    def __getitem__(self, key: Any) -> Any:
+        raise TraceError("traced values cannot be indexed; use reshape, dot or linear instead")
+
+    def __array__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TraceError("a traced value cannot become a numpy array")
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        name = getattr(func, "__name__", str(func))
+        raise TraceError(f"torch.{name} cannot run on a traced value; use the functions of "
+                         f"pigeon.lang (linear, dot, exp, softmax, ...) inside @pigeon.compile")
+
+    def __repr__(self) -> str:
+        return f"<traced {self.type}>"
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+class Selector:
+    """A type id of a loop variable (``e.etype``, ``e.src.ntype``, ``n.ntype``)."""
+
+    def __init__(self, index: str, row_domain: Domain, text: str):
+        self.index, self.row_domain, self.text = index, row_domain, text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+class ParamRef:
+    """A parameter indexed by a type selector, such as ``W[e.etype]``: one row per type."""
+
+    def __init__(self, param: "InputProxy", selector: Selector):
+        self.param, self.selector = param, selector
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.param.shape[1:]
+
+    def value(self) -> Sym:
+        """The selected row, materialised in the selector's row domain."""
+        tracer = self.param.tracer
+        return tracer.op(Op.GATHER, [self.param.sym()],
+                         {"index": self.selector.index, "to": self.selector.row_domain},
+                         hint=f"{self.param.name}_{self.selector.index}")
+
+    def reshape(self, *shape: Any) -> Sym:
+        return self.value().reshape(*shape)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.value(), name)
+
+
+def _forward_to_value(name: str) -> Any:
+    def method(self: Any, *args: Any) -> Any:
+        return getattr(self.value(), name)(*args)
+    method.__name__ = name
+    return method
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+              "__rtruediv__", "__neg__", "__pow__", "__bool__", "__iter__", "__len__", "__float__"):
+    setattr(ParamRef, _name, _forward_to_value(_name))
+
+
+class InputProxy:
+    """A tensor argument while tracing. ``shape`` is the whole tensor's shape."""
+
+    def __init__(self, tracer: "Tracer", name: str, position: int, tensor: torch.Tensor):
+        self.tracer, self.name, self.position = tracer, name, position
+        self.shape = tuple(tensor.shape)
+        self.dtype = str(tensor.dtype).replace("torch.", "")
+        self.domain: Domain | None = None
+        self.first_use = ""
+        self._handle: int | None = None
+
+    def declare(self, domain: Domain, use: str) -> int:
+        """Fix this input's domain at its first use; a conflicting later use is an error."""
+        if self.domain is None:
+            if domain != Domain.GLOBAL and not self.shape:
+                raise TraceError(f"{use} treats {self.name} as one row per element, but it is a scalar tensor")
+            feature_shape = self.shape if domain == Domain.GLOBAL else self.shape[1:]
+            try:
+                vtype = ValueType(domain, feature_shape, self.dtype)
+            except ValueError as err:
+                raise TraceError(f"{self.name}: {err}") from None
+            self.domain, self.first_use = domain, use
+            self._handle = self.tracer.builder.input(self.name, vtype, self.position, self.tracer.loc())
+        elif self.domain != domain:
+            raise TraceError(f"{use} uses {self.name} as a {domain.value} value, but {self.first_use} "
+                             f"already made it a {self.domain.value} value")
+        assert self._handle is not None
+        return self._handle
+
+    def sym(self, domain: Domain | None = None, use: str = "") -> Sym:
+        """This input as a value: of ``domain``, or of its declared domain (global if none yet)."""
+        domain = domain or self.domain or Domain.GLOBAL
+        return Sym(self.tracer, self.declare(domain, use or f"{self.name} (used as a whole)"))
+
+    def __getitem__(self, key: Any) -> Any:
+        tracer = self.tracer
+        if isinstance(key, EndProxy):
+            node_value = self.sym(Domain.NODE, f"{self.name}[{key.text}]")
+            return tracer.op(Op.GATHER, [node_value], {"index": key.end, "to": Domain.EDGE},
+                             hint=f"{self.name}_{key.end}")
+        if isinstance(key, NodeProxy):
+            node_value = self.sym(Domain.NODE, f"{self.name}[n]")
+            if key.domain == Domain.DST:
+                return tracer.op(Op.GATHER, [node_value], {"index": "to_dst", "to": Domain.DST},
+                                 hint=f"{self.name}_dst")
+            return node_value
+        if isinstance(key, EdgeProxy):
+            return self.sym(Domain.EDGE, f"{self.name}[e]")
+        if isinstance(key, Selector):
+            from pigeon.ir.indices import param_domain_of
+            self.declare(param_domain_of(key.index), f"{self.name}[{key.text}]")
+            return ParamRef(self, key)
+        raise TraceError(f"index {self.name} with e.src, e.dst, e, n, e.etype, e.src.ntype or n.ntype; "
+                         f"got {type(key).__name__}")
+
+    def reshape(self, *shape: Any) -> Sym:
+        return self.sym().reshape(*shape)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.sym(), name)
+
+    def __repr__(self) -> str:
+        return f"<input {self.name} {list(self.shape)}>"
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+              "__rtruediv__", "__neg__", "__pow__", "__bool__", "__iter__", "__float__"):
+    setattr(InputProxy, _name, (lambda n: lambda self, *a: getattr(self.sym(), n)(*a))(_name))
+
+
+# ----------------------------------------------------------------------------------------
+# the graph and its loop variables
+
+
+class GraphProxy:
+    """The graph argument while tracing: ``g.edges()``, ``g.nodes()``, ``g.dst_nodes()``."""
+
+    def __init__(self, tracer: "Tracer"):
+        self._tracer = tracer
+
+    def edges(self) -> Iterator["EdgeProxy"]:
+        """Every edge (one symbolic edge while tracing)."""
+        yield EdgeProxy(self._tracer)
+
+    def nodes(self) -> Iterator["NodeProxy"]:
+        """Every node (one symbolic node while tracing)."""
+        yield NodeProxy(self._tracer, Domain.NODE)
+
+    def dst_nodes(self) -> Iterator["NodeProxy"]:
+        """The destination nodes: all nodes of a graph, the output nodes of a sampled block."""
+        yield NodeProxy(self._tracer, Domain.DST)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise TraceError(f"g.{name} is not available while tracing; a compiled function may use "
+                         f"g.edges(), g.nodes() and g.dst_nodes()")
+
+
+class EdgeProxy:
+    """The loop variable of ``for e in g.edges()``: ``e.src``, ``e.dst``, ``e.etype``, edge values."""
+
+    _RESERVED = ("src", "dst", "etype", "dst_degree", "dst_etype_degree")
+
+    def __init__(self, tracer: "Tracer"):
+        object.__setattr__(self, "_tracer", tracer)
+
+    def __getattr__(self, name: str) -> Any:
+        tracer: Tracer = object.__getattribute__(self, "_tracer")
+        if name in ("src", "dst"):
+            return EndProxy(tracer, name)
+        if name == "etype":
+            return Selector("etype", Domain.EDGE, "e.etype")
+        if name in ("dst_degree", "dst_etype_degree"):
+            return tracer.degree("dst" if name == "dst_degree" else "dst_etype")
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name not in tracer.edge_values:
+            known = ", ".join(sorted(tracer.edge_values)) or "none yet"
+            raise TraceError(f"edge value e.{name} was never set (set so far: {known})")
+        return tracer.edge_values[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        tracer: Tracer = object.__getattribute__(self, "_tracer")
+        if name in self._RESERVED:
+            raise TraceError(f"e.{name} is read-only")
+        tracer.edge_values[name] = tracer.store(value, Domain.EDGE, name, f"e.{name}")
+
+
+class EndProxy:
+    """``e.src`` or ``e.dst``: node values of an edge's end, gathered onto the edge."""
+
+    def __init__(self, tracer: "Tracer", end: str):
+        object.__setattr__(self, "_tracer", tracer)
+        object.__setattr__(self, "end", end)
+        object.__setattr__(self, "text", f"e.{end}")
+
+    def __getattr__(self, name: str) -> Any:
+        tracer: Tracer = object.__getattribute__(self, "_tracer")
+        end = object.__getattribute__(self, "end")
+        if name == "ntype":
+            return Selector(f"{end}_ntype", Domain.EDGE, f"e.{end}.ntype")
+        if name.startswith("__"):
+            raise AttributeError(name)
+        value = tracer.node_value(name, f"e.{end}.{name}")
+        if end == "src" and value.domain == Domain.DST:
+            raise TraceError(f"node value {name} is set in a g.dst_nodes() loop, so only "
+                             f"destination nodes have it; set it in a g.nodes() loop to read e.src.{name}")
+        return tracer.op(Op.GATHER, [value], {"index": end, "to": Domain.EDGE}, hint=f"{name}_{end}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise TraceError(f"e.{object.__getattribute__(self, 'end')}.{name} cannot be set from an edge loop; "
+                         f"set node values as n.{name} in a g.nodes() or g.dst_nodes() loop")
+
+
+class NodeProxy:
+    """The loop variable of ``for n in g.nodes()`` (or ``g.dst_nodes()``): ``n.ntype``, node values."""
+
+    def __init__(self, tracer: "Tracer", domain: Domain):
+        object.__setattr__(self, "_tracer", tracer)
+        object.__setattr__(self, "domain", domain)
+
+    def incoming_edges(self) -> Iterator[EdgeProxy]:
+        """The incoming edges of this node; aggregate their values with sum/mean/max."""
+        if object.__getattribute__(self, "domain") != Domain.DST:
+            raise TraceError("n.incoming_edges() needs a destination node: loop over g.dst_nodes()")
+        yield EdgeProxy(object.__getattribute__(self, "_tracer"))
+
+    def __getattr__(self, name: str) -> Any:
+        tracer: Tracer = object.__getattribute__(self, "_tracer")
+        domain = object.__getattribute__(self, "domain")
+        if name == "ntype":
+            return Selector("ntype", domain, "n.ntype")
+        if name.startswith("__"):
+            raise AttributeError(name)
+        value = tracer.node_value(name, f"n.{name}")
+        if value.domain == domain:
+            return value
+        if value.domain == Domain.NODE:  # every node's value, read at a destination node
+            return tracer.op(Op.GATHER, [value], {"index": "to_dst", "to": Domain.DST}, hint=f"{name}_dst")
+        raise TraceError(f"node value {name} is set in a g.dst_nodes() loop, so only destination "
+                         f"nodes have it; set it in a g.nodes() loop to read it here")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        tracer: Tracer = object.__getattribute__(self, "_tracer")
+        if name == "ntype":
+            raise TraceError("n.ntype is read-only")
+        domain = object.__getattribute__(self, "domain")
+        tracer.node_values[name] = tracer.store(value, domain, name, f"n.{name}")
+
+
+# ----------------------------------------------------------------------------------------
+# the tracer
+
+
+class Tracer:
+    """Records the ops of one trace into a Builder."""
+
+    def __init__(self, name: str):
+        self.builder = Builder(name)
+        self.edge_values: dict[str, Sym] = {}
+        self.node_values: dict[str, Sym] = {}
+        self._degrees: dict[str, Sym] = {}
+        self._dtype: str | None = None
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator["Tracer"]:
+        _ACTIVE.append(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.pop()
+
+    @staticmethod
+    def loc() -> str:
+        path, line, _ = user_location()
+        return f"{os.path.basename(path)}:{line}"
+
+    def op(self, op: Op, args: list[Any], attrs: dict[str, Any] | None = None, hint: str = "") -> Sym:
+        """Record ``op`` on symbolic arguments; shape errors point at the user's line."""
+        handles = [self.as_sym(a).handle for a in args]
+        try:
+            handle = self.builder.add(op, handles, attrs, hint=hint, loc=self.loc())
+        except ShapeError as err:
+            raise TraceError(str(err)) from None
+        return Sym(self, handle)
+
+    def as_sym(self, x: Any) -> Sym:
+        """A Sym for any traced operand (parameters broadcast where they are combined)."""
+        if isinstance(x, Sym):
+            if x.tracer is not self:
+                raise TraceError("a traced value from another trace was used here")
+            return x
+        if isinstance(x, ParamRef):
+            return x.value()
+        if isinstance(x, InputProxy):
+            return x.sym()
+        if isinstance(x, torch.Tensor):
+            raise TraceError("a concrete tensor cannot be mixed into a traced program; "
+                             "pass it as an argument of the compiled function")
+        if isinstance(x, (EdgeProxy, EndProxy, NodeProxy, Selector)):
+            raise TraceError(f"{x!r} is a loop variable, not a value; index a tensor with it")
+        raise TraceError(f"cannot use a {type(x).__name__} as a traced value")
+
+    def broadcast(self, x: Sym, domain: Domain) -> Sym:
+        """``x`` in ``domain``: global values are broadcast to rows; other domains must match."""
+        if x.domain == domain:
+            return x
+        if x.domain == Domain.GLOBAL:
+            return self.op(Op.GATHER, [x], {"index": "all", "to": domain})
+        if x.domain == Domain.NODE and domain == Domain.DST:
+            return self.op(Op.GATHER, [x], {"index": "to_dst", "to": Domain.DST})
+        raise TraceError(f"a {x.domain.value} value cannot be combined with a {domain.value} value"
+                         + ("; aggregate edge values with sum/mean/max over n.incoming_edges()"
+                            if x.domain == Domain.EDGE else ""))
+
+    def binary(self, op: Op, a: Any, b: Any) -> Sym:
+        if _is_number(a) and _is_number(b):
+            raise TraceError("internal: binary op on two numbers")
+        if _is_number(b):
+            return self._scalar(op, self.as_sym(a), float(b))
+        if _is_number(a):
+            x = self.as_sym(b)
+            c = float(a)
+            if op == Op.ADD:
+                return self.op(Op.SHIFT, [x], {"c": c})
+            if op == Op.MUL:
+                return self.op(Op.SCALE, [x], {"c": c})
+            if op == Op.SUB:
+                return self.op(Op.SHIFT, [self.op(Op.NEG, [x])], {"c": c})
+            recip = self.op(Op.RECIP, [x])
+            return recip if c == 1.0 else self.op(Op.SCALE, [recip], {"c": c})
+        x, y = self.as_sym(a), self.as_sym(b)
+        domain = joint_domain(x.domain, y.domain)
+        return self.op(op, [self.broadcast(x, domain), self.broadcast(y, domain)])
+
+    def _scalar(self, op: Op, x: Sym, c: float) -> Sym:
+        if op == Op.ADD:
+            return self.op(Op.SHIFT, [x], {"c": c})
+        if op == Op.SUB:
+            return self.op(Op.SHIFT, [x], {"c": -c})
+        if op == Op.MUL:
+            return self.op(Op.SCALE, [x], {"c": c})
+        if c == 0.0:
+            raise TraceError("division by the constant 0")
+        return self.op(Op.SCALE, [x], {"c": 1.0 / c})
+
+    def degree(self, by: str) -> Sym:
+        if by not in self._degrees:
+            self._degrees[by] = self.op(Op.DEGREE, [], {"by": by, "dtype": self.dtype}, hint=f"{by}_degree")
+        return self._degrees[by]
+
+    @property
+    def dtype(self) -> str:
+        return self._dtype or "float32"
+
+    def node_value(self, name: str, use: str) -> Sym:
+        if name not in self.node_values:
+            known = ", ".join(sorted(self.node_values)) or "none yet"
+            raise TraceError(f"node value {use} was never set (set so far: {known})")
+        return self.node_values[name]
+
+    def store(self, value: Any, domain: Domain, name: str, use: str) -> Sym:
+        """``value`` as a ``domain`` value named ``name`` (for e.score = ..., n.out = ...)."""
+        if _is_number(value):
+            raise TraceError(f"{use} = a number: make it a tensor argument instead")
+        sym = self.as_sym(value)
+        if sym.domain == Domain.EDGE and domain != Domain.EDGE:
+            raise TraceError(f"{use} is a node value but an edge value was given; aggregate it with "
+                             f"sum/mean/max(... for e in n.incoming_edges())")
+        sym = self.broadcast(sym, domain)
+        self.builder.name_value(sym.handle, name)
+        return sym
+
+
+def joint_domain(a: Domain, b: Domain) -> Domain:
+    if a == b:
+        return a
+    if a == Domain.GLOBAL:
+        return b
+    if b == Domain.GLOBAL:
+        return a
+    if {a, b} == {Domain.NODE, Domain.DST}:
+        return Domain.DST
+    raise TraceError(f"a {a.value} value cannot be combined with a {b.value} value"
+                     + ("; aggregate edge values with sum/mean/max over n.incoming_edges()"
+                        if Domain.EDGE in (a, b) else ""))
+
+
+def trace(fn: Any, name: str, params: list[tuple[str, Any]]) -> Program:
+    """Trace ``fn(g, *values)``; ``params`` are the (name, value) pairs after the graph."""
+    tracer = Tracer(name)
+    proxies: list[Any] = []
+    inputs: list[InputProxy] = []
+    dtypes = set()
+    for position, (pname, value) in enumerate(params):
+        if isinstance(value, torch.Tensor):
+            proxy = InputProxy(tracer, pname, position, value)
+            inputs.append(proxy)
+            proxies.append(proxy)
+            dtypes.add(value.dtype)
+        else:
+            proxies.append(value)
+    floats = {d for d in dtypes if d.is_floating_point}
+    if len(floats) > 1:
+        raise TraceError(f"{name}: tensor arguments mix dtypes {sorted(map(str, floats))}; "
+                         f"use one floating dtype for all of them")
+    bad = [p.name for p in inputs if not p.dtype.startswith(("float", "bfloat"))]
+    if bad:
+        raise TraceError(f"{name}: tensor arguments {bad} are not floating point")
+    if floats:
+        tracer._dtype = str(next(iter(floats))).replace("torch.", "")
+    with tracer.active():
+        result = fn(GraphProxy(tracer), *proxies)
+        outputs = list(result) if isinstance(result, (tuple, list)) else [result]
+        if not outputs:
+            raise TraceError(f"{name} returns nothing; return the values it computes")
+        syms = [tracer.as_sym(o) for o in outputs]
+        for proxy in inputs:  # an unused tensor argument still belongs to the signature
+            if proxy.domain is None:
+                proxy.declare(Domain.GLOBAL, f"{proxy.name} (unused)")
+    return tracer.builder.build([s.handle for s in syms])

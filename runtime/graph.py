@@ -1,0 +1,287 @@
+"""``pigeon.Graph``: a typed multigraph with global node ids and cached derived layouts."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+TensorLike = Any  # torch.Tensor, numpy array or sequence of ints
+
+
+class GraphError(ValueError):
+    """A graph was built from inconsistent arrays or used with data that does not fit it."""
+
+
+class GraphChangedError(RuntimeError):
+    """A graph's arrays were modified in place after layouts were derived from them."""
+
+
+def _as_index(values: TensorLike, name: str) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        t = values
+    elif isinstance(values, np.ndarray):
+        t = torch.from_numpy(values)
+    else:
+        seq = list(values)
+        t = torch.tensor(seq, dtype=torch.int64) if seq else torch.zeros(0, dtype=torch.int64)
+    if t.dtype == torch.bool or t.dtype.is_floating_point or t.dtype.is_complex:
+        raise GraphError(f"{name} must hold integer ids, got dtype {t.dtype}")
+    if t.dim() != 1:
+        raise GraphError(f"{name} must be one-dimensional, got shape {list(t.shape)}")
+    return t.to(torch.int64).clone()
+
+
+def _check_range(ids: torch.Tensor, limit: int, name: str, what: str) -> None:
+    if ids.numel() == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0:
+        raise GraphError(f"{name} holds a negative id ({low})")
+    if high >= limit:
+        raise GraphError(f"{name} holds id {high}, out of range for {limit} {what}")
+
+
+class Graph:
+    """Nodes with node types and edges ``src -> dst`` with edge types.
+
+    Node ids are global; nodes of one type need not be contiguous. A bipartite block (as in
+    DGL's sampled minibatches) has ``num_dst_nodes < num_nodes``: its destination nodes are the
+    first ``num_dst_nodes`` nodes and every ``dst`` id is below that.
+
+    Derived layouts (edges sorted by type, CSR, the compact (src, etype) map) are built on first
+    use and cached; modifying ``src``/``dst``/``etype``/``ntype`` in place afterwards raises
+    GraphChangedError instead of returning wrong numbers.
+    """
+
+    def __init__(self, src: TensorLike, dst: TensorLike, etype: TensorLike | None, num_nodes: int,
+                 ntype: TensorLike | None = None, *, num_etypes: int | None = None,
+                 num_ntypes: int | None = None, etype_names: Sequence[str] | None = None,
+                 ntype_names: Sequence[str] | None = None,
+                 canonical_etypes: Sequence[tuple[str, str, str]] | None = None,
+                 num_dst_nodes: int | None = None):
+        if not isinstance(num_nodes, (int, np.integer)) or isinstance(num_nodes, bool) or num_nodes < 0:
+            raise GraphError(f"num_nodes must be a non-negative int, got {num_nodes!r}")
+        self._num_nodes = int(num_nodes)
+        self._num_dst_nodes = self._num_nodes if num_dst_nodes is None else int(num_dst_nodes)
+        if not 0 <= self._num_dst_nodes <= self._num_nodes:
+            raise GraphError(f"num_dst_nodes={num_dst_nodes} must lie in [0, num_nodes={num_nodes}]")
+        self._src = _as_index(src, "src")
+        self._dst = _as_index(dst, "dst").to(self._src.device)
+        if etype is None:
+            etype = torch.zeros(self._src.numel(), dtype=torch.int64)
+        self._etype = _as_index(etype, "etype").to(self._src.device)
+        if not (self._src.numel() == self._dst.numel() == self._etype.numel()):
+            raise GraphError(f"src, dst and etype differ in length ({self._src.numel()}, "
+                             f"{self._dst.numel()}, {self._etype.numel()})")
+        if ntype is None:
+            ntype = torch.zeros(self._num_nodes, dtype=torch.int64)
+        self._ntype = _as_index(ntype, "ntype").to(self._src.device)
+        if self._ntype.numel() != self._num_nodes:
+            raise GraphError(f"ntype has {self._ntype.numel()} entries but num_nodes is {self._num_nodes}")
+        self._num_etypes = self._count(num_etypes, etype_names, self._etype, "etype")
+        self._num_ntypes = self._count(num_ntypes, ntype_names, self._ntype, "ntype")
+        _check_range(self._src, self._num_nodes, "src", "nodes")
+        _check_range(self._dst, self._num_dst_nodes, "dst", "destination nodes")
+        _check_range(self._etype, self._num_etypes, "etype", "edge types")
+        _check_range(self._ntype, self._num_ntypes, "ntype", "node types")
+        self.etype_names = tuple(etype_names) if etype_names is not None else tuple(map(str, range(self._num_etypes)))
+        self.ntype_names = tuple(ntype_names) if ntype_names is not None else tuple(map(str, range(self._num_ntypes)))
+        self.canonical_etypes = tuple(canonical_etypes) if canonical_etypes is not None else None
+        if self.canonical_etypes is not None and len(self.canonical_etypes) != self._num_etypes:
+            raise GraphError(f"{len(self.canonical_etypes)} canonical edge types for {self._num_etypes} edge types")
+        self._cache: dict[Any, Any] = {}
+        self._versions = self._array_versions()
+
+    @staticmethod
+    def _count(given: int | None, names: Sequence[str] | None, ids: torch.Tensor, what: str) -> int:
+        if names is not None:
+            if given is not None and given != len(names):
+                raise GraphError(f"num_{what}s={given} but {len(names)} {what}_names were given")
+            given = len(names)
+        if given is None:
+            return int(ids.max()) + 1 if ids.numel() else 1
+        if given < 1:
+            raise GraphError(f"num_{what}s must be at least 1, got {given}")
+        return int(given)
+
+    # construction -----------------------------------------------------------------------
+
+    @classmethod
+    def from_edges(cls, src: TensorLike, dst: TensorLike, etype: TensorLike | None, num_nodes: int,
+                   ntype: TensorLike | None = None, **kwargs: Any) -> Graph:
+        """A graph from PyG-style arrays: edge ``i`` goes ``src[i] -> dst[i]`` with type ``etype[i]``."""
+        return cls(src, dst, etype, num_nodes, ntype, **kwargs)
+
+    @classmethod
+    def from_dict(cls, edges: Mapping[tuple[str, str, str], tuple[TensorLike, TensorLike]],
+                  num_nodes: Mapping[str, int]) -> Graph:
+        """A graph from DGL-style per-relation arrays of per-type node ids.
+
+        ``edges[(src_type, rel, dst_type)] = (src_ids, dst_ids)``; node types are numbered in
+        the order of ``num_nodes`` and their nodes get consecutive global ids in that order.
+        """
+        ntype_names = list(num_nodes)
+        offsets: dict[str, int] = {}
+        total = 0
+        for name in ntype_names:
+            count = num_nodes[name]
+            if not isinstance(count, (int, np.integer)) or count < 0:
+                raise GraphError(f"num_nodes[{name!r}] must be a non-negative int, got {count!r}")
+            offsets[name] = total
+            total += int(count)
+        srcs, dsts, etypes, canonical = [], [], [], []
+        for r, key in enumerate(edges):
+            if not (isinstance(key, tuple) and len(key) == 3):
+                raise GraphError(f"edge type keys must be (src_type, relation, dst_type), got {key!r}")
+            s_type, _, d_type = key
+            for t in (s_type, d_type):
+                if t not in offsets:
+                    raise GraphError(f"edge type {key}: unknown node type {t!r} (known: {ntype_names})")
+            pair = edges[key]
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise GraphError(f"edges[{key}] must be a (src, dst) pair of id arrays")
+            s, d = _as_index(pair[0], f"src of {key}"), _as_index(pair[1], f"dst of {key}")
+            if s.numel() != d.numel():
+                raise GraphError(f"edge type {key}: src and dst differ in length ({s.numel()}, {d.numel()})")
+            _check_range(s, num_nodes[s_type], f"src of {key}", f"{s_type!r} nodes")
+            _check_range(d, num_nodes[d_type], f"dst of {key}", f"{d_type!r} nodes")
+            srcs.append(s + offsets[s_type])
+            dsts.append(d + offsets[d_type])
+            etypes.append(torch.full_like(s, r))
+            canonical.append(key)
+        ntype = torch.cat([torch.full((int(num_nodes[n]),), t, dtype=torch.int64)
+                           for t, n in enumerate(ntype_names)]) if ntype_names else torch.zeros(0, dtype=torch.int64)
+        cat = lambda xs: torch.cat(xs) if xs else torch.zeros(0, dtype=torch.int64)  # noqa: E731
+        return cls(cat(srcs), cat(dsts), cat(etypes), total, ntype,
+                   num_etypes=len(canonical) or 1,
+                   etype_names=[k[1] for k in canonical] if canonical else None,
+                   ntype_names=ntype_names or None,
+                   canonical_etypes=canonical or None)
+
+    @classmethod
+    def from_dgl(cls, g: Any) -> Graph:
+        """A graph from a ``dgl.DGLGraph`` (homogeneous with type ids, a heterograph, or a block)."""
+        from pigeon.dgl_adapter import from_dgl
+
+        return from_dgl(g)
+
+    # sizes and arrays -------------------------------------------------------------------
+
+    @property
+    def src(self) -> torch.Tensor:
+        return self._src
+
+    @property
+    def dst(self) -> torch.Tensor:
+        return self._dst
+
+    @property
+    def etype(self) -> torch.Tensor:
+        return self._etype
+
+    @property
+    def ntype(self) -> torch.Tensor:
+        return self._ntype
+
+    @property
+    def num_nodes(self) -> int:
+        return self._num_nodes
+
+    @property
+    def num_dst_nodes(self) -> int:
+        return self._num_dst_nodes
+
+    @property
+    def num_edges(self) -> int:
+        return self._src.numel()
+
+    @property
+    def num_etypes(self) -> int:
+        return self._num_etypes
+
+    @property
+    def num_ntypes(self) -> int:
+        return self._num_ntypes
+
+    @property
+    def is_block(self) -> bool:
+        return self._num_dst_nodes != self._num_nodes
+
+    @property
+    def device(self) -> torch.device:
+        return self._src.device
+
+    def to(self, device: torch.device | str) -> Graph:
+        """This graph on another device (self if already there)."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        return Graph(self._src.to(device), self._dst.to(device), self._etype.to(device),
+                     self._num_nodes, self._ntype.to(device), num_etypes=self._num_etypes,
+                     num_ntypes=self._num_ntypes, etype_names=self.etype_names,
+                     ntype_names=self.ntype_names, canonical_etypes=self.canonical_etypes,
+                     num_dst_nodes=self._num_dst_nodes)
+
+    def __repr__(self) -> str:
+        block = f", num_dst_nodes={self._num_dst_nodes}" if self.is_block else ""
+        return (f"Graph(num_nodes={self._num_nodes}{block}, num_edges={self.num_edges}, "
+                f"num_ntypes={self._num_ntypes}, num_etypes={self._num_etypes}, device={self.device})")
+
+    # node-type feature dicts ------------------------------------------------------------
+
+    def ntype_id(self, ntype: str | int) -> int:
+        """The id of a node type given by name or id; GraphError if unknown."""
+        if isinstance(ntype, (int, np.integer)) and not isinstance(ntype, bool):
+            if 0 <= ntype < self._num_ntypes:
+                return int(ntype)
+        elif ntype in self.ntype_names:
+            return self.ntype_names.index(ntype)
+        raise GraphError(f"unknown node type {ntype!r} (known: {list(self.ntype_names)})")
+
+    def nodes_of_type(self, ntype: str | int) -> torch.Tensor:
+        """Global ids of the nodes of one type, ascending."""
+        t = self.ntype_id(ntype)
+        return self.cached(("nodes_of_type", t), lambda: torch.nonzero(self._ntype == t).flatten())
+
+    def pack(self, feats: Mapping[str | int, torch.Tensor]) -> torch.Tensor:
+        """One [num_nodes, ...] tensor from per-node-type rows (each in ascending global id order)."""
+        ids = {self.ntype_id(k): v for k, v in feats.items()}
+        missing = [self.ntype_names[t] for t in range(self._num_ntypes) if t not in ids]
+        if missing:
+            raise GraphError(f"pack: no features for node types {missing}")
+        first = next(iter(ids.values()))
+        out = first.new_zeros((self._num_nodes,) + tuple(first.shape[1:]))
+        for t, x in ids.items():
+            rows = self.nodes_of_type(t).to(x.device)
+            if tuple(x.shape) != (rows.numel(),) + tuple(first.shape[1:]):
+                raise GraphError(f"pack: features of node type {self.ntype_names[t]!r} have shape "
+                                 f"{list(x.shape)}, expected {[rows.numel()] + list(first.shape[1:])}")
+            out = out.index_copy(0, rows, x.to(out.dtype))
+        return out
+
+    def unpack(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-node-type rows of a [num_nodes, ...] tensor, keyed by node type name."""
+        if x.shape[0] != self._num_nodes:
+            raise GraphError(f"unpack: expected {self._num_nodes} rows, got {x.shape[0]}")
+        return {name: x.index_select(0, self.nodes_of_type(t).to(x.device))
+                for t, name in enumerate(self.ntype_names)}
+
+    # cached derived data ----------------------------------------------------------------
+
+    def _array_versions(self) -> tuple[int, ...]:
+        return tuple(t._version for t in (self._src, self._dst, self._etype, self._ntype))
+
+    def check_unchanged(self) -> None:
+        """Raise GraphChangedError if an array was modified in place since construction."""
+        if self._array_versions() != self._versions:
+            raise GraphChangedError(
+                "the graph's src/dst/etype/ntype arrays were modified in place after it was built; "
+                "its cached layouts no longer match. Build a new Graph from the new arrays.")
+
+    def cached(self, key: Any, build: Callable[[], Any]) -> Any:
+        """``build()`` once per key for this graph (layouts, index arrays, degrees)."""
+        self.check_unchanged()
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]

@@ -1,0 +1,155 @@
+"""Layouts derived from a Graph, each built once and cached on it.
+
+- ``edges_by_etype``: edge ids sorted by (etype, dst) and per-etype offsets;
+- ``csr``: incoming edges of each destination, sorted by (dst, etype);
+- ``compact``: the unique (src, etype) pairs sorted by (etype, src), per-etype offsets, and
+  for every edge the index of its pair;
+- ``index_array``: the array behind every index of ``pigeon.ir.indices``;
+- ``segments``: rows of a domain grouped by the type that selects a typed linear's weight.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pigeon.ir.types import Domain
+
+from .graph import Graph
+
+
+@dataclass(frozen=True)
+class EdgeOrder:
+    perm: torch.Tensor  # edge ids in sorted order
+    offsets: torch.Tensor  # [num_etypes + 1], into perm
+
+
+@dataclass(frozen=True)
+class CSR:
+    indptr: torch.Tensor  # [num_dst_nodes + 1]
+    eids: torch.Tensor  # edge ids, grouped by destination, then by etype
+
+
+@dataclass(frozen=True)
+class CompactMap:
+    src: torch.Tensor  # [C] source node of each unique (src, etype) pair
+    etype: torch.Tensor  # [C]
+    offsets: torch.Tensor  # [num_etypes + 1], pairs are sorted by (etype, src)
+    edge_to_compact: torch.Tensor  # [E]
+
+    @property
+    def num_pairs(self) -> int:
+        return self.src.numel()
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Rows grouped by type: ``perm`` (None if rows are already grouped) and type offsets."""
+
+    perm: torch.Tensor | None
+    inverse: torch.Tensor | None  # position of each row in the grouped order
+    offsets: torch.Tensor  # [num_types + 1] on the CPU
+    counts: tuple[int, ...]
+
+
+def _offsets(type_ids: torch.Tensor, num_types: int) -> torch.Tensor:
+    counts = torch.bincount(type_ids, minlength=num_types)
+    return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+
+
+def _lexsort(major: torch.Tensor, minor: torch.Tensor) -> torch.Tensor:
+    """Stable order sorting by ``major`` then ``minor``."""
+    order = torch.argsort(minor, stable=True)
+    return order[torch.argsort(major[order], stable=True)]
+
+
+def edges_by_etype(g: Graph) -> EdgeOrder:
+    def build() -> EdgeOrder:
+        perm = _lexsort(g.etype, g.dst)
+        return EdgeOrder(perm, _offsets(g.etype, g.num_etypes))
+    return g.cached("edges_by_etype", build)
+
+
+def csr(g: Graph) -> CSR:
+    def build() -> CSR:
+        eids = _lexsort(g.dst, g.etype)
+        return CSR(_offsets(g.dst, g.num_dst_nodes), eids)
+    return g.cached("csr", build)
+
+
+def compact(g: Graph) -> CompactMap:
+    def build() -> CompactMap:
+        key = g.etype * max(g.num_nodes, 1) + g.src
+        unique, inverse = torch.unique(key, sorted=True, return_inverse=True)
+        etype = unique // max(g.num_nodes, 1)
+        return CompactMap(unique % max(g.num_nodes, 1), etype, _offsets(etype, g.num_etypes), inverse)
+    return g.cached("compact", build)
+
+
+def num_rows(g: Graph, domain: Domain) -> int:
+    """Rows of a value of ``domain`` on this graph (GLOBAL values have no row axis: 0)."""
+    if domain == Domain.COMPACT:
+        return compact(g).num_pairs
+    return {Domain.NODE: g.num_nodes, Domain.DST: g.num_dst_nodes, Domain.EDGE: g.num_edges,
+            Domain.ETYPE: g.num_etypes, Domain.NTYPE: g.num_ntypes, Domain.GLOBAL: 0}[domain]
+
+
+def degree(g: Graph, by: str) -> torch.Tensor:
+    """Per edge, the number of incoming edges of its destination (of its edge type for 'dst_etype')."""
+    def build() -> torch.Tensor:
+        if by == "dst":
+            return torch.bincount(g.dst, minlength=g.num_dst_nodes)[g.dst]
+        key = g.dst * g.num_etypes + g.etype
+        _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+        return counts[inverse]
+    if by not in ("dst", "dst_etype"):
+        raise ValueError(f"unknown degree {by!r}")
+    return g.cached(("degree", by), build)
+
+
+def index_array(g: Graph, index: str, target: Domain) -> torch.Tensor | None:
+    """For each row of ``target``, the row it reads through ``index`` (None: all rows, broadcast)."""
+    def build() -> torch.Tensor | None:
+        if index == "all":
+            return None
+        if index == "src":
+            return g.src
+        if index == "dst":
+            return g.dst
+        if index == "compact":
+            return compact(g).edge_to_compact
+        if index == "compact_src":
+            return compact(g).src
+        if index == "to_dst":
+            return torch.arange(g.num_dst_nodes, device=g.device)
+        if index == "etype":
+            return compact(g).etype if target == Domain.COMPACT else g.etype
+        if index == "src_ntype":
+            return g.ntype[compact(g).src] if target == Domain.COMPACT else g.ntype[g.src]
+        if index == "dst_ntype":
+            return g.ntype[g.dst]
+        if index == "ntype":
+            return g.ntype[: g.num_dst_nodes] if target == Domain.DST else g.ntype
+        raise ValueError(f"unknown index {index!r}")
+    return g.cached(("index", index, target), build)
+
+
+def segments(g: Graph, by: str, domain: Domain) -> Segments:
+    """Rows of ``domain`` grouped by the parameter row ``by`` selects for them."""
+    def build() -> Segments:
+        if by == "etype" and domain == Domain.EDGE:
+            order = edges_by_etype(g)
+            perm, offsets = order.perm, order.offsets
+        elif by == "etype" and domain == Domain.COMPACT:
+            perm, offsets = None, compact(g).offsets  # pairs are sorted by etype already
+        else:
+            types = index_array(g, by, domain)
+            num_types = g.num_etypes if by == "etype" else g.num_ntypes
+            perm = torch.argsort(types, stable=True)
+            offsets = _offsets(types, num_types)
+            if bool((types[1:] >= types[:-1]).all()):
+                perm = None
+        offsets = offsets.cpu()
+        inverse = None if perm is None else torch.argsort(perm)
+        return Segments(perm, inverse, offsets, tuple((offsets[1:] - offsets[:-1]).tolist()))
+    return g.cached(("segments", by, domain), build)
