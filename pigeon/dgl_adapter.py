@@ -31,6 +31,15 @@ def from_dgl(g: Any) -> Graph:
         src, dst = g.edges()
         etype = g.edata[dgl.ETYPE] if dgl.ETYPE in g.edata else None
         ntype = g.ndata[dgl.NTYPE] if dgl.NTYPE in g.ndata else None
-        return Graph.from_edges(src, dst, etype, g.num_nodes(), ntype)
+        # without type ids the graph has one node and one edge type: keep DGL's names for them
+        # (a one-relation heterograph such as ("user", "follows", "user") lands here too)
+        names: dict[str, Any] = {}
+        if etype is None:
+            names["etype_names"] = [g.canonical_etypes[0][1]]
+        if ntype is None:
+            names["ntype_names"] = [g.ntypes[0]]
+        if etype is None and ntype is None:
+            names["canonical_etypes"] = [g.canonical_etypes[0]]
+        return Graph.from_edges(src, dst, etype, g.num_nodes(), ntype, **names)
     edges = {cet: g.edges(etype=cet) for cet in g.canonical_etypes}
     return Graph.from_dict(edges, {nt: g.num_nodes(nt) for nt in g.ntypes})

@@ -24,7 +24,10 @@ def _as_index(values: TensorLike, name: str) -> torch.Tensor:
         t = torch.from_numpy(values)
     else:
         seq = list(values)
-        t = torch.tensor(seq, dtype=torch.int64) if seq else torch.zeros(0, dtype=torch.int64)
+        try:
+            t = torch.tensor(seq) if seq else torch.zeros(0, dtype=torch.int64)
+        except (TypeError, ValueError) as err:
+            raise GraphError(f"{name} must be a sequence of integer ids: {err}") from None
     if t.dtype == torch.bool or t.dtype.is_floating_point or t.dtype.is_complex:
         raise GraphError(f"{name} must hold integer ids, got dtype {t.dtype}")
     if t.dim() != 1:

@@ -143,12 +143,8 @@ class ReferenceExecutor:
             return _matmul(x, w, transpose)
         seg = layouts.segments(self.g, by, self.arg_type(node, 0).domain)
         xs = x if seg.perm is None else x.index_select(0, seg.perm)
-        out_features = node.type.shape[-1]
-        pieces = [
-            _matmul(chunk, w[t], transpose) if chunk.shape[0] else
-            chunk.new_zeros(chunk.shape[:-1] + (out_features,))
-            for t, chunk in enumerate(torch.split(xs, seg.counts))
-        ]
+        # every segment is multiplied, empty ones too, so every weight row gets a (zero) gradient
+        pieces = [_matmul(chunk, w[t], transpose) for t, chunk in enumerate(torch.split(xs, seg.counts))]
         ys = torch.cat(pieces) if pieces else x.new_zeros((0,) + node.type.shape)
         return ys if seg.inverse is None else ys.index_select(0, seg.inverse)
 

@@ -1,0 +1,159 @@
+"""pigeon.Graph: construction, validation errors, derived layouts, feature packing."""
+import numpy as np
+import pytest
+import torch
+
+import pigeon
+from pigeon.ir.types import Domain
+from pigeon.runtime import layouts
+from random_graphs import random_graph
+
+
+def test_from_edges_accepts_lists_numpy_and_tensors():
+    a = pigeon.Graph.from_edges([0, 1], [1, 2], [0, 1], 3)
+    b = pigeon.Graph.from_edges(np.array([0, 1], dtype=np.int32), np.array([1, 2]), np.array([0, 1]), 3)
+    c = pigeon.Graph.from_edges(torch.tensor([0, 1]), torch.tensor([1, 2]), torch.tensor([0, 1]), 3)
+    for g in (a, b, c):
+        assert g.src.dtype == torch.int64 and g.src.tolist() == [0, 1]
+        assert (g.num_nodes, g.num_edges, g.num_etypes, g.num_ntypes) == (3, 2, 2, 1)
+
+
+def test_graph_copies_its_inputs():
+    src = torch.tensor([0, 1])
+    g = pigeon.Graph.from_edges(src, [1, 2], None, 3)
+    src[0] = 2
+    assert g.src.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(src=[0, 1], dst=[1], etype=[0, 0], num_nodes=3), "differ in length"),
+    (dict(src=[0, -1], dst=[1, 2], etype=[0, 0], num_nodes=3), "negative id"),
+    (dict(src=[0, 3], dst=[1, 2], etype=[0, 0], num_nodes=3), "src holds id 3, out of range for 3 nodes"),
+    (dict(src=[0, 1], dst=[1, 7], etype=[0, 0], num_nodes=3), "dst holds id 7"),
+    (dict(src=[0.0, 1.0], dst=[1, 2], etype=[0, 0], num_nodes=3), "src must hold integer ids"),
+    (dict(src=[[0, 1]], dst=[1, 2], etype=[0, 0], num_nodes=3), "one-dimensional"),
+    (dict(src=[0, 1], dst=[1, 2], etype=[0, 5], num_nodes=3, num_etypes=2), "etype holds id 5"),
+    (dict(src=[0, 1], dst=[1, 2], etype=[0, 0], num_nodes=3, ntype=[0, 1]), "ntype has 2 entries"),
+    (dict(src=[0, 1], dst=[1, 2], etype=[0, 0], num_nodes=-1), "num_nodes must be a non-negative int"),
+    (dict(src=[0, 1], dst=[1, 2], etype=[0, 0], num_nodes=3, num_dst_nodes=2), "dst holds id 2, out of range for 2 destination"),
+])
+def test_from_edges_validation(kwargs, message):
+    with pytest.raises(pigeon.GraphError, match=message):
+        pigeon.Graph.from_edges(**kwargs)
+
+
+def test_from_dict_numbers_types_and_offsets_nodes():
+    g = pigeon.Graph.from_dict(
+        {("user", "follows", "user"): ([0, 1], [1, 2]),
+         ("user", "buys", "item"): ([2], [0]),
+         ("item", "bought_by", "user"): ([1], [0])},
+        num_nodes={"user": 3, "item": 2})
+    assert g.ntype_names == ("user", "item") and g.etype_names == ("follows", "buys", "bought_by")
+    assert g.canonical_etypes[1] == ("user", "buys", "item")
+    assert g.ntype.tolist() == [0, 0, 0, 1, 1]
+    assert g.src.tolist() == [0, 1, 2, 4] and g.dst.tolist() == [1, 2, 3, 0]
+    assert g.etype.tolist() == [0, 0, 1, 2]
+
+
+@pytest.mark.parametrize("edges,num_nodes,message", [
+    ({("user", "r", "shop"): ([0], [0])}, {"user": 1}, "unknown node type 'shop'"),
+    ({("user", "r", "user"): ([0], [1])}, {"user": 1}, "out of range for 1 'user' nodes"),
+    ({("user", "r", "user"): ([0, 0], [0])}, {"user": 1}, "differ in length"),
+    ({("user", "r"): ([0], [0])}, {"user": 1}, "must be \\(src_type, relation, dst_type\\)"),
+])
+def test_from_dict_validation(edges, num_nodes, message):
+    with pytest.raises(pigeon.GraphError, match=message):
+        pigeon.Graph.from_dict(edges, num_nodes)
+
+
+def test_edges_by_etype_layout():
+    g = random_graph(seed=3)
+    order = layouts.edges_by_etype(g)
+    et, dst = g.etype[order.perm], g.dst[order.perm]
+    key = et * g.num_nodes + dst
+    assert bool((key[1:] >= key[:-1]).all())
+    assert sorted(order.perm.tolist()) == list(range(g.num_edges))
+    for r in range(g.num_etypes):
+        lo, hi = order.offsets[r], order.offsets[r + 1]
+        assert bool((et[lo:hi] == r).all())
+    assert int(order.offsets[-1]) == g.num_edges
+
+
+def test_csr_layout():
+    g = random_graph(seed=4, num_dst_nodes=20)
+    c = layouts.csr(g)
+    assert c.indptr.numel() == g.num_dst_nodes + 1
+    for v in range(g.num_dst_nodes):
+        eids = c.eids[c.indptr[v]:c.indptr[v + 1]]
+        assert sorted(eids.tolist()) == sorted(torch.nonzero(g.dst == v).flatten().tolist())
+        assert bool((g.etype[eids][1:] >= g.etype[eids][:-1]).all())
+
+
+def test_compact_map_holds_each_src_etype_pair_once():
+    g = random_graph(seed=5)
+    cm = layouts.compact(g)
+    pairs = set(zip(g.src.tolist(), g.etype.tolist()))
+    assert cm.num_pairs == len(pairs)
+    assert set(zip(cm.src.tolist(), cm.etype.tolist())) == pairs
+    assert cm.src[cm.edge_to_compact].tolist() == g.src.tolist()
+    assert cm.etype[cm.edge_to_compact].tolist() == g.etype.tolist()
+    assert bool((cm.etype[1:] >= cm.etype[:-1]).all())
+    assert cm.num_pairs < g.num_edges  # the test graph has repeated (src, etype) pairs
+
+
+def test_degrees():
+    g = random_graph(seed=6)
+    d = layouts.degree(g, "dst_etype")
+    for e in range(0, g.num_edges, 7):
+        same = (g.dst == g.dst[e]) & (g.etype == g.etype[e])
+        assert int(d[e]) == int(same.sum())
+    assert layouts.degree(g, "dst").tolist() == [int((g.dst == v).sum()) for v in g.dst.tolist()]
+
+
+def test_segments_group_rows_by_type():
+    g = random_graph(seed=7)
+    for by, domain in [("etype", Domain.EDGE), ("src_ntype", Domain.EDGE), ("ntype", Domain.NODE),
+                       ("etype", Domain.COMPACT)]:
+        seg = layouts.segments(g, by, domain)
+        types = layouts.index_array(g, by, domain)
+        grouped = types if seg.perm is None else types[seg.perm]
+        assert grouped.tolist() == sorted(types.tolist())
+        assert sum(seg.counts) == types.numel()
+        if seg.perm is not None:
+            assert seg.perm[seg.inverse].tolist() == list(range(types.numel()))
+
+
+def test_layouts_are_cached():
+    g = random_graph(seed=8)
+    assert layouts.compact(g) is layouts.compact(g)
+
+
+def test_in_place_change_is_detected():
+    g = random_graph(seed=9)
+    layouts.csr(g)
+    g.dst[0] = (g.dst[0] + 1) % g.num_nodes
+    with pytest.raises(pigeon.GraphChangedError, match="modified in place"):
+        layouts.csr(g)
+
+
+def test_pack_and_unpack_round_trip():
+    g = pigeon.Graph.from_edges([0], [1], [0], 5, ntype=[1, 0, 1, 0, 1], ntype_names=["a", "b"])
+    feats = {"a": torch.tensor([[1.0], [2.0]]), "b": torch.tensor([[3.0], [4.0], [5.0]])}
+    packed = g.pack(feats)
+    assert packed.flatten().tolist() == [3.0, 1.0, 4.0, 2.0, 5.0]
+    back = g.unpack(packed)
+    assert set(back) == {"a", "b"}
+    for k in feats:
+        assert torch.equal(back[k], feats[k])
+
+
+def test_pack_errors():
+    g = pigeon.Graph.from_edges([0], [1], [0], 3, ntype=[0, 1, 1], ntype_names=["a", "b"])
+    with pytest.raises(pigeon.GraphError, match="no features for node types \\['b'\\]"):
+        g.pack({"a": torch.zeros(1, 2)})
+    with pytest.raises(pigeon.GraphError, match="unknown node type 'c'"):
+        g.pack({"a": torch.zeros(1, 2), "b": torch.zeros(2, 2), "c": torch.zeros(1, 2)})
+    with pytest.raises(pigeon.GraphError, match="have shape \\[3, 2\\], expected \\[2, 2\\]"):
+        g.pack({"a": torch.zeros(1, 2), "b": torch.zeros(3, 2)})
+    with pytest.raises(pigeon.GraphError, match="expected 3 rows"):
+        g.unpack(torch.zeros(4, 2))

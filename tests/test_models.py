@@ -1,0 +1,151 @@
+"""RGCN, RGAT and HGT (DSL programs and pigeon.nn layers) against the plain-PyTorch formulas in
+float64, forward and the gradients of the input and of every parameter."""
+import pytest
+import torch
+
+import formulas
+import pigeon
+import pigeon.nn as pnn
+from pigeon.examples import hgt, rgat, rgcn
+from random_graphs import random_graph
+
+GRAPHS = {
+    "many_etypes": lambda: random_graph(num_nodes=40, num_edges=240, num_etypes=300, seed=1),
+    "block": lambda: random_graph(num_nodes=30, num_edges=150, num_etypes=40, seed=2, num_dst_nodes=12),
+    "no_edges": lambda: pigeon.Graph.from_edges([], [], [], 5, [0, 1, 0, 1, 1], num_etypes=3),
+}
+
+
+def rand(*shape):
+    return torch.randn(*shape, dtype=torch.float64)
+
+
+def assert_same_forward_and_grads(fn, formula, g, args, kwargs=None):
+    """fn and formula agree on the output and on the gradient of every tensor argument."""
+    kwargs = kwargs or {}
+    ours = [a.clone().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
+    theirs = [a.clone().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
+    out = fn(g, *ours, **kwargs)
+    ref = formula(g, *theirs, **kwargs)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    upstream = torch.randn_like(ref)
+    (out * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        if isinstance(a, torch.Tensor):
+            assert a.grad is not None, f"argument {i} got no gradient"
+            expected = b.grad if b.grad is not None else torch.zeros_like(b)  # None: no path, zero gradient
+            torch.testing.assert_close(a.grad, expected, rtol=1e-10, atol=1e-10, msg=f"gradient of argument {i}")
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+@pytest.mark.parametrize("aggr", ["mean", "sum"])
+@pytest.mark.parametrize("with_edge_weight", [False, True])
+def test_rgcn_program(graph, aggr, with_edge_weight):
+    g = GRAPHS[graph]()
+    args = [rand(g.num_nodes, 6), rand(g.num_etypes, 6, 5), rand(6, 5), rand(5),
+            rand(g.num_edges, 1) if with_edge_weight else None]
+    assert_same_forward_and_grads(rgcn.rgcn, formulas.rgcn, g, args, {"aggr": aggr})
+
+
+def test_rgcn_program_without_self_loop_and_bias():
+    g = GRAPHS["many_etypes"]()
+    args = [rand(g.num_nodes, 6), rand(g.num_etypes, 6, 5), None, None, None]
+    assert_same_forward_and_grads(rgcn.rgcn, formulas.rgcn, g, args)
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+@pytest.mark.parametrize("heads", [1, 3])
+def test_rgat_program(graph, heads):
+    g = GRAPHS[graph]()
+    r = g.num_etypes
+    args = [rand(g.num_nodes, 7), rand(r, 7, heads * 4), rand(r, heads, 4), rand(r, heads, 4), rand(heads * 4)]
+    assert_same_forward_and_grads(rgat.rgat, formulas.rgat, g, args, {"negative_slope": 0.1})
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+@pytest.mark.parametrize("in_feats,skip", [(8, True), (5, True), (8, False)])
+def test_hgt_program(graph, in_feats, skip):
+    g = GRAPHS[graph]()
+    t, r, heads, size = g.num_ntypes, g.num_etypes, 2, 4
+    hd = heads * size
+    args = [rand(g.num_nodes, in_feats), rand(t, in_feats, hd), rand(t, in_feats, hd), rand(t, in_feats, hd),
+            rand(r, heads, size, size), rand(r, heads, size, size), rand(r, heads), rand(t, hd, hd),
+            rand(t) if skip else None, rand(in_feats, hd) if skip and in_feats != hd else None]
+    assert_same_forward_and_grads(hgt.hgt, formulas.hgt, g, args)
+
+
+def _layer_case(name, g):
+    if name == "rgcn":
+        layer = pnn.RGCNConv(6, 5, g.num_etypes, aggr="mean")
+        return layer, lambda gg, h, *p: formulas.rgcn(gg, h, *p, aggr="mean"), 6
+    if name == "rgat":
+        layer = pnn.RGATConv(6, 4, g.num_etypes, num_heads=2, negative_slope=0.3)
+        return layer, lambda gg, h, *p: formulas.rgat(gg, h, *p, negative_slope=0.3), 6
+    layer = pnn.HGTConv(6, 4, 2, g.num_ntypes, g.num_etypes)
+    return layer, formulas.hgt, 6
+
+
+@pytest.mark.parametrize("name", ["rgcn", "rgat", "hgt"])
+def test_layer_matches_formula(name):
+    g = GRAPHS["many_etypes"]()
+    layer, formula, in_feats = _layer_case(name, g)
+    layer = layer.double()
+    with torch.no_grad():  # not the default init: every parameter matters
+        for p in layer.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    h = rand(g.num_nodes, in_feats).requires_grad_()
+    out = layer(g, h)
+    params = dict(layer.named_parameters())
+    ref_params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+    h_ref = h.detach().clone().requires_grad_()
+    order = {"rgcn": ["weight", "loop_weight", "bias"],
+             "rgat": ["weight", "attn_src", "attn_dst", "bias"],
+             "hgt": ["k_weight", "q_weight", "v_weight", "relation_att", "relation_msg", "relation_pri",
+                     "out_weight", "skip", "residual_w"]}[name]
+    ref = formula(g, h_ref, *[ref_params.get(k) for k in order])
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    upstream = torch.randn_like(ref)
+    (out * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(h.grad, h_ref.grad, rtol=1e-10, atol=1e-10)
+    for k, p in params.items():
+        torch.testing.assert_close(p.grad, ref_params[k].grad, rtol=1e-10, atol=1e-10, msg=f"gradient of {k}")
+
+
+def test_layer_parameter_shapes():
+    rgcn_layer = pnn.RGCNConv(10, 7, 4)
+    assert {k: tuple(v.shape) for k, v in rgcn_layer.named_parameters()} == {
+        "weight": (4, 10, 7), "loop_weight": (10, 7), "bias": (7,)}
+    rgat_layer = pnn.RGATConv(10, 7, 4, num_heads=3)
+    assert {k: tuple(v.shape) for k, v in rgat_layer.named_parameters()} == {
+        "weight": (4, 10, 21), "attn_src": (4, 3, 7), "attn_dst": (4, 3, 7), "bias": (21,)}
+    hgt_layer = pnn.HGTConv(10, 4, 2, 3, 5)
+    assert {k: tuple(v.shape) for k, v in hgt_layer.named_parameters()} == {
+        "k_weight": (3, 10, 8), "q_weight": (3, 10, 8), "v_weight": (3, 10, 8),
+        "relation_att": (5, 2, 4, 4), "relation_msg": (5, 2, 4, 4), "relation_pri": (5, 2),
+        "out_weight": (3, 8, 8), "skip": (3,), "residual_w": (10, 8)}
+    assert "residual_w" not in dict(pnn.HGTConv(8, 4, 2, 3, 5).named_parameters())
+    assert "skip" not in dict(pnn.HGTConv(8, 4, 2, 3, 5, use_skip=False).named_parameters())
+
+
+def test_layer_rejects_graph_with_other_type_counts():
+    g = GRAPHS["many_etypes"]()
+    with pytest.raises(pigeon.GraphError, match="num_rels=5 but the graph has 300 edge types"):
+        pnn.RGCNConv(6, 5, 5)(g, torch.randn(g.num_nodes, 6))
+    with pytest.raises(pigeon.GraphError, match="num_ntypes=2 but the graph has 3 node types"):
+        pnn.HGTConv(6, 4, 2, 2, g.num_etypes)(g, torch.randn(g.num_nodes, 6))
+
+
+def test_layer_rejects_bad_edge_weight():
+    g = GRAPHS["many_etypes"]()
+    with pytest.raises(pigeon.GraphError, match="edge_weight has shape"):
+        pnn.RGCNConv(6, 5, g.num_etypes)(g, torch.randn(g.num_nodes, 6), torch.randn(g.num_edges + 1))
+
+
+def test_isolated_nodes_get_zero_aggregation():
+    g = GRAPHS["many_etypes"]()
+    h = torch.randn(g.num_nodes, 6)
+    out = pnn.RGCNConv(6, 5, g.num_etypes, self_loop=False, bias=False)(g, h)
+    assert torch.count_nonzero(out[-4:]) == 0
+    assert torch.count_nonzero(out[:-4]) > 0
