@@ -163,11 +163,11 @@ class Graph:
                    canonical_etypes=canonical or None)
 
     @classmethod
-    def from_dgl(cls, g: Any) -> Graph:
-        """A graph from a ``dgl.DGLGraph`` (homogeneous with type ids, a heterograph, or a block)."""
+    def from_dgl(cls, g: Any, num_etypes: int | None = None, num_ntypes: int | None = None) -> Graph:
+        """A graph from a ``dgl.DGLGraph`` (see ``pigeon.dgl_adapter.from_dgl``)."""
         from pigeon.dgl_adapter import from_dgl
 
-        return from_dgl(g)
+        return from_dgl(g, num_etypes, num_ntypes)
 
     # sizes and arrays -------------------------------------------------------------------
 

@@ -370,10 +370,6 @@ def test_hgt_matches_dgl_hgtconv(kind, in_feats, head_size, num_heads):
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(raises=pigeon.GraphError, strict=True,
-                   reason="from_dgl infers num_etypes/num_ntypes of a homogeneous graph as max id + 1, "
-                          "so dgl.to_homogeneous of a heterograph whose last edge type has no edges "
-                          "looks like it has fewer edge types than the layer's num_rels")
 def test_layers_on_to_homogeneous_with_empty_last_edge_type():
     hg = dgl.heterograph({("a", "r0", "b"): ([0, 1, 1], [1, 1, 0]), ("b", "r1", "a"): ([0], [2]),
                           ("b", "r2", "b"): ([], [])}, num_nodes_dict={"a": 3, "b": 2})

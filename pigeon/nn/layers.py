@@ -16,13 +16,13 @@ from pigeon.examples.rgcn import rgcn
 from pigeon.runtime.graph import Graph, GraphError
 
 
-def as_graph(g: Any) -> Graph:
-    """A pigeon.Graph for ``g``: itself, or the conversion of a DGL graph."""
+def as_graph(g: Any, num_etypes: int | None = None, num_ntypes: int | None = None) -> Graph:
+    """A pigeon.Graph for ``g``: itself, or the conversion of a DGL graph with these type counts."""
     if isinstance(g, Graph):
         return g
     if type(g).__module__.startswith("dgl"):
         from pigeon.dgl_adapter import from_dgl
-        return from_dgl(g)
+        return from_dgl(g, num_etypes, num_ntypes)
     raise TypeError(f"expected a pigeon.Graph or a dgl.DGLGraph, got {type(g).__name__}")
 
 
@@ -61,7 +61,7 @@ class RGCNConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, g: Any, h: torch.Tensor, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
-        g = as_graph(g)
+        g = as_graph(g, self.num_rels)
         _check_types(self, g, num_rels=self.num_rels)
         if edge_weight is not None:
             if edge_weight.dim() == 1:
@@ -102,7 +102,7 @@ class RGATConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, g: Any, h: torch.Tensor) -> torch.Tensor:
-        g = as_graph(g)
+        g = as_graph(g, self.num_rels)
         _check_types(self, g, num_rels=self.num_rels)
         return rgat(g, h, self.weight, self.attn_src, self.attn_dst, self.bias,
                     negative_slope=self.negative_slope)
@@ -148,7 +148,7 @@ class HGTConv(nn.Module):
             nn.init.xavier_uniform_(self.residual_w)
 
     def forward(self, g: Any, h: torch.Tensor) -> torch.Tensor:
-        g = as_graph(g)
+        g = as_graph(g, self.num_rels, self.num_ntypes)
         _check_types(self, g, num_rels=self.num_rels, num_ntypes=self.num_ntypes)
         return hgt(g, h, self.k_weight, self.q_weight, self.v_weight, self.relation_att,
                    self.relation_msg, self.relation_pri, self.out_weight, self.skip, self.residual_w)
