@@ -13,7 +13,7 @@ class DatasetError(ValueError):
     """A data set is unknown or its source cannot be read."""
 
 
-@dataclass(repr=False)
+@dataclass(repr=False, eq=False)
 class Dataset:
     """A node-classification data set over one ``pigeon.Graph``.
 
@@ -62,8 +62,8 @@ def random_features(rng: np.random.Generator, num_nodes: int, feat_dim: int,
     return torch.from_numpy(x).to(dtype)
 
 
-def split_masks(rng: np.random.Generator, num_nodes: int,
-                fractions: tuple[float, float] = (0.6, 0.2)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_masks(rng: np.random.Generator, num_nodes: int, fractions: tuple[float, float] = (0.6, 0.2),
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Disjoint random train/val/test boolean masks (default 60/20/20) covering all nodes."""
     perm = torch.from_numpy(rng.permutation(num_nodes))
     n_train = int(round(fractions[0] * num_nodes))

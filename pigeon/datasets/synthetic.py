@@ -78,13 +78,23 @@ def synthetic_graph(shape: GraphShape, scale: float, rng: np.random.Generator) -
 
 
 def _allocate(total: int, weights: np.ndarray, minimum: int) -> np.ndarray:
-    """Integers >= minimum, summing to max(total, minimum * len), ~ proportional to weights."""
-    rest = max(total - minimum * len(weights), 0)
-    share = weights / weights.sum() * rest
+    """Integers >= minimum, summing to max(total, minimum * len), ~ proportional to weights.
+
+    Exact (largest-remainder) proportions where no entry falls below the minimum, so mag at
+    scale 1 gets its real sizes.
+    """
+    total = max(total, minimum * len(weights))
+    share = weights / weights.sum() * total
     out = np.floor(share).astype(np.int64)
-    # largest remainders get the leftover units
-    out[np.argsort(out - share, kind="stable")[:rest - int(out.sum())]] += 1
-    return out + minimum
+    out[np.argsort(out - share, kind="stable")[:total - int(out.sum())]] += 1
+    missing = int(np.maximum(minimum - out, 0).sum())
+    out = np.maximum(out, minimum)
+    while missing:  # at most len(weights) rounds: take the raised units back from the largest
+        k = int(np.argmax(out))
+        take = min(missing, int(out[k]) - minimum)
+        out[k] -= take
+        missing -= take
+    return out
 
 
 def _ntype_sizes(shape: GraphShape, scale: float) -> tuple[list[str], np.ndarray]:
@@ -144,6 +154,7 @@ def _labels(graph: Graph, x: np.ndarray, num_classes: int, rng: np.random.Genera
     xp = x @ proj
     src, dst = graph.src.numpy(), graph.dst.numpy()
     deg = np.maximum(np.bincount(dst, minlength=graph.num_nodes), 1)
-    agg = np.stack([np.bincount(dst, weights=xp[src, c], minlength=graph.num_nodes)
+    xp_t = np.ascontiguousarray(xp.T)  # gathering from contiguous rows is ~2x faster
+    agg = np.stack([np.bincount(dst, weights=xp_t[c][src], minlength=graph.num_nodes)
                     for c in range(num_classes)], axis=1)
     return torch.from_numpy(np.argmax(xp + agg / deg[:, None], axis=1).astype(np.int64))
