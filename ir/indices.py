@@ -15,13 +15,16 @@ GATHER_INDICES: dict[str, tuple[tuple[Domain, Domain], ...]] = {
     "src": ((D.NODE, D.EDGE),),
     "dst": ((D.NODE, D.EDGE), (D.DST, D.EDGE)),
     "compact": ((D.COMPACT, D.EDGE),),
+    "compact_dst": ((D.COMPACT_DST, D.EDGE),),
     "compact_src": ((D.NODE, D.COMPACT),),
+    "compact_dst_node": ((D.NODE, D.COMPACT_DST), (D.DST, D.COMPACT_DST)),
     "to_dst": ((D.NODE, D.DST),),
-    "etype": ((D.ETYPE, D.EDGE), (D.ETYPE, D.COMPACT)),
+    # type selectors; on a parameter domain itself they are the identity (one row per type)
+    "etype": ((D.ETYPE, D.EDGE), (D.ETYPE, D.COMPACT), (D.ETYPE, D.COMPACT_DST), (D.ETYPE, D.ETYPE)),
     "src_ntype": ((D.NTYPE, D.EDGE), (D.NTYPE, D.COMPACT)),
-    "dst_ntype": ((D.NTYPE, D.EDGE),),
-    "ntype": ((D.NTYPE, D.NODE), (D.NTYPE, D.DST)),
-    "all": tuple((D.GLOBAL, d) for d in (D.NODE, D.DST, D.EDGE, D.COMPACT, D.ETYPE, D.NTYPE)),
+    "dst_ntype": ((D.NTYPE, D.EDGE), (D.NTYPE, D.COMPACT_DST)),
+    "ntype": ((D.NTYPE, D.NODE), (D.NTYPE, D.DST), (D.NTYPE, D.NTYPE)),
+    "all": tuple((D.GLOBAL, d) for d in D if d != D.GLOBAL),
 }
 
 # type selectors: the index that picks, for each row of a domain, a row of a parameter

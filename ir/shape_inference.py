@@ -89,8 +89,8 @@ def _check_selector(by: str, row_domain: Domain, weight: ValueType, what: str) -
         raise ShapeError(f"{what}: selecting by {by} needs a {param.value} weight, got a {weight.domain.value} value")
     if by == "all":
         return
-    if not row_domain.is_row:
-        raise ShapeError(f"{what}: a {row_domain.value} value has no rows to select a weight by {by} for")
+    if row_domain == Domain.GLOBAL:
+        raise ShapeError(f"{what}: a global value has no rows to select a weight by {by} for")
     try:
         indices.check_gather(by, param, row_domain)
     except ValueError as err:

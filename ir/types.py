@@ -17,6 +17,7 @@ class Domain(enum.Enum):
     DST = "dst"  # destination nodes: a prefix of the nodes (all of them in a full graph)
     EDGE = "edge"
     COMPACT = "compact"  # one row per unique (source node, edge type) pair
+    COMPACT_DST = "compact_dst"  # one row per unique (destination node, edge type) pair
     ETYPE = "etype"  # one row per edge type
     NTYPE = "ntype"  # one row per node type
     GLOBAL = "global"  # no row axis
@@ -30,7 +31,7 @@ class Domain(enum.Enum):
         return self in (Domain.ETYPE, Domain.NTYPE, Domain.GLOBAL)
 
 
-ROW_DOMAINS = (Domain.NODE, Domain.DST, Domain.EDGE, Domain.COMPACT)
+ROW_DOMAINS = (Domain.NODE, Domain.DST, Domain.EDGE, Domain.COMPACT, Domain.COMPACT_DST)
 
 DTYPES = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64"}
 DTYPE_BY_SHORT = {short: name for name, short in DTYPES.items()}

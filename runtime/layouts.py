@@ -3,7 +3,7 @@
 - ``edges_by_etype``: edge ids sorted by (etype, dst) and per-etype offsets;
 - ``csr``: incoming edges of each destination, sorted by (dst, etype);
 - ``compact``: the unique (src, etype) pairs sorted by (etype, src), per-etype offsets, and
-  for every edge the index of its pair;
+  for every edge the index of its pair; ``compact_dst`` the same for (dst, etype) pairs;
 - ``index_array``: the array behind every index of ``pigeon.ir.indices``;
 - ``segments``: rows of a domain grouped by the type that selects a typed linear's weight.
 """
@@ -32,14 +32,14 @@ class CSR:
 
 @dataclass(frozen=True)
 class CompactMap:
-    src: torch.Tensor  # [C] source node of each unique (src, etype) pair
+    node: torch.Tensor  # [C] the node (source, or destination for compact_dst) of each pair
     etype: torch.Tensor  # [C]
-    offsets: torch.Tensor  # [num_etypes + 1], pairs are sorted by (etype, src)
+    offsets: torch.Tensor  # [num_etypes + 1], pairs are sorted by (etype, node)
     edge_to_compact: torch.Tensor  # [E]
 
     @property
     def num_pairs(self) -> int:
-        return self.src.numel()
+        return self.node.numel()
 
 
 @dataclass(frozen=True)
@@ -77,19 +77,29 @@ def csr(g: Graph) -> CSR:
     return g.cached("csr", build)
 
 
+def _pairs(g: Graph, node: torch.Tensor) -> CompactMap:
+    n = max(g.num_nodes, 1)
+    unique, inverse = torch.unique(g.etype * n + node, sorted=True, return_inverse=True)
+    etype = unique // n
+    return CompactMap(unique % n, etype, _offsets(etype, g.num_etypes), inverse)
+
+
 def compact(g: Graph) -> CompactMap:
-    def build() -> CompactMap:
-        key = g.etype * max(g.num_nodes, 1) + g.src
-        unique, inverse = torch.unique(key, sorted=True, return_inverse=True)
-        etype = unique // max(g.num_nodes, 1)
-        return CompactMap(unique % max(g.num_nodes, 1), etype, _offsets(etype, g.num_etypes), inverse)
-    return g.cached("compact", build)
+    """The unique (src, etype) pairs."""
+    return g.cached("compact", lambda: _pairs(g, g.src))
+
+
+def compact_dst(g: Graph) -> CompactMap:
+    """The unique (dst, etype) pairs."""
+    return g.cached("compact_dst", lambda: _pairs(g, g.dst))
 
 
 def num_rows(g: Graph, domain: Domain) -> int:
     """Rows of a value of ``domain`` on this graph (GLOBAL values have no row axis: 0)."""
     if domain == Domain.COMPACT:
         return compact(g).num_pairs
+    if domain == Domain.COMPACT_DST:
+        return compact_dst(g).num_pairs
     return {Domain.NODE: g.num_nodes, Domain.DST: g.num_dst_nodes, Domain.EDGE: g.num_edges,
             Domain.ETYPE: g.num_etypes, Domain.NTYPE: g.num_ntypes, Domain.GLOBAL: 0}[domain]
 
@@ -110,24 +120,29 @@ def degree(g: Graph, by: str) -> torch.Tensor:
 def index_array(g: Graph, index: str, target: Domain) -> torch.Tensor | None:
     """For each row of ``target``, the row it reads through ``index`` (None: all rows, broadcast)."""
     def build() -> torch.Tensor | None:
+        pairs = {Domain.COMPACT: compact, Domain.COMPACT_DST: compact_dst}
         if index == "all":
             return None
-        if index == "src":
-            return g.src
-        if index == "dst":
-            return g.dst
+        if index in ("src", "dst"):
+            return g.src if index == "src" else g.dst
         if index == "compact":
             return compact(g).edge_to_compact
+        if index == "compact_dst":
+            return compact_dst(g).edge_to_compact
         if index == "compact_src":
-            return compact(g).src
+            return compact(g).node
+        if index == "compact_dst_node":
+            return compact_dst(g).node
         if index == "to_dst":
             return torch.arange(g.num_dst_nodes, device=g.device)
+        if target in (Domain.ETYPE, Domain.NTYPE):  # a selector on its own parameter domain
+            return torch.arange(num_rows(g, target), device=g.device)
         if index == "etype":
-            return compact(g).etype if target == Domain.COMPACT else g.etype
+            return pairs[target](g).etype if target in pairs else g.etype
         if index == "src_ntype":
-            return g.ntype[compact(g).src] if target == Domain.COMPACT else g.ntype[g.src]
+            return g.ntype[compact(g).node] if target == Domain.COMPACT else g.ntype[g.src]
         if index == "dst_ntype":
-            return g.ntype[g.dst]
+            return g.ntype[compact_dst(g).node] if target == Domain.COMPACT_DST else g.ntype[g.dst]
         if index == "ntype":
             return g.ntype[: g.num_dst_nodes] if target == Domain.DST else g.ntype
         raise ValueError(f"unknown index {index!r}")
@@ -140,8 +155,9 @@ def segments(g: Graph, by: str, domain: Domain) -> Segments:
         if by == "etype" and domain == Domain.EDGE:
             order = edges_by_etype(g)
             perm, offsets = order.perm, order.offsets
-        elif by == "etype" and domain == Domain.COMPACT:
-            perm, offsets = None, compact(g).offsets  # pairs are sorted by etype already
+        elif by == "etype" and domain in (Domain.COMPACT, Domain.COMPACT_DST):
+            pairs = compact(g) if domain == Domain.COMPACT else compact_dst(g)
+            perm, offsets = None, pairs.offsets  # pairs are sorted by etype already
         else:
             types = index_array(g, by, domain)
             num_types = g.num_etypes if by == "etype" else g.num_ntypes

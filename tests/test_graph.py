@@ -94,11 +94,20 @@ def test_compact_map_holds_each_src_etype_pair_once():
     cm = layouts.compact(g)
     pairs = set(zip(g.src.tolist(), g.etype.tolist()))
     assert cm.num_pairs == len(pairs)
-    assert set(zip(cm.src.tolist(), cm.etype.tolist())) == pairs
-    assert cm.src[cm.edge_to_compact].tolist() == g.src.tolist()
+    assert set(zip(cm.node.tolist(), cm.etype.tolist())) == pairs
+    assert cm.node[cm.edge_to_compact].tolist() == g.src.tolist()
     assert cm.etype[cm.edge_to_compact].tolist() == g.etype.tolist()
     assert bool((cm.etype[1:] >= cm.etype[:-1]).all())
     assert cm.num_pairs < g.num_edges  # the test graph has repeated (src, etype) pairs
+
+
+def test_compact_dst_map_holds_each_dst_etype_pair_once():
+    g = random_graph(seed=5)
+    cm = layouts.compact_dst(g)
+    pairs = set(zip(g.dst.tolist(), g.etype.tolist()))
+    assert cm.num_pairs == len(pairs) < g.num_edges
+    assert cm.node[cm.edge_to_compact].tolist() == g.dst.tolist()
+    assert cm.etype[cm.edge_to_compact].tolist() == g.etype.tolist()
 
 
 def test_degrees():
