@@ -41,6 +41,7 @@ class Op(enum.Enum):
     # feature shape
     RESHAPE = "reshape"  # attrs: shape
     CONCAT = "concat"  # along the last feature axis
+    SLICE = "slice"  # attrs: start, stop; a range of the last feature axis (concat's transpose)
     SUM_TO = "sum_to"  # attrs: shape; sums broadcast axes away (the transpose of broadcasting)
 
 

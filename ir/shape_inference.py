@@ -153,6 +153,13 @@ def _concat(*args: Any) -> ValueType:
     return types[0].with_shape(lead + (sum(t.shape[-1] for t in types),))
 
 
+def _slice(x: ValueType, attrs: Mapping[str, Any]) -> ValueType:
+    start, stop = attrs["start"], attrs["stop"]
+    if not x.shape or not 0 <= start < stop <= x.shape[-1]:
+        raise ShapeError(f"slice: [{start}:{stop}] is not a non-empty range of the last axis of {list(x.shape)}")
+    return x.with_shape(x.shape[:-1] + (stop - start,))
+
+
 def _sum_to(x: ValueType, attrs: Mapping[str, Any]) -> ValueType:
     shape = tuple(attrs["shape"])
     if broadcast_shapes(shape, x.shape) != x.shape:
@@ -171,6 +178,7 @@ RULES: dict[Op, Callable[..., ValueType]] = {
     Op.DOT: _dot,
     Op.RESHAPE: _reshape,
     Op.CONCAT: _concat,
+    Op.SLICE: _slice,
     Op.SUM_TO: _sum_to,
 }
 

@@ -9,8 +9,11 @@ import torch
 
 from pigeon.ir.program import Program
 from pigeon.ir.types import Domain
+from pigeon.runtime.executable import Executable
 from pigeon.runtime.graph import Graph
-from pigeon.runtime.reference import execute
+from pigeon.runtime.layouts import graph_stats
+
+from .config import disabled_passes
 
 from .tracer import trace
 
@@ -47,6 +50,7 @@ class CompiledFunction:
         if not self._signature.parameters:
             raise TypeError(f"{self.name} must take the graph as its first argument")
         self._programs: dict[tuple, Program] = {}
+        self._executables: dict[tuple, Executable] = {}
         self._domains: dict[str, Domain] = {}
 
     def _bind(self, g: Any, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
@@ -77,15 +81,27 @@ class CompiledFunction:
             domains = {n.name: n.type.domain for n in program.inputs}
             if any(self._domains.get(k, d) != d for k, d in domains.items()):
                 self._programs.clear()  # the inputs' domains changed: older keys mean other things
+                self._executables.clear()
             self._domains.update(domains)
             self._programs[self._key(params)] = program
         return program
 
+    def executable(self, g: Graph, *args: Any, **kwargs: Any) -> Executable:
+        """The optimised program for these arguments on graphs with the sizes of ``g``."""
+        program = self.program(g, *args, **kwargs)
+        stats = graph_stats(g)
+        disabled = disabled_passes()
+        key = (id(program), stats.bucket(), disabled)
+        exe = self._executables.get(key)
+        if exe is None or exe.traced is not program:
+            exe = self._executables[key] = Executable(program, stats, disabled)
+        return exe
+
     def __call__(self, g: Graph, *args: Any, **kwargs: Any) -> Any:
         params = dict(self._bind(g, args, kwargs))
-        program = self.program(g, *args, **kwargs)
-        outputs = execute(program, g, *(params[n.name] for n in program.inputs))
-        return outputs[0] if len(outputs) == 1 else outputs
+        exe = self.executable(g, *args, **kwargs)
+        outputs = exe(g, [params[n.name] for n in exe.forward.inputs])
+        return outputs[0] if isinstance(outputs, tuple) and len(outputs) == 1 else outputs
 
     def __repr__(self) -> str:
         return f"<pigeon.compile {self.name}: {len(self._programs)} traced signature(s)>"

@@ -169,3 +169,12 @@ def segments(g: Graph, by: str, domain: Domain) -> Segments:
         inverse = None if perm is None else torch.argsort(perm)
         return Segments(perm, inverse, offsets, tuple((offsets[1:] - offsets[:-1]).tolist()))
     return g.cached(("segments", by, domain), build)
+
+
+def graph_stats(g: Graph) -> "GraphStats":
+    """The row counts of every domain on ``g``, for the cost model."""
+    from pigeon.ir.cost import GraphStats
+
+    return g.cached("stats", lambda: GraphStats(
+        g.num_nodes, g.num_dst_nodes, g.num_edges, compact(g).num_pairs, compact_dst(g).num_pairs,
+        g.num_etypes, g.num_ntypes))

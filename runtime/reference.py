@@ -192,6 +192,9 @@ class ReferenceExecutor:
     def _concat(self, node: Node, *xs: torch.Tensor) -> torch.Tensor:
         return torch.cat(xs, -1)
 
+    def _slice(self, node: Node, x: torch.Tensor) -> torch.Tensor:
+        return x[..., node.attrs["start"]:node.attrs["stop"]]
+
     def _sum_to(self, node: Node, x: torch.Tensor) -> torch.Tensor:
         return sum_to(x, len(self.arg_type(node, 0).shape), tuple(node.attrs["shape"]))
 

@@ -9,6 +9,16 @@ import pigeon.nn as pnn
 from pigeon.examples import hgt, rgat, rgcn
 from random_graphs import random_graph
 
+@pytest.fixture(autouse=True, params=["optimised", "unoptimised"])
+def pipeline(request):
+    """Every model test runs with the whole pass pipeline and with every pass switched off."""
+    if request.param == "optimised":
+        yield
+    else:
+        with pigeon.disable_passes(*pigeon.PASS_NAMES):
+            yield
+
+
 GRAPHS = {
     "many_etypes": lambda: random_graph(num_nodes=40, num_edges=240, num_etypes=300, seed=1),
     "block": lambda: random_graph(num_nodes=30, num_edges=150, num_etypes=40, seed=2, num_dst_nodes=12),

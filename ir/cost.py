@@ -1,0 +1,129 @@
+"""The cost model: FLOPs and bytes moved by every op of a program on a graph of given sizes.
+
+Level-1 costs count every computed value as written to memory and read back by each user, with
+one exception that fusion always makes true: gathers, reshapes and degrees are views, read
+through an index by their users (they cost only their index reads). Level-2 plans count only
+what their kernels materialise.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .ops import ELEMENTWISE, Op
+from .program import Node, Program
+from .types import Domain, ValueType
+
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+INDEX_BYTES = 8
+
+
+@dataclass(frozen=True)
+class GraphStats:
+    """The sizes a program's cost depends on: the row count of every domain."""
+
+    num_nodes: int
+    num_dst_nodes: int
+    num_edges: int
+    num_compact: int  # unique (src, etype) pairs
+    num_compact_dst: int  # unique (dst, etype) pairs
+    num_etypes: int
+    num_ntypes: int
+
+    def rows(self, domain: Domain) -> int:
+        return {
+            Domain.NODE: self.num_nodes, Domain.DST: self.num_dst_nodes, Domain.EDGE: self.num_edges,
+            Domain.COMPACT: self.num_compact, Domain.COMPACT_DST: self.num_compact_dst,
+            Domain.ETYPE: self.num_etypes, Domain.NTYPE: self.num_ntypes, Domain.GLOBAL: 1,
+        }[domain]
+
+    def bucket(self) -> tuple[int, ...]:
+        """Sizes rounded to half powers of two: graphs in one bucket get the same decisions."""
+        return tuple(round(2 * math.log2(max(v, 1))) for v in (
+            self.num_nodes, self.num_dst_nodes, self.num_edges, self.num_compact,
+            self.num_compact_dst, self.num_etypes, self.num_ntypes))
+
+
+@dataclass(frozen=True)
+class Cost:
+    flops: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.flops + other.flops, self.bytes + other.bytes)
+
+
+@dataclass(frozen=True)
+class ProgramCost:
+    per_node: tuple[tuple[str, Cost], ...]
+    total: Cost = field(default_factory=Cost)
+
+    def table(self) -> str:
+        """One line per op and the total, for people."""
+        width = max([len(n) for n, _ in self.per_node] + [5])
+        lines = [f"  {'value':<{width}}  {'MFLOP':>10}  {'MB':>10}"]
+        for name, c in self.per_node:
+            if c.flops or c.bytes:
+                lines.append(f"  {name:<{width}}  {c.flops / 1e6:>10.3f}  {c.bytes / 1e6:>10.3f}")
+        lines.append(f"  {'total':<{width}}  {self.total.flops / 1e6:>10.3f}  {self.total.bytes / 1e6:>10.3f}")
+        return "\n".join(lines)
+
+
+def value_bytes(t: ValueType, stats: GraphStats) -> int:
+    return stats.rows(t.domain) * t.numel * DTYPE_BYTES[t.dtype]
+
+
+def node_cost(node: Node, args: tuple[ValueType, ...], stats: GraphStats) -> Cost:
+    """FLOPs and bytes of one op, with its inputs read from and its output written to memory."""
+    op, out = node.op, node.type
+    rows = stats.rows(out.domain)
+    size = lambda t: value_bytes(t, stats)  # noqa: E731
+    if op in (Op.INPUT, Op.RESHAPE):
+        return Cost()
+    if op == Op.DEGREE or op == Op.GATHER:
+        return Cost(0, 0 if node.attrs.get("index") in ("all", "to_dst") else rows * INDEX_BYTES)
+    if op == Op.REDUCE:
+        in_rows = stats.rows(args[0].domain)
+        return Cost(in_rows * args[0].numel, size(args[0]) + in_rows * INDEX_BYTES + size(out))
+    if op == Op.EDGE_SOFTMAX:
+        return Cost(4 * rows * out.numel, 3 * size(out) + 2 * rows * INDEX_BYTES)
+    if op == Op.LINEAR:
+        x, w = args
+        return Cost(2 * stats.rows(x.domain) * x.numel * out.shape[-1], size(x) + size(w) + size(out))
+    if op == Op.LINEAR_WGRAD:
+        x, dy = args
+        return Cost(2 * stats.rows(x.domain) * x.numel * dy.shape[-1], size(x) + size(dy) + size(out))
+    if op == Op.DOT:
+        return Cost(2 * rows * max(args[0].numel, args[1].numel), size(args[0]) + size(args[1]) + size(out))
+    if op in (Op.CONCAT, Op.SLICE):
+        return Cost(0, 2 * size(out))
+    if op in ELEMENTWISE or op == Op.SUM_TO:
+        work = max([a.numel for a in args] + [out.numel])
+        return Cost(rows * work, sum(size(a) for a in args) + size(out))
+    raise ValueError(f"no cost rule for {op.value}")
+
+
+def program_cost(program: Program, stats: GraphStats) -> ProgramCost:
+    """The cost of every op of ``program`` and the total."""
+    per_node = []
+    total = Cost()
+    for node in program.nodes:
+        c = node_cost(node, tuple(program.node(a).type for a in node.args), stats)
+        per_node.append((node.name, c))
+        total = total + c
+    return ProgramCost(tuple(per_node), total)
+
+
+# A machine balance of 20 FLOPs per byte (about an H100's fp32 rate over its memory bandwidth)
+# turns a cost into one number for the passes that choose between two programs.
+FLOPS_PER_BYTE = 20.0
+
+
+def score(cost: Cost) -> float:
+    """A single figure of merit, in byte-equivalents: lower is cheaper."""
+    return cost.bytes + cost.flops / FLOPS_PER_BYTE
+
+
+def cheaper(candidate: Program, current: Program, stats: GraphStats) -> bool:
+    """Whether ``candidate`` costs less than ``current`` on graphs of these sizes."""
+    return score(program_cost(candidate, stats).total) < score(program_cost(current, stats).total)

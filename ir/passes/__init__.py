@@ -1,0 +1,63 @@
+"""The pass pipeline over level-1 programs: a flat, named list that reads top to bottom.
+
+Every pass is a function ``run(program, stats) -> program`` in a module of its own; the
+rewrites that can make a program slower (reordering, merging, compaction) ask the cost model
+with the graph's sizes (``stats``) and leave the program alone without them.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from ..cost import GraphStats
+from ..program import Program
+from ..verify import verify
+from . import compact, cse, dce, linear_merge, linear_reorder
+from .autodiff import AutodiffError, Gradient, differentiate
+
+Pass = Callable[[Program, "GraphStats | None"], Program]
+
+PIPELINE: tuple[tuple[str, Pass], ...] = (
+    ("cse", cse.run),
+    ("linear_reorder", linear_reorder.run),
+    ("linear_merge", linear_merge.run),
+    ("compact", compact.run),
+    ("dce", dce.run),
+)
+PASS_NAMES = tuple(name for name, _ in PIPELINE)
+
+
+def check_pass_names(names: Iterable[str]) -> frozenset[str]:
+    names = frozenset(names)
+    unknown = sorted(names - set(PASS_NAMES))
+    if unknown:
+        raise ValueError(f"unknown passes {unknown}; the passes are {list(PASS_NAMES)}")
+    return names
+
+
+def optimize_stages(program: Program, stats: GraphStats | None,
+                    disabled: Iterable[str] = ()) -> list[tuple[str, Program]]:
+    """The program after every stage of the pipeline, starting with ("traced", program)."""
+    disabled = check_pass_names(disabled)
+    stages = [("traced", verify(program))]
+    for name, run in PIPELINE:
+        if name not in disabled:
+            program = verify(run(program, stats))
+            stages.append((name, program))
+    return stages
+
+
+def optimize(program: Program, stats: GraphStats | None, disabled: Iterable[str] = ()) -> Program:
+    """``program`` after the whole pipeline (minus the ``disabled`` passes)."""
+    return optimize_stages(program, stats, disabled)[-1][1]
+
+
+def optimize_gradient(program: Program, wrt: Iterable[str], stats: GraphStats | None,
+                      disabled: Iterable[str] = ()) -> Gradient:
+    """The gradient programs of an optimised forward program, the backward optimised too."""
+    grad = differentiate(program, tuple(wrt))
+    backward = optimize(grad.backward, stats, disabled)
+    return Gradient(grad.forward, backward, grad.num_outputs, grad.residuals, grad.wrt)
+
+
+__all__ = ["AutodiffError", "Gradient", "PASS_NAMES", "PIPELINE", "check_pass_names", "differentiate",
+           "optimize", "optimize_gradient", "optimize_stages"]

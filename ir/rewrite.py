@@ -1,0 +1,73 @@
+"""A helper for passes: build a new program from an old one, keeping names stable."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from .ops import Op
+from .program import Node, Program, freeze_attrs
+from .shape_inference import infer
+from .types import ValueType
+
+
+class Rewriter:
+    """Copies nodes of ``program`` (renaming their arguments as told) and emits new ones.
+
+    Kept nodes keep their names; emitted nodes get fresh names from their hints. Arguments of
+    ``emit`` are names in the new program.
+    """
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.nodes: list[Node] = []
+        self.types: dict[str, ValueType] = {}
+        self.taken = {n.name for n in program.nodes}
+        self.renamed: dict[str, str] = {}
+
+    def new_name(self, old: str) -> str:
+        """The name in the new program of the old program's value ``old``."""
+        return self.renamed.get(old, old)
+
+    def replace(self, old: str, new: str) -> None:
+        """From now on, users of old value ``old`` read new value ``new``."""
+        self.renamed[old] = new
+
+    def keep(self, node: Node) -> str:
+        """Copy an old node, its arguments renamed, with its type re-derived."""
+        args = tuple(self.new_name(a) for a in node.args)
+        if node.op != Op.INPUT:
+            node = node.replace(args=args, type=infer(node.op, tuple(self.types[a] for a in args), node.attrs))
+        return self._append(node)
+
+    def emit(self, op: Op, args: Iterable[str], attrs: Mapping[str, Any] | None = None,
+             hint: str = "", loc: str = "") -> str:
+        """Append a new node; returns its (fresh) name."""
+        args = tuple(args)
+        attrs = dict(attrs or {})
+        vtype = infer(op, tuple(self.types[a] for a in args), attrs)
+        name = self._fresh(hint or op.value)
+        return self._append(Node(name, op, args, vtype, freeze_attrs(attrs), loc))
+
+    def type_of(self, name: str) -> ValueType:
+        return self.types[name]
+
+    def _fresh(self, hint: str) -> str:
+        name, i = hint, 0
+        while name in self.taken:
+            i += 1
+            name = f"{hint}_{i}"
+        self.taken.add(name)
+        return name
+
+    def add_node(self, node: Node) -> str:
+        """Append a ready node under its own name (the caller keeps names unique)."""
+        self.taken.add(node.name)
+        return self._append(node)
+
+    def _append(self, node: Node) -> str:
+        self.nodes.append(node)
+        self.types[node.name] = node.type
+        return node.name
+
+    def finish(self, outputs: Iterable[str] | None = None, name: str | None = None) -> Program:
+        outs = tuple(self.new_name(o) for o in (self.program.outputs if outputs is None else outputs))
+        return Program(name or self.program.name, tuple(self.nodes), outs)

@@ -1,0 +1,75 @@
+"""An optimised program bound to graphs of one size bucket, and the autograd Function that runs
+its forward and backward programs."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from pigeon.ir.cost import GraphStats
+from pigeon.ir.passes import Gradient, optimize, optimize_gradient
+from pigeon.ir.program import Program
+
+from .graph import Graph
+from .reference import execute
+
+
+class Executable:
+    """A traced program after the pass pipeline, for graphs with the sizes of ``stats``.
+
+    Gradient programs are derived on demand, one per set of inputs that need a gradient.
+    """
+
+    def __init__(self, program: Program, stats: GraphStats, disabled: frozenset[str] = frozenset()):
+        self.traced = program
+        self.stats = stats
+        self.disabled = disabled
+        self.forward = optimize(program, stats, disabled)
+        self._gradients: dict[tuple[str, ...], Gradient] = {}
+
+    def gradient(self, wrt: tuple[str, ...]) -> Gradient:
+        if wrt not in self._gradients:
+            self._gradients[wrt] = optimize_gradient(self.forward, wrt, self.stats, self.disabled)
+        return self._gradients[wrt]
+
+    def __call__(self, g: Graph, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Run on ``g``; differentiable in every input tensor that requires a gradient."""
+        names = [n.name for n in self.forward.inputs]
+        wrt = tuple(n for n, t in zip(names, tensors) if t.requires_grad) if torch.is_grad_enabled() else ()
+        if not wrt:
+            return execute(self.forward, g, *tensors)
+        return _ProgramFunction.apply(self, g, wrt, *tensors)
+
+
+class _ProgramFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, exe: Executable, g: Graph, wrt: tuple[str, ...], *tensors: torch.Tensor) -> Any:
+        grad = exe.gradient(wrt)
+        outputs = execute(grad.forward, g, *tensors)
+        ctx.grad, ctx.g = grad, g
+        ctx.positions = [[n.name for n in exe.forward.inputs].index(w) for w in grad.wrt]
+        ctx.num_inputs = len(tensors)
+        ctx.save_for_backward(*outputs[grad.num_outputs:])
+        result = outputs[: grad.num_outputs]
+        return result if len(result) > 1 else result[0]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, *grad_outputs: torch.Tensor) -> Any:
+        grad: Gradient = ctx.grad
+        residuals = ctx.saved_tensors
+        outs = [grad.forward.node(o) for o in grad.forward.outputs[: grad.num_outputs]]
+        upstream = [g if g is not None else torch.zeros(_shape_like(ctx.g, o), dtype=residuals[0].dtype
+                                                          if residuals else torch.float32, device=ctx.g.device)
+                    for g, o in zip(grad_outputs, outs)]
+        grads = execute(grad.backward, ctx.g, *residuals, *upstream)
+        result: list[torch.Tensor | None] = [None] * ctx.num_inputs
+        for position, value in zip(ctx.positions, grads):
+            result[position] = value
+        return (None, None, None, *result)
+
+
+def _shape_like(g: Graph, node: Any) -> tuple[int, ...]:
+    from .reference import expected_shape
+    return expected_shape(g, node.type)
