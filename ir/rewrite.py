@@ -39,12 +39,17 @@ class Rewriter:
         return self._append(node)
 
     def emit(self, op: Op, args: Iterable[str], attrs: Mapping[str, Any] | None = None,
-             hint: str = "", loc: str = "") -> str:
-        """Append a new node; returns its (fresh) name."""
+             hint: str = "", loc: str = "", replacing: str = "") -> str:
+        """Append a new node; returns its (fresh) name. A node ``replacing`` an old value that
+        is not kept takes that value's name."""
         args = tuple(args)
         attrs = dict(attrs or {})
         vtype = infer(op, tuple(self.types[a] for a in args), attrs)
-        name = self._fresh(hint or op.value)
+        if replacing and replacing not in self.types:
+            name = replacing
+            self.replace(replacing, name)
+        else:
+            name = self._fresh(hint or op.value)
         return self._append(Node(name, op, args, vtype, freeze_attrs(attrs), loc))
 
     def type_of(self, name: str) -> ValueType:

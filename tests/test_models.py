@@ -23,6 +23,8 @@ GRAPHS = {
     "many_etypes": lambda: random_graph(num_nodes=40, num_edges=240, num_etypes=300, seed=1),
     "block": lambda: random_graph(num_nodes=30, num_edges=150, num_etypes=40, seed=2, num_dst_nodes=12),
     "no_edges": lambda: pigeon.Graph.from_edges([], [], [], 5, [0, 1, 0, 1, 1], num_etypes=3),
+    # many edges per (node, edge type) pair: every rewrite pays here (see test_rewrites_apply)
+    "dense": lambda: random_graph(num_nodes=30, num_edges=1200, num_etypes=6, seed=3),
 }
 
 
@@ -159,3 +161,4 @@ def test_isolated_nodes_get_zero_aggregation():
     out = pnn.RGCNConv(6, 5, g.num_etypes, self_loop=False, bias=False)(g, h)
     assert torch.count_nonzero(out[-4:]) == 0
     assert torch.count_nonzero(out[:-4]) > 0
+

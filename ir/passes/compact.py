@@ -101,8 +101,8 @@ def _convert(program: Program, target: str, side: Side) -> Program:
 
     for node in program.nodes:
         if node.name == target:
-            rw.replace(target, rw.emit(Op.GATHER, [pair_value(target)],
-                                       {"index": side.pair_index, "to": Domain.EDGE}, hint=target))
+            rw.emit(Op.GATHER, [pair_value(target)], {"index": side.pair_index, "to": Domain.EDGE},
+                    replacing=target)
         else:
             rw.keep(node)
     return dce.run(cse.run(rw.finish()))

@@ -46,7 +46,7 @@ def _merge(program: Program, outer_name: str) -> Program | None:
         merged = rw.emit(Op.LINEAR, [first, second], {"by": IDENTITY[domain] if by1 == by2 or by1 == "all" else "all"},
                          hint=f"{w1}_{w2}")
         by = by2 if by1 == "all" else by1
-        rw.replace(outer_name, rw.emit(Op.LINEAR, [rw.new_name(x), merged], {"by": by}, hint=outer_name))
+        rw.emit(Op.LINEAR, [rw.new_name(x), merged], {"by": by}, replacing=outer_name)
     return dce.run(cse.run(rw.finish()))
 
 

@@ -56,8 +56,8 @@ def _reorder(program: Program, dot_name: str) -> Program | None:
         w_heads = rw.emit(Op.RESHAPE, [rw.new_name(w)], {"shape": (in_features,) + shape}, hint=f"{w}_heads")
         w_dot = rw.emit(Op.DOT, [w_heads, rw.new_name(param)], hint=f"{w}_{param}")
         w_vec = rw.emit(Op.RESHAPE, [w_dot], {"shape": (in_features, prod(heads))}, hint=f"{w}_{param}")
-        y = rw.emit(Op.LINEAR, [rw.new_name(x), w_vec], {"by": by}, hint=dot_name)
-        rw.replace(dot_name, rw.emit(Op.RESHAPE, [y], {"shape": heads + (1,)}, hint=dot_name))
+        y = rw.emit(Op.LINEAR, [rw.new_name(x), w_vec], {"by": by}, hint=f"{dot_name}_linear")
+        rw.emit(Op.RESHAPE, [y], {"shape": heads + (1,)}, replacing=dot_name)
     return dce.run(cse.run(rw.finish()))
 
 
