@@ -12,15 +12,15 @@ import pigeon
 from pigeon.lang import dot, linear, sigmoid, softmax, sum
 
 
-def example_inputs(g, in_feats=16, head_size=8, num_heads=2, dtype=torch.float32):
-    """Random arguments of ``hgt`` for graph ``g`` (with a residual projection if in != H*d)."""
+def example_inputs(g, feats=16, heads=2, dtype=torch.float32):
+    """Random arguments of ``hgt`` for graph ``g``: ``feats`` features in and out, in ``heads`` heads."""
     def rand(*shape):
         return torch.randn(*shape, dtype=dtype)
-    t, r, hd = g.num_ntypes, g.num_etypes, num_heads * head_size
-    residual = rand(in_feats, hd) if in_feats != hd else None
-    return (rand(g.num_nodes, in_feats), rand(t, in_feats, hd), rand(t, in_feats, hd),
-            rand(t, in_feats, hd), rand(r, num_heads, head_size, head_size),
-            rand(r, num_heads, head_size, head_size), rand(r, num_heads), rand(t, hd, hd),
+    t, r, size = g.num_ntypes, g.num_etypes, feats // heads
+    hd = heads * size
+    residual = rand(feats, hd) if feats != hd else None
+    return (rand(g.num_nodes, feats), rand(t, feats, hd), rand(t, feats, hd), rand(t, feats, hd),
+            rand(r, heads, size, size), rand(r, heads, size, size), rand(r, heads), rand(t, hd, hd),
             rand(t), residual)
 
 

@@ -9,13 +9,13 @@ import pigeon
 from pigeon.lang import dot, leaky_relu, linear, softmax, sum
 
 
-def example_inputs(g, in_feats=16, out_feats=8, num_heads=2, dtype=torch.float32):
-    """Random arguments of ``rgat`` for graph ``g``."""
+def example_inputs(g, feats=16, heads=2, dtype=torch.float32):
+    """Random arguments of ``rgat`` for graph ``g``: ``feats`` features in and out, in ``heads`` heads."""
     def rand(*shape):
         return torch.randn(*shape, dtype=dtype)
-    r = g.num_etypes
-    return (rand(g.num_nodes, in_feats), rand(r, in_feats, num_heads * out_feats),
-            rand(r, num_heads, out_feats), rand(r, num_heads, out_feats), rand(num_heads * out_feats))
+    r, size = g.num_etypes, feats // heads
+    return (rand(g.num_nodes, feats), rand(r, feats, heads * size), rand(r, heads, size),
+            rand(r, heads, size), rand(heads * size))
 
 
 @pigeon.compile(example_inputs=example_inputs)

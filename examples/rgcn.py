@@ -8,12 +8,12 @@ import pigeon
 from pigeon.lang import linear, sum
 
 
-def example_inputs(g, in_feats=16, out_feats=16, dtype=torch.float32):
-    """Random arguments of ``rgcn`` for graph ``g`` (used by ``pigeon show`` and tests)."""
+def example_inputs(g, feats=16, heads=1, dtype=torch.float32):
+    """Random arguments of ``rgcn`` for graph ``g``, ``feats`` features in and out (``heads`` is
+    unused: every example takes the same arguments)."""
     def rand(*shape):
         return torch.randn(*shape, dtype=dtype)
-    return (rand(g.num_nodes, in_feats), rand(g.num_etypes, in_feats, out_feats),
-            rand(in_feats, out_feats), rand(out_feats))
+    return (rand(g.num_nodes, feats), rand(g.num_etypes, feats, feats), rand(feats, feats), rand(feats))
 
 
 @pigeon.compile(example_inputs=example_inputs)

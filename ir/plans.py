@@ -1,0 +1,131 @@
+"""Level 2: kernel plans. A plan says what one kernel computes (a short list of level-1 ops),
+what it loads and stores, which graph layout it walks, and how (a Schedule of knobs).
+
+Plans are data: printable, hashable, comparable. ``KernelPlan.program()`` is the kernel's work as
+a level-1 program whose inputs are exactly the values it loads, so a plan list can be checked
+against the reference executor one kernel at a time.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from .cost import GraphStats, value_bytes
+from .ops import Op
+from .printer import format_node
+from .program import Node, Program, freeze_attrs
+from .types import Domain
+
+
+class Strategy(enum.Enum):
+    GEMM = "gemm"  # typed segment GEMM: rows grouped by type, one weight per segment
+    WGRAD = "wgrad"  # per-type weight gradient: sum over the rows of a type of x^T dy
+    DST_PARALLEL = "dst_parallel"  # a thread group per destination over its incoming edges; no atomics
+    EDGE_PARALLEL = "edge_parallel"  # a thread group per edge; reductions with atomics
+    ROW_MAP = "row_map"  # a thread group per row of one domain; reductions with atomics
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Knobs of a kernel; ``CHOICES`` lists the values each knob may take."""
+
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {}
+
+    def knobs(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __str__(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.knobs().items())
+
+
+@dataclass(frozen=True)
+class GemmSchedule(Schedule):
+    tile_rows: int = 64  # rows of the output tile a block computes
+    tile_cols: int = 64  # columns of the output tile
+    tile_k: int = 16  # reduction step held in shared memory
+    thread_rows: int = 4  # output rows per thread
+    thread_cols: int = 4  # output columns per thread
+    vector_width: int = 1  # elements per load
+
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "tile_rows": (16, 32, 64, 128), "tile_cols": (16, 32, 64, 128), "tile_k": (8, 16, 32),
+        "thread_rows": (1, 2, 4, 8), "thread_cols": (1, 2, 4, 8), "vector_width": (1, 2, 4),
+    }
+
+
+@dataclass(frozen=True)
+class TraversalSchedule(Schedule):
+    threads_per_row: int = 32  # threads sharing one row (a destination, an edge, a node)
+    rows_per_block: int = 8  # rows one block handles
+    edges_per_thread: int = 1  # edges one thread takes per step (edge-parallel)
+    vector_width: int = 1  # features per load
+    reduction: str = "segmented"  # "segmented" (per destination, no atomics) or "atomic"
+
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "threads_per_row": (1, 4, 8, 16, 32), "rows_per_block": (1, 2, 4, 8, 16),
+        "edges_per_thread": (1, 2, 4), "vector_width": (1, 2, 4), "reduction": ("segmented", "atomic"),
+    }
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    name: str
+    strategy: Strategy
+    domain: Domain  # the rows the kernel iterates over
+    layout: str  # the graph layout it walks (see runtime.layouts)
+    reads: tuple[Node, ...]  # values loaded from memory, as typed input nodes
+    ops: tuple[Node, ...]  # the level-1 ops it computes, in order
+    writes: tuple[str, ...]  # values stored to memory
+    schedule: Schedule
+
+    def program(self) -> Program:
+        """The kernel's work as a level-1 program: inputs = reads, outputs = writes."""
+        return Program(self.name, self.reads + self.ops, self.writes)
+
+    @property
+    def anchor(self) -> Node | None:
+        """The typed linear of a GEMM plan."""
+        return next((n for n in self.ops if n.op in (Op.LINEAR, Op.LINEAR_WGRAD)), None)
+
+    def value_type(self, name: str) -> Any:
+        return next(n.type for n in self.reads + self.ops if n.name == name)
+
+
+@dataclass(frozen=True)
+class PlanProgram:
+    """The kernels of one level-1 program, in launch order."""
+
+    name: str
+    inputs: tuple[Node, ...]
+    kernels: tuple[KernelPlan, ...]
+    outputs: tuple[str, ...]
+
+    def format(self, stats: GraphStats | None = None) -> str:
+        """The plans as text; with ``stats``, the memory every stored value takes."""
+        def size(t: Any) -> str:
+            return f", {value_bytes(t, stats) / 1e6:.3f} MB" if stats else ""
+
+        lines = [f"plans {self.name}: {len(self.kernels)} kernels"]
+        for i, k in enumerate(self.kernels):
+            lines.append(f"  kernel {i} {k.name}: {k.strategy.value} over {k.domain.value} rows, layout {k.layout}")
+            lines.append(f"    schedule {k.schedule}")
+            lines.append("    reads  " + ", ".join(f"%{r.name}" for r in k.reads))
+            lines += [f"    {format_node(n)}" for n in k.ops]
+            for w in k.writes:
+                t = k.value_type(w)
+                lines.append(f"    writes %{w} ({t}{size(t)})")
+        if stats:
+            stored = {w: k.value_type(w) for k in self.kernels for w in k.writes}
+            total = sum(value_bytes(t, stats) for t in stored.values())
+            lines.append(f"  stored values: {total / 1e6:.3f} MB")
+        lines.append("  return " + ", ".join(f"%{o}" for o in self.outputs))
+        return "\n".join(lines) + "\n"
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def read_node(node: Node, position: int) -> Node:
+    """The typed input node by which a kernel loads value ``node``."""
+    return Node(node.name, Op.INPUT, (), node.type, freeze_attrs({"position": position}))
