@@ -50,8 +50,8 @@ def combine(a: str, b: str) -> str | None:
     if "dst" in pair and pair - {"dst"} <= {"map:edge", "map:dst", "edge", "scatter:edge", "scatter:dst"}:
         return "dst"  # a traversal per destination also does the edge work, scattering with atomics
     for s in pair:
-        if s.startswith("gemm:") and pair == {s, "map:" + s[5:]}:
-            return s
+        if s.startswith("gemm:") and pair in ({s, "map:" + s[5:]}, {s, "scatter:" + s[5:]}):
+            return s  # an elementwise epilogue, or a scatter of the output rows with atomics
         if s.startswith("map:") and pair == {s, "scatter:" + s[4:]}:
             return s
         if s.startswith("scatter:") and pair == {s, "map:" + s[8:]}:
@@ -107,7 +107,7 @@ class _Fusion:
             return False
         if space.startswith("gemm") or space == "wgrad":
             anchors = [m for m in members if self.p.node(m).op in (Op.LINEAR, Op.LINEAR_WGRAD)]
-            if len(anchors) != 1 or anchors[0] in self._ancestors_within(anchors[0], members):
+            if len(anchors) != 1 or self._ancestors_within(anchors[0], members):
                 return False
         for m in members:
             for src, views in self.arg_sources(self.p.node(m)):
@@ -132,7 +132,7 @@ class _Fusion:
                 if src in members and src not in seen:
                     seen.add(src)
                     stack.append(src)
-        return seen | ({anchor} if anchor in seen else set())
+        return seen
 
     def try_merge(self, into: int, other: int, space: str) -> bool:
         members = set(self.groups[into].members) | set(self.groups[other].members)
@@ -270,9 +270,9 @@ def _plan(program: Program, fusion: _Fusion, group: _Group, writes: set[str], ou
     anchor = next((n for n in ordered if n.op in (Op.LINEAR, Op.LINEAR_WGRAD)), None)
     if anchor is not None:
         domain = program.node(anchor.args[0]).type.domain
-    atomic = any(n.op == Op.REDUCE and node_space(n, program) != "dst" for n in ordered)
-    schedule = (GemmSchedule() if strategy in (Strategy.GEMM, Strategy.WGRAD)
-                else TraversalSchedule(reduction="atomic" if atomic else "segmented"))
+    # destinations are reduced per segment in a traversal per destination, with atomics elsewhere
+    schedule = (GemmSchedule() if strategy in (Strategy.GEMM, Strategy.WGRAD) else TraversalSchedule(
+        reduction="segmented" if strategy == Strategy.DST_PARALLEL else "atomic"))
     first = (anchor or next((n for n in ordered if n.op not in VIEW_OPS), ordered[-1])).name
     read_nodes = tuple(read_node(n, i) for i, n in enumerate(sorted(reads.values(), key=lambda n: index[n.name])))
     return KernelPlan(f"k{number}_{strategy.value}_{first}", strategy, domain,

@@ -1,4 +1,8 @@
-"""The ``pigeon`` command line: ``pigeon show MODEL_OR_FILE``."""
+"""The ``pigeon`` command line.
+
+    pigeon show MODEL_OR_FILE [--after PASS | --all] [--backward] [--plans] [--cost] [--dataset NAME]
+    pigeon cost [MODEL ...] [--datasets NAME ...]
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,8 +15,13 @@ from typing import Sequence
 import torch
 
 from pigeon.compiler import CompiledFunction
+from pigeon.ir.cost import program_cost
+from pigeon.ir.lower import lower
+from pigeon.ir.passes import PASS_NAMES, differentiate, optimize, optimize_stages
 from pigeon.ir.printer import format_program
+from pigeon.ir.program import Program
 from pigeon.runtime.graph import Graph
+from pigeon.runtime.layouts import graph_stats
 from pigeon.tracer import TraceError
 
 
@@ -53,25 +62,104 @@ def find_functions(target: str) -> list[CompiledFunction]:
     return functions
 
 
+def traced_program(fn: CompiledFunction, g: Graph, dtype: str, feats: int | None = None) -> Program:
+    if fn.example_inputs is None:
+        raise CLIError(f"{fn.name} has no example inputs to trace with: declare it as "
+                       f"@pigeon.compile(example_inputs=lambda g: (...)) returning its arguments for graph g")
+    inputs = fn.example_inputs(g) if feats is None else fn.example_inputs(g, feats=feats)
+    inputs = tuple(x.to(getattr(torch, dtype)) if isinstance(x, torch.Tensor) else x for x in inputs)
+    return fn.program(g, *inputs)
+
+
+def load_graph(name: str | None, scale: float) -> Graph:
+    if name is None:
+        return demo_graph()
+    import pigeon.datasets
+    return pigeon.datasets.load(name, scale=scale, feat_dim=1).graph
+
+
 def show(args: argparse.Namespace) -> None:
-    g = demo_graph()
+    g = load_graph(args.dataset, args.scale)
+    stats = graph_stats(g)
     for fn in find_functions(args.target):
-        if fn.example_inputs is None:
-            raise CLIError(f"{fn.name} has no example inputs to trace with: declare it as "
-                           f"@pigeon.compile(example_inputs=lambda g: (...)) returning its arguments for graph g")
-        inputs = fn.example_inputs(g)
-        inputs = tuple(x.to(getattr(torch, args.dtype)) if isinstance(x, torch.Tensor) else x for x in inputs)
-        print(format_program(fn.program(g, *inputs), with_loc=args.loc), end="")
+        program = traced_program(fn, g, args.dtype, args.feats)
+        stages = optimize_stages(program, stats)
+        if args.all:
+            chosen = stages
+        elif args.after:
+            chosen = [s for s in stages if s[0] == args.after] or [stages[-1]]
+        elif args.backward or args.plans:
+            chosen = [stages[-1]]
+        else:
+            chosen = [stages[0]]
+        for stage, p in chosen:
+            if args.backward:
+                p = optimize(differentiate(p).backward, stats)
+            if len(chosen) > 1 or stage != "traced":
+                print(f"# after {stage}")
+            if args.plans:
+                print(lower(p).format(stats), end="")
+            else:
+                print(format_program(p, with_loc=args.loc), end="")
+            if args.cost:
+                print(program_cost(p, stats).table())
+
+
+STAGES = ("linear_reorder", "linear_merge", "compact")
+
+
+def cost(args: argparse.Namespace) -> None:
+    """FLOPs and bytes of each model on each graph, with the rewrites switched on one by one."""
+    print(f"Modelled cost per layer call, {args.feats} features in and out, float32 "
+          f"(level-1 cost model; MFLOP / MB moved; x = reduction against unoptimised)")
+    header = f"{'model':<6} {'graph':<8} {'mode':<6} {'passes':<16} {'MFLOP':>10} {'MB':>9} {'FLOP x':>7} {'bytes x':>7}"
+    print(header)
+    print("-" * len(header))
+    for dataset in args.datasets:
+        g = load_graph(dataset, args.scale)
+        stats = graph_stats(g)
+        for model in args.models:
+            (fn,) = find_functions(model)
+            traced = traced_program(fn, g, "float32", args.feats)
+            rows = []
+            for k in range(len(STAGES) + 1):
+                disabled = set(STAGES[k:])
+                forward = optimize(traced, stats, disabled)
+                backward = optimize(differentiate(forward).backward, stats, disabled)
+                label = "+" + STAGES[k - 1] if k else "unoptimised"
+                infer = program_cost(forward, stats).total
+                rows.append((label, "infer", infer))
+                rows.append((label, "train", infer + program_cost(backward, stats).total))
+            for mode in ("infer", "train"):
+                base = next(c for _, m, c in rows if m == mode)
+                for label, m, c in rows:
+                    if m == mode:
+                        print(f"{model:<6} {dataset:<8} {mode:<6} {label:<16} {c.flops / 1e6:>10.1f} "
+                              f"{c.bytes / 1e6:>9.1f} {base.flops / max(c.flops, 1):>7.2f} {base.bytes / max(c.bytes, 1):>7.2f}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pigeon", description="Compile relational GNN layers.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("show", help="print the level-1 program of an example model or of a file's compiled functions")
+    p = sub.add_parser("show", help="print the program of an example model or of a file's compiled functions")
     p.add_argument("target", help="rgcn, rgat, hgt, path/to/file.py or path/to/file.py:function")
     p.add_argument("--dtype", default="float32", choices=["float16", "bfloat16", "float32", "float64"])
     p.add_argument("--loc", action="store_true", help="show the source line of every op")
+    p.add_argument("--after", choices=PASS_NAMES, help="the program after this pass of the pipeline")
+    p.add_argument("--all", action="store_true", help="the program after every stage of the pipeline")
+    p.add_argument("--backward", action="store_true", help="the (optimised) backward program")
+    p.add_argument("--plans", action="store_true", help="the level-2 kernel plans, with the memory they store")
+    p.add_argument("--cost", action="store_true", help="the FLOPs and bytes of every op")
+    p.add_argument("--dataset", help="graph whose sizes the passes optimise for (default: a small demo graph)")
+    p.add_argument("--scale", type=float, default=1.0, help="scale of the --dataset graph")
+    p.add_argument("--feats", type=int, help="feature size of the example inputs")
     p.set_defaults(run=show)
+    c = sub.add_parser("cost", help="modelled FLOPs and bytes of the example models before and after the rewrites")
+    c.add_argument("models", nargs="*", default=["rgcn", "rgat", "hgt"])
+    c.add_argument("--datasets", nargs="+", default=["aifb", "mutag"])
+    c.add_argument("--scale", type=float, default=1.0)
+    c.add_argument("--feats", type=int, default=64)
+    c.set_defaults(run=cost)
     return parser
 
 
