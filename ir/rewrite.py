@@ -1,7 +1,7 @@
 """A helper for passes: build a new program from an old one, keeping names stable."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .ops import Op
 from .program import Node, Program, freeze_attrs
@@ -76,3 +76,20 @@ class Rewriter:
     def finish(self, outputs: Iterable[str] | None = None, name: str | None = None) -> Program:
         outs = tuple(self.new_name(o) for o in (self.program.outputs if outputs is None else outputs))
         return Program(name or self.program.name, tuple(self.nodes), outs)
+
+
+def rewrite_where_cheaper(program: Program, stats: Any, op: Op,
+                          rewrite: Callable[[Program, str], Program | None]) -> Program:
+    """Try ``rewrite(program, name)`` at every ``op`` node in turn; keep each result the cost
+    model finds cheaper on graphs of ``stats``' sizes (no stats: no rewrite)."""
+    from .cost import cheaper
+
+    if stats is None:
+        return program
+    for name in [n.name for n in program.nodes if n.op == op]:
+        if name not in program:
+            continue
+        candidate = rewrite(program, name)
+        if candidate is not None and cheaper(candidate, program, stats):
+            program = candidate
+    return program

@@ -9,10 +9,10 @@ it cheaper: per row, in*mid + mid*out FLOPs become in*out.
 """
 from __future__ import annotations
 
-from ..cost import GraphStats, cheaper
+from ..cost import GraphStats
 from ..ops import Op
 from ..program import Node, Program
-from ..rewrite import Rewriter
+from ..rewrite import Rewriter, rewrite_where_cheaper
 from ..types import Domain
 from . import cse, dce
 
@@ -51,12 +51,4 @@ def _merge(program: Program, outer_name: str) -> Program | None:
 
 
 def run(program: Program, stats: GraphStats | None = None) -> Program:
-    if stats is None:
-        return program
-    for name in [n.name for n in program.nodes if n.op == Op.LINEAR]:
-        if name not in program:
-            continue
-        candidate = _merge(program, name)
-        if candidate is not None and cheaper(candidate, program, stats):
-            program = candidate
-    return program
+    return rewrite_where_cheaper(program, stats, Op.LINEAR, _merge)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from math import prod
 
-from ..cost import GraphStats, cheaper
+from ..cost import GraphStats
 from ..ops import Op
 from ..program import Program
-from ..rewrite import Rewriter
+from ..rewrite import Rewriter, rewrite_where_cheaper
 from . import cse, dce
 
 
@@ -62,12 +62,4 @@ def _reorder(program: Program, dot_name: str) -> Program | None:
 
 
 def run(program: Program, stats: GraphStats | None = None) -> Program:
-    if stats is None:
-        return program
-    for dot_name in [n.name for n in program.nodes if n.op == Op.DOT]:
-        if dot_name not in program:
-            continue
-        candidate = _reorder(program, dot_name)
-        if candidate is not None and cheaper(candidate, program, stats):
-            program = candidate
-    return program
+    return rewrite_where_cheaper(program, stats, Op.DOT, _reorder)
