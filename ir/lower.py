@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from .ops import Op
+from .ops import ELEMENTWISE, Op
 from .passes import decompose_softmax
 from .plans import GemmSchedule, KernelPlan, PlanProgram, Strategy, TraversalSchedule, read_node
 from .program import Node, Program
@@ -108,6 +108,9 @@ class _Fusion:
         if space.startswith("gemm") or space == "wgrad":
             anchors = [m for m in members if self.p.node(m).op in (Op.LINEAR, Op.LINEAR_WGRAD)]
             if len(anchors) != 1 or self._ancestors_within(anchors[0], members):
+                return False
+            # an epilogue is per output element: elementwise ops and scatters of the rows only
+            if any(self.p.node(m).op not in ELEMENTWISE | {Op.REDUCE} for m in members if m != anchors[0]):
                 return False
         for m in members:
             for src, views in self.arg_sources(self.p.node(m)):

@@ -178,3 +178,31 @@ def graph_stats(g: Graph) -> "GraphStats":
     return g.cached("stats", lambda: GraphStats(
         g.num_nodes, g.num_dst_nodes, g.num_edges, compact(g).num_pairs, compact_dst(g).num_pairs,
         g.num_etypes, g.num_ntypes))
+
+
+def order(g: Graph, by: str, domain: Domain) -> torch.Tensor:
+    """The rows of ``domain`` grouped by the type ``by`` selects (identity if already grouped)."""
+    def build() -> torch.Tensor:
+        seg = segments(g, by, domain)
+        return seg.perm if seg.perm is not None else torch.arange(num_rows(g, domain), device=g.device)
+    return g.cached(("order", by, domain), build)
+
+
+def type_offsets(g: Graph, by: str, domain: Domain) -> torch.Tensor:
+    """Offsets into ``order(g, by, domain)`` of each type's rows (on the graph's device)."""
+    if by == "all":
+        return g.cached(("offsets_all", domain), lambda: torch.tensor(
+            [0, max(num_rows(g, domain), 1) if domain == Domain.GLOBAL else num_rows(g, domain)], device=g.device))
+    return g.cached(("offsets", by, domain), lambda: segments(g, by, domain).offsets.to(g.device))
+
+
+def gemm_tiles(g: Graph, by: str, domain: Domain, tile_rows: int) -> torch.Tensor:
+    """A [tiles, 3] table (type, first, end) of row tiles that never mix two types."""
+    def build() -> torch.Tensor:
+        offsets = type_offsets(g, by, domain).cpu().tolist()
+        rows = []
+        for t in range(len(offsets) - 1):
+            for start in range(offsets[t], offsets[t + 1], tile_rows):
+                rows.append((t, start, min(start + tile_rows, offsets[t + 1])))
+        return torch.tensor(rows, dtype=torch.int64, device=g.device).reshape(-1, 3)
+    return g.cached(("tiles", by, domain, tile_rows), build)

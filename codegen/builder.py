@@ -1,0 +1,139 @@
+"""What every kernel builder shares: its arguments, and reading an element of any value
+through the chain of views (gathers, reshapes, slices) that leads to memory."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pigeon.ir.ops import Op
+from pigeon.ir.plans import KernelPlan, Strategy
+from pigeon.ir.types import Domain
+
+from .expressions import slice_index
+from .kernel import ACCUMULATE, STORAGE, KernelArg
+
+VIEWS = (Op.GATHER, Op.RESHAPE, Op.SLICE, Op.DEGREE)
+
+
+class CodegenError(ValueError):
+    """A plan that the kernel templates cannot express."""
+
+
+@dataclass
+class Code:
+    """Lines of C, indented as they are opened and closed."""
+
+    lines: list[str] = field(default_factory=list)
+    depth: int = 1
+
+    def add(self, line: str) -> None:
+        self.lines.append("    " * self.depth + line)
+
+    def open(self, line: str) -> None:
+        self.add(line + " {")
+        self.depth += 1
+
+    def close(self) -> None:
+        self.depth -= 1
+        self.add("}")
+
+
+class KernelBuilder:
+    """Arguments and element reads of one kernel; subclasses keep computed values in registers."""
+
+    def __init__(self, plan: KernelPlan, name: str):
+        self.plan, self.name = plan, name
+        self.program = plan.program()
+        self.nodes = {n.name: n for n in plan.reads + plan.ops}
+        self.users = self.program.users
+        self.dtype = (plan.reads + plan.ops)[0].type.dtype
+        self.acc = ACCUMULATE[self.dtype]
+        self.storage = STORAGE[self.dtype]
+        self.args: dict[str, KernelArg] = {}
+        self.zero_filled: list[str] = []
+        for r in plan.reads:
+            self._arg(f"p_{r.name}", f"const {self.storage}* __restrict__", "read", r.name)
+        for w in plan.writes:
+            self._arg(f"p_{w}", f"{self.storage}* __restrict__", "write", w)
+
+    # ---- arguments ----------------------------------------------------------------------
+
+    def _arg(self, name: str, ctype: str, kind: str, key: object = None) -> str:
+        if name not in self.args:
+            self.args[name] = KernelArg(name, ctype, kind, key)
+        return name
+
+    def index_arg(self, index: str, target: Domain) -> str:
+        return self._arg(f"p_index_{index}_{target.value}", "const long long* __restrict__", "index", (index, target))
+
+    def numel(self, name: str) -> int:
+        return self.nodes[name].type.numel
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.nodes[name].type.shape
+
+    def local_source(self, name: str) -> str | None:
+        """The computed value a view of ``name`` reads in registers, or None if from memory."""
+        node = self.nodes[name]
+        if node.op == Op.INPUT or node.op == Op.DEGREE:
+            return None
+        if node.op in VIEWS:
+            return self.local_source(node.args[0])
+        return name
+
+    def read_local(self, name: str, flat: str, rows: dict[Domain, str], k: str | None) -> str:
+        """Element ``flat`` of a value computed in this kernel (subclasses keep them)."""
+        raise NotImplementedError
+
+    def row_of(self, name: str, rows: dict[Domain, str]) -> str | None:
+        """The row of memory value ``name``'s source read for the current rows (None: global)."""
+        node = self.nodes[name]
+        if node.op == Op.INPUT:
+            if node.type.domain == Domain.GLOBAL:
+                return None
+            if node.type.domain not in rows:
+                raise CodegenError(f"{self.plan.name}: %{name} ({node.type.domain.value}) read outside its rows")
+            return rows[node.type.domain]
+        if node.op == Op.RESHAPE or node.op == Op.SLICE:
+            return self.row_of(node.args[0], rows)
+        assert node.op == Op.GATHER
+        index, target = node.attrs["index"], node.attrs["to"]
+        if index == "all":
+            return None
+        here = rows[target]
+        if index == "to_dst" or (index == "dst" and self.plan.strategy == Strategy.DST_PARALLEL):
+            inner = {**rows, self.nodes[node.args[0]].type.domain: rows.get(Domain.DST, here)}
+            if index == "to_dst":
+                inner[Domain.NODE] = here
+            return self.row_of(node.args[0], inner)
+        source_domain = self.nodes[node.args[0]].type.domain
+        return self.row_of(node.args[0], {**rows, source_domain: f"{self.index_arg(index, target)}[{here}]"})
+
+    def read(self, name: str, flat: str, rows: dict[Domain, str], k: str | None) -> str:
+        """Element ``flat`` of value ``name``; ``k`` is this lane's slot if ``flat`` is its own element."""
+        node = self.nodes[name]
+        local = self.local_source(name)
+        if local is not None:
+            if node.op == Op.SLICE:
+                src = node.args[0]
+                return self.read(src, slice_index(flat, node.type.shape[-1], node.attrs["start"],
+                                                  self.shape(src)[-1]), rows, None)
+            if node.op in VIEWS:  # reshape, or a destination's own value gathered onto its edges
+                return self.read(node.args[0], flat, rows, k)
+            return self.read_local(name, flat, rows, k)
+        if node.op == Op.DEGREE:
+            edge = rows[Domain.EDGE]
+            degree = self._arg(f"p_degree_{node.attrs['by']}", "const long long* __restrict__", "degree", node.attrs["by"])
+            return f"(({self.acc}){degree}[{edge}])"
+        if node.op == Op.SLICE:
+            src = node.args[0]
+            return self.read(src, slice_index(flat, node.type.shape[-1], node.attrs["start"], self.shape(src)[-1]),
+                             rows, None)
+        memory = self._memory_source(name)
+        row = self.row_of(name, rows)
+        offset = flat if row is None else f"{row} * {self.numel(memory)} + {flat}"
+        return f"pg_load<{self.acc}>(p_{memory} + {offset})"
+
+    def _memory_source(self, name: str) -> str:
+        node = self.nodes[name]
+        return name if node.op == Op.INPUT else self._memory_source(node.args[0])
+

@@ -1,0 +1,379 @@
+"""Code for traversal plans (per destination over the CSR, per edge, per row of a domain).
+
+Python decides everything about indices and names here; ``traversal.cu.j2`` holds the kernel's
+structure. ``threads_per_row`` lanes share each row: a value of many features is *distributed*
+(lane ``l`` holds elements ``l, l + T, ...``, chunked by ``vector_width``); a small value, or one
+read at other indices (broadcast, concat, slice), is *replicated* (every lane holds all of it).
+Control flow is the same for every lane of a warp (edge loops run to the warp's largest
+degree), so the lanes of a row can combine partial sums with shuffles.
+"""
+from __future__ import annotations
+
+from math import prod
+
+from pigeon.ir.indices import GATHER_INDICES
+from pigeon.ir.ops import ELEMENTWISE, Op
+from pigeon.ir.plans import KernelPlan, Strategy, TraversalSchedule
+from pigeon.ir.printer import format_node
+from pigeon.ir.program import Node
+from pigeon.ir.types import Domain
+
+from .builder import VIEWS, Code, CodegenError, KernelBuilder
+from .expressions import ELEMENTWISE as C_EXPR
+from .expressions import broadcast_index
+from .kernel import Launch
+
+REPLICATE_UP_TO = 8  # values of at most this many features, with every input readable anywhere, are replicated
+
+
+class TraversalKernel(KernelBuilder):
+    """Builds the body of one traversal kernel."""
+
+    def __init__(self, plan: KernelPlan, name: str):
+        if not isinstance(plan.schedule, TraversalSchedule):
+            raise CodegenError(f"{plan.name}: not a traversal plan")
+        super().__init__(plan, name)
+        self.s = plan.schedule
+        self.tpr, self.vw = self.s.threads_per_row, self.s.vector_width
+        self.block = max(32, self.s.rows_per_block * self.tpr)
+        if self.block % self.tpr or self.tpr & (self.tpr - 1) or self.tpr > 32:
+            raise CodegenError(f"{plan.name}: threads_per_row must be a power of two up to 32")
+        self.rows_per_block = self.block // self.tpr
+        self.layout: dict[str, str] = {}  # computed value -> "dist" | "repl" | "both"
+        self.code = Code()
+
+    # ---- layouts ------------------------------------------------------------------------
+
+    def readable_anywhere(self, name: str) -> bool:
+        src = self.local_source(name)
+        return src is None or self.layout.get(src) in ("repl", "both")
+
+    def read_elsewhere(self, name: str) -> bool:
+        """Whether a user reads ``name`` (through views) at another index than its own element."""
+        for user in self.users.get(name, ()):
+            node = self.nodes[user]
+            if node.op == Op.RESHAPE or (node.op == Op.GATHER and node.attrs["index"] == "dst"):
+                if self.read_elsewhere(user):
+                    return True
+            elif node.op in (Op.SLICE, Op.CONCAT):
+                return True
+            elif node.op in ELEMENTWISE and node.type.shape != self.shape(name):
+                return True
+            elif node.op in (Op.DOT, Op.SUM_TO) and self._dot_shape(node) != self.shape(name):
+                return True
+        return False
+
+    def _dot_shape(self, node: Node) -> tuple[int, ...]:
+        if node.op == Op.SUM_TO:
+            return self.shape(node.args[0])
+        from pigeon.ir.shape_inference import broadcast_shapes
+        return broadcast_shapes(self.shape(node.args[0]), self.shape(node.args[1]))
+
+    # ---- element access -----------------------------------------------------------------
+
+    def read_local(self, name: str, flat: str, rows: dict[Domain, str], k: str | None) -> str:
+        if self.layout[name] in ("repl", "both"):
+            return f"r_{name}[{flat}]"
+        if k is None:
+            raise CodegenError(f"{self.plan.name}: %{name} is read at another lane's element")
+        return f"v_{name}[{k}]"
+
+    def chunks(self, n: int) -> int:
+        """Register slots a lane holds of a distributed value of ``n`` elements."""
+        per_round = self.tpr * self.vw
+        return ((n + per_round - 1) // per_round) * self.vw
+
+    def dist_index(self, lane: str, k: str) -> str:
+        if self.vw == 1:
+            return f"({lane} + {k} * {self.tpr})"
+        return f"((({k}) / {self.vw} * {self.tpr} + {lane}) * {self.vw} + ({k}) % {self.vw})"
+
+    # ---- values -------------------------------------------------------------------------
+
+    def element(self, node: Node, flat: str, rows: dict[Domain, str], k: str | None) -> str:
+        """The expression of element ``flat`` of elementwise op ``node``."""
+        args = []
+        for a in node.args:
+            same = self.shape(a) == node.type.shape
+            args.append(self.read(a, flat if same else broadcast_index(flat, node.type.shape, self.shape(a)),
+                                  rows, k if same else None))
+        return C_EXPR[node.op](args, node.attrs, self.acc)
+
+    def compute(self, node: Node, rows: dict[Domain, str]) -> None:
+        """Code computing ``node`` in registers."""
+        c = self.code
+        c.add(f"// {format_node(node)}")
+        n = node.type.numel
+        if node.op in (Op.DOT, Op.SUM_TO):
+            self._reduce_features(node, rows)
+            return
+        if node.op == Op.CONCAT:
+            self.layout[node.name] = "repl"
+            c.add(f"{self.acc} r_{node.name}[{n}];")
+            start = 0
+            for a in node.args:
+                width, total = self.shape(a)[-1], node.type.shape[-1]
+                c.open(f"for (int f = 0; f < {self.numel(a)}; ++f)")
+                c.add(f"r_{node.name}[(f / {width}) * {total} + {start} + f % {width}] = {self.read(a, 'f', rows, None)};")
+                c.close()
+                start += width
+            return
+        if node.op not in ELEMENTWISE:
+            raise CodegenError(f"{self.plan.name}: no traversal code for {node.op.value}")
+        anywhere = all(self.readable_anywhere(a) for a in node.args)
+        if anywhere and n <= REPLICATE_UP_TO:
+            self.layout[node.name] = "repl"
+            c.add(f"{self.acc} r_{node.name}[{n}];")
+            c.add(f"for (int f = 0; f < {n}; ++f) r_{node.name}[f] = {self.element(node, 'f', rows, None)};")
+            return
+        self.layout[node.name] = "dist"
+        slots = self.chunks(n)
+        c.add(f"{self.acc} v_{node.name}[{slots}];")
+        c.open(f"for (int k = 0; k < {slots}; ++k)")
+        c.add(f"const int f = {self.dist_index('lane', 'k')};")
+        c.add(f"v_{node.name}[k] = f < {n} ? {self.element(node, 'f', rows, 'k')} : ({self.acc})0;")
+        c.close()
+        if self.read_elsewhere(node.name):
+            self.gather_lanes(node.name, n)
+
+    def gather_lanes(self, name: str, n: int) -> None:
+        """Make a distributed value replicated: every lane collects every element (shuffles)."""
+        c = self.code
+        self.layout[name] = "both"
+        c.add(f"{self.acc} r_{name}[{n}];")
+        c.open(f"for (int k = 0; k < {self.chunks(n)}; ++k)")
+        c.open(f"for (int source = 0; source < {self.tpr}; ++source)")
+        c.add(f"const int f = {self.dist_index('source', 'k')};")
+        c.add(f"const {self.acc} element = pg_group_get(v_{name}[k], source, {self.tpr});")
+        c.add(f"if (f < {n}) r_{name}[f] = element;")
+        c.close()
+        c.close()
+
+    def _reduce_features(self, node: Node, rows: dict[Domain, str]) -> None:
+        """dot (sum of products over the last axis) or sum_to: a replicated result."""
+        c = self.code
+        full = self._dot_shape(node)
+        n_in, n_out = prod(full), node.type.numel
+        self.layout[node.name] = "repl"
+
+        def term(flat: str, k: str | None) -> str:
+            if node.op == Op.SUM_TO:
+                return self.read(node.args[0], flat, rows, k)
+            parts = []
+            for a in node.args:
+                same = self.shape(a) == full
+                parts.append(self.read(a, flat if same else broadcast_index(flat, full, self.shape(a)), rows,
+                                       k if same else None))
+            return f"{parts[0]} * {parts[1]}"
+
+        target = (lambda flat: f"({flat}) / {full[-1]}") if node.op == Op.DOT else (
+            lambda flat: broadcast_index(flat, full, node.type.shape))
+        c.add(f"{self.acc} r_{node.name}[{n_out}];")
+        c.add(f"for (int o = 0; o < {n_out}; ++o) r_{node.name}[o] = ({self.acc})0;")
+        if all(self.readable_anywhere(a) for a in node.args):
+            c.add(f"for (int f = 0; f < {n_in}; ++f) r_{node.name}[{target('f')}] += {term('f', None)};")
+            return
+        c.open(f"for (int k = 0; k < {self.chunks(n_in)}; ++k)")
+        c.add(f"const int f = {self.dist_index('lane', 'k')};")
+        c.add(f"if (f < {n_in}) r_{node.name}[{target('f')}] += {term('f', 'k')};")
+        c.close()
+        c.add(f"for (int o = 0; o < {n_out}; ++o) r_{node.name}[o] = pg_group_sum(r_{node.name}[o], {self.tpr});")
+
+    # ---- memory writes --------------------------------------------------------------------
+
+    def lane_elements(self, name: str) -> tuple[str, str | None]:
+        """The loop header over the elements of ``name`` this lane writes, and its slot."""
+        n = self.numel(name)
+        if self.layout.get(self.local_source(name) or "", "repl") == "dist" and self.local_source(name) == name:
+            return f"for (int k = 0; k < {self.chunks(n)}; ++k)", "k"
+        return f"for (int f = lane; f < {n}; f += {self.tpr})", None
+
+    def store(self, name: str, rows: dict[Domain, str], row: str | None, guard: str) -> None:
+        c = self.code
+        n = self.numel(name)
+        loop, k = self.lane_elements(name)
+        c.open(f"if ({guard}) " + loop)
+        if k is not None:
+            c.add(f"const int f = {self.dist_index('lane', 'k')};")
+            c.add(f"if (f >= {n}) continue;")
+        offset = "f" if row is None else f"{row} * {n} + f"
+        c.add(f"pg_store(p_{name} + {offset}, {self.read(name, 'f', rows, k)});")
+        c.close()
+
+    def scatter(self, node: Node, rows: dict[Domain, str], guard: str) -> None:
+        """A reduction into another domain's rows, with atomics (target zero-filled first)."""
+        c = self.code
+        c.add(f"// {format_node(node)}")
+        if node.attrs["kind"] != "sum":
+            raise CodegenError(f"{self.plan.name}: only sums are scattered with atomics, not {node.attrs['kind']}")
+        source = self.nodes[node.args[0]]
+        index, to = node.attrs["index"], node.attrs["to"]
+        here = rows[source.type.domain]
+        if index == "all":
+            row = None
+        elif index == "to_dst":
+            row = here
+        else:
+            if (to, source.type.domain) not in GATHER_INDICES[index]:
+                raise CodegenError(f"{self.plan.name}: cannot scatter along {index}")
+            row = f"{self.index_arg(index, source.type.domain)}[{here}]"
+        if node.name not in self.plan.writes:
+            raise CodegenError(f"{self.plan.name}: scatter %{node.name} is not stored")
+        self.zero_filled.append(node.name)
+        n = node.type.numel
+        loop, k = self.lane_elements(node.args[0])
+        c.open(f"if ({guard}) " + loop)
+        if k is not None:
+            c.add(f"const int f = {self.dist_index('lane', 'k')};")
+            c.add(f"if (f >= {n}) continue;")
+        offset = "f" if row is None else f"{row} * {n} + f"
+        c.add(f"pg_atomic_add(p_{node.name} + {offset}, {self.read(node.args[0], 'f', rows, k)});")
+        c.close()
+
+    # ---- kernel bodies --------------------------------------------------------------------
+
+    def computed(self) -> list[Node]:
+        return [n for n in self.plan.ops if n.op not in VIEWS]
+
+    def is_dst_reduce(self, node: Node) -> bool:
+        return (node.op == Op.REDUCE and node.attrs["index"] == "dst"
+                and self.nodes[node.args[0]].type.domain == Domain.EDGE and node.type.domain == Domain.DST)
+
+    def straight_line(self, domain: Domain) -> None:
+        """Every op once per row of ``domain`` (edge-parallel and row-map kernels)."""
+        rows = {domain: "row"}
+        for node in self.computed():
+            if node.op == Op.REDUCE:
+                self.scatter(node, rows, "valid")
+            else:
+                self.compute(node, rows)
+        for w in self.plan.writes:
+            if self.nodes[w].op != Op.REDUCE:
+                self.store(w, rows, None if domain == Domain.GLOBAL else "row", "valid")
+
+    def closure(self, targets: list[str]) -> list[Node]:
+        """The edge ops the targets need, in program order."""
+        need: set[str] = set()
+        stack = list(targets)
+        while stack:
+            name = stack.pop()
+            node = self.nodes[name]
+            if name in need or node.op == Op.INPUT:
+                continue
+            if node.type.domain == Domain.EDGE or node.op in VIEWS:
+                need.add(name)
+                stack += list(node.args)
+        return [n for n in self.plan.ops if n.name in need and n.op not in VIEWS]
+
+    def per_destination(self) -> None:
+        """Per destination: one loop over its incoming edges per reduction, then the edge stores."""
+        c = self.code
+        dst_rows = {Domain.DST: "v", Domain.NODE: "v"}
+        edge_rows = {**dst_rows, Domain.EDGE: "e"}
+        indptr = self._arg("p_indptr", "const long long* __restrict__", "indptr")
+        eids = self._arg("p_eids", "const long long* __restrict__", "eids")
+        c.add(f"const long long begin = {indptr}[v];")
+        c.add(f"const long long degree = valid ? {indptr}[v + 1] - begin : 0;")
+        c.add("const long long max_degree = pg_warp_max(degree);  // the same trip count for the whole warp")
+
+        def edge_loop(body_targets: list[str]) -> None:
+            c.open("for (long long i = 0; i < max_degree; ++i)")
+            c.add("const bool live = i < degree;")
+            c.add(f"const long long e = live ? {eids}[begin + i] : 0;")
+            for node in self.closure(body_targets):
+                if node.op == Op.REDUCE:
+                    continue
+                self.compute(node, edge_rows)
+
+        for node in self.computed():
+            if self.is_dst_reduce(node):
+                self._dst_reduce(node, edge_loop, edge_rows)
+            elif node.type.domain == Domain.DST:
+                self.compute(node, dst_rows)
+        scatters = [n for n in self.computed() if n.op == Op.REDUCE and not self.is_dst_reduce(n)]
+        edge_sinks = [n.name for n in scatters if self.nodes[n.args[0]].type.domain == Domain.EDGE]
+        edge_writes = [w for w in self.plan.writes if self.nodes[w].type.domain == Domain.EDGE
+                       and self.nodes[w].op != Op.REDUCE]
+        if edge_sinks or edge_writes:
+            saved = dict(self.layout)
+            edge_loop([self.nodes[s].args[0] for s in edge_sinks] + edge_writes)
+            for s in edge_sinks:
+                self.scatter(self.nodes[s], edge_rows, "live")
+            for w in edge_writes:
+                self.store(w, edge_rows, "e", "live")
+            c.close()
+            self.layout = saved
+        for node in scatters:  # reductions of destination values, once per destination
+            if node.name not in edge_sinks:
+                self.scatter(node, dst_rows, "valid")
+        for w in self.plan.writes:
+            node = self.nodes[w]
+            if node.type.domain == Domain.DST and not (node.op == Op.REDUCE and not self.is_dst_reduce(node)):
+                self.store(w, dst_rows, "v", "valid")
+
+    def _dst_reduce(self, node: Node, edge_loop, edge_rows: dict[Domain, str]) -> None:
+        c = self.code
+        kind, source = node.attrs["kind"], node.args[0]
+        c.add(f"// {format_node(node)}")
+        saved = dict(self.layout)
+        # the accumulator lives outside the loop; its layout follows the value it sums
+        c.add(f"{self.acc} a_{node.name}[{max(self.chunks(node.type.numel), node.type.numel)}];")
+        c.add(f"for (int s = 0; s < {max(self.chunks(node.type.numel), node.type.numel)}; ++s) "
+              f"a_{node.name}[s] = {'-PG_INFINITY' if kind == 'max' else f'({self.acc})0'};")
+        edge_loop([source])
+        n = node.type.numel
+        dist = self.local_source(source) == source and self.layout.get(source) == "dist"
+        if not dist and not self.readable_anywhere(source):
+            raise CodegenError(f"{self.plan.name}: cannot reduce %{source}")
+        if not dist and n > REPLICATE_UP_TO and self.local_source(source) is None:
+            dist = True  # a wide value straight from memory: each lane sums its own elements
+        if dist:
+            c.open(f"for (int k = 0; k < {self.chunks(n)}; ++k)")
+            c.add(f"const int f = {self.dist_index('lane', 'k')};")
+            value = self.read(source, "f", edge_rows, "k" if self.local_source(source) == source else None)
+            slot = "k"
+        else:
+            c.open(f"for (int f = 0; f < {n}; ++f)")
+            value = self.read(source, "f", edge_rows, None)
+            slot = "f"
+        op = f"pg_max(a_{node.name}[{slot}], {value})" if kind == "max" else f"a_{node.name}[{slot}] + {value}"
+        c.add(f"if (live && f < {n}) a_{node.name}[{slot}] = {op};")
+        c.close()
+        c.close()  # the edge loop
+        self.layout = saved
+        finish = {"max": f"degree > 0 ? a_{node.name}[s] : ({self.acc})0",
+                  "mean": f"degree > 0 ? a_{node.name}[s] / ({self.acc})degree : ({self.acc})0",
+                  "sum": f"a_{node.name}[s]"}[kind]
+        width = self.chunks(n) if dist else n
+        name = "v" if dist else "r"
+        c.add(f"{self.acc} {name}_{node.name}[{width}];")
+        c.add(f"for (int s = 0; s < {width}; ++s) {name}_{node.name}[s] = {finish};")
+        self.layout[node.name] = "dist" if dist else "repl"
+        if dist and self.read_elsewhere(node.name):
+            self.gather_lanes(node.name, n)
+
+    def build(self) -> dict:
+        strategy = self.plan.strategy
+        if strategy == Strategy.DST_PARALLEL:
+            domain = Domain.DST
+            self.code.add("const long long v = row;")
+            self.per_destination()
+        elif strategy in (Strategy.EDGE_PARALLEL, Strategy.ROW_MAP):
+            domain = self.plan.domain
+            self.straight_line(domain)
+        else:
+            raise CodegenError(f"{self.plan.name}: {strategy.value} is not a traversal")
+        rows_arg = self._arg("num_rows", "const long long", "rows", domain)
+        edges_per_thread = self.s.edges_per_thread if strategy == Strategy.EDGE_PARALLEL else 1
+        return {
+            "name": self.name,
+            "plan": self.plan,
+            "ops": [format_node(n) for n in self.plan.ops],
+            "args": list(self.args.values()),
+            "rows_arg": rows_arg,
+            "threads_per_row": self.tpr,
+            "rows_per_block": self.rows_per_block,
+            "rows_per_thread": edges_per_thread,
+            "body": self.code.lines,
+            "launch": Launch("rows", self.block, 0, domain, self.rows_per_block * edges_per_thread),
+        }

@@ -1,0 +1,78 @@
+"""Binding a generated kernel to a graph and to tensors: its arguments, its output buffers and
+its grid. Shared by every back end that runs generated kernels (CUDA, and the CPU harness of
+the tests), so they launch exactly the same way."""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+
+from pigeon.codegen.kernel import KernelSource
+from pigeon.ir.types import Domain
+
+from . import layouts
+from .graph import Graph
+from .reference import TORCH_DTYPES, expected_shape
+
+Argument = Union[torch.Tensor, int]
+
+
+def allocate_outputs(kernel: KernelSource, g: Graph, memory: dict[str, torch.Tensor]) -> None:
+    """Buffers for every value the kernel stores (zeroed where it accumulates with atomics)."""
+    for name in kernel.plan.writes:
+        t = kernel.plan.value_type(name)
+        make = torch.zeros if name in kernel.zero_filled else torch.empty
+        memory[name] = make(expected_shape(g, t), dtype=TORCH_DTYPES[t.dtype], device=g.device)
+
+
+def rows(g: Graph, domain: Domain) -> int:
+    return 1 if domain == Domain.GLOBAL else layouts.num_rows(g, domain)
+
+
+def arguments(kernel: KernelSource, g: Graph, memory: dict[str, torch.Tensor]) -> list[Argument]:
+    """The kernel's arguments, in order: tensors (passed by address) and integers."""
+    out: list[Argument] = []
+    for arg in kernel.args:
+        if arg.kind in ("read", "write"):
+            value = memory[arg.key]
+            if not value.is_contiguous():
+                raise ValueError(f"{kernel.name}: %{arg.key} is not contiguous")
+            out.append(value)
+        elif arg.kind == "index":
+            out.append(layouts.index_array(g, *arg.key))
+        elif arg.kind == "degree":
+            out.append(layouts.degree(g, arg.key))
+        elif arg.kind == "indptr":
+            out.append(layouts.csr(g).indptr)
+        elif arg.kind == "eids":
+            out.append(layouts.csr(g).eids)
+        elif arg.kind == "rows":
+            out.append(rows(g, arg.key))
+        elif arg.kind == "tiles":
+            _, by, domain, tile_rows = arg.key
+            out.append(layouts.gemm_tiles(g, by, domain, tile_rows))
+        elif arg.kind == "perm":
+            out.append(layouts.order(g, *arg.key))
+        elif arg.kind == "offsets":
+            out.append(layouts.type_offsets(g, *arg.key))
+        else:
+            raise ValueError(f"{kernel.name}: unknown argument kind {arg.kind}")
+    return out
+
+
+def grid(kernel: KernelSource, g: Graph) -> tuple[int, int, int] | None:
+    """The grid for graph ``g``, or None when the kernel has no work (zero rows or tiles)."""
+    launch = kernel.launch
+    if launch.grid == "rows":
+        n = rows(g, launch.domain)
+        return ((n + launch.rows_per_block - 1) // launch.rows_per_block, 1, 1) if n else None
+    if launch.grid == "tiles":
+        tiles_arg = next(a for a in kernel.args if a.kind == "tiles")
+        _, by, domain, tile_rows = tiles_arg.key
+        tiles = layouts.gemm_tiles(g, by, domain, tile_rows).shape[0]
+        return (tiles, launch.col_tiles, launch.batch) if tiles else None
+    if launch.grid == "segments":
+        offsets_arg = next(a for a in kernel.args if a.kind == "offsets")
+        types = layouts.type_offsets(g, *offsets_arg.key).numel() - 1
+        return (launch.col_tiles, launch.row_tiles, types * launch.batch) if types else None
+    raise ValueError(f"{kernel.name}: unknown grid rule {launch.grid}")

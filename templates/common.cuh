@@ -1,0 +1,93 @@
+// ---- Pigeon common helpers: index types, storage conversions, warp reductions, atomics ----
+#if defined(__CUDACC_RTC__)
+typedef long long int64_t;
+typedef unsigned short uint16_t;
+#define PG_INFINITY __int_as_float(0x7f800000)
+#elif !defined(PG_INFINITY)
+#define PG_INFINITY (__builtin_inff())
+#endif
+
+// 16-bit floating storage: half and bfloat16 are kept as raw bits and computed in float.
+struct pg_half { uint16_t bits; };
+struct pg_bf16 { uint16_t bits; };
+
+#if defined(__CUDACC__)
+__device__ __forceinline__ float pg_to_float(pg_half x) {
+    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.bits)); return f;
+}
+__device__ __forceinline__ pg_half pg_from_float_half(float f) {
+    pg_half x; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(x.bits) : "f"(f)); return x;
+}
+#else  // the CPU test harness (tests/cuda_cpu) converts in software
+__device__ __forceinline__ float pg_to_float(pg_half x) { return pg_half_bits_to_float(x.bits); }
+__device__ __forceinline__ pg_half pg_from_float_half(float f) { pg_half x = {pg_float_to_half_bits(f)}; return x; }
+#endif
+__device__ __forceinline__ float pg_to_float(pg_bf16 x) {
+    return __int_as_float(((unsigned int)x.bits) << 16);
+}
+__device__ __forceinline__ pg_bf16 pg_from_float_bf16(float f) {
+    unsigned int u = (unsigned int)__float_as_int(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) { pg_bf16 nan = {(uint16_t)((u >> 16) | 0x40u)}; return nan; }
+    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+    pg_bf16 x = {(uint16_t)(u >> 16)}; return x;
+}
+
+template <typename Acc> __device__ __forceinline__ Acc pg_load(const float* p) { return (Acc)*p; }
+template <typename Acc> __device__ __forceinline__ Acc pg_load(const double* p) { return (Acc)*p; }
+template <typename Acc> __device__ __forceinline__ Acc pg_load(const pg_half* p) { return (Acc)pg_to_float(*p); }
+template <typename Acc> __device__ __forceinline__ Acc pg_load(const pg_bf16* p) { return (Acc)pg_to_float(*p); }
+
+__device__ __forceinline__ void pg_store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void pg_store(double* p, double v) { *p = v; }
+__device__ __forceinline__ void pg_store(pg_half* p, float v) { *p = pg_from_float_half(v); }
+__device__ __forceinline__ void pg_store(pg_bf16* p, float v) { *p = pg_from_float_bf16(v); }
+
+// Atomic accumulation; 16-bit values go through a compare-and-swap on their 32-bit word.
+__device__ __forceinline__ void pg_atomic_add(float* p, float v) { atomicAdd(p, v); }
+__device__ __forceinline__ void pg_atomic_add(double* p, double v) { atomicAdd(p, v); }
+template <typename T>
+__device__ __forceinline__ void pg_atomic_add_16(T* p, float v) {
+    unsigned int* word = (unsigned int*)((unsigned long long)p & ~3ull);
+    const bool high = ((unsigned long long)p & 2ull) != 0;
+    unsigned int old = *word, assumed;
+    do {
+        assumed = old;
+        T x = {(uint16_t)(high ? (assumed >> 16) : (assumed & 0xffffu))};
+        float sum = pg_to_float(x) + v;
+        T y; pg_store(&y, sum);
+        unsigned int updated = high ? ((assumed & 0x0000ffffu) | ((unsigned int)y.bits << 16))
+                                    : ((assumed & 0xffff0000u) | (unsigned int)y.bits);
+        old = atomicCAS(word, assumed, updated);
+    } while (old != assumed);
+}
+__device__ __forceinline__ void pg_atomic_add(pg_half* p, float v) { pg_atomic_add_16(p, v); }
+__device__ __forceinline__ void pg_atomic_add(pg_bf16* p, float v) { pg_atomic_add_16(p, v); }
+
+// Reductions across the `width` lanes that share a row (width is a power of two <= 32). Every
+// lane of the warp must call them: kernels keep control flow uniform across a warp.
+template <typename T>
+__device__ __forceinline__ T pg_group_sum(T v, int width) {
+    for (int offset = width / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset, width);
+    return v;
+}
+template <typename T>
+__device__ __forceinline__ T pg_group_get(T v, int source_lane, int width) {
+    return __shfl_sync(0xffffffffu, v, source_lane, width);
+}
+__device__ __forceinline__ long long pg_warp_max(long long v) {
+    for (int offset = 16; offset > 0; offset /= 2) {
+        long long other = __shfl_xor_sync(0xffffffffu, v, offset, 32);
+        v = other > v ? other : v;
+    }
+    return v;
+}
+
+// Elementwise helpers used by generated expressions.
+template <typename T> __device__ __forceinline__ T pg_max(T a, T b) { return a > b ? a : b; }
+template <typename T> __device__ __forceinline__ T pg_sigmoid(T x) { return (T)1 / ((T)1 + exp(-x)); }
+template <typename T> __device__ __forceinline__ T pg_gelu(T x) {
+    return (T)0.5 * x * ((T)1 + erf(x * (T)0.7071067811865476));
+}
+template <typename T> __device__ __forceinline__ T pg_gelu_grad(T x) {
+    return (T)0.5 * ((T)1 + erf(x * (T)0.7071067811865476)) + x * exp((T)-0.5 * x * x) * (T)0.3989422804014327;
+}

@@ -1,0 +1,122 @@
+// CUDA on the CPU, for tests: lets generated .cu source compile with g++ -std=c++20.
+// Blocks run one after another; the threads of a block run as real threads, with a barrier
+// for __syncthreads and one per warp for shuffles; __shared__ arrays are static (one block at a
+// time uses them); atomics go through std::atomic_ref. A thread that returns early drops out of
+// its block's and its warp's barriers.
+#pragma once
+#include <atomic>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+struct dim3 { unsigned int x = 1, y = 1, z = 1; };
+inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define __restrict__ __restrict
+
+using std::exp; using std::log; using std::sqrt; using std::tanh; using std::erf; using std::fabs;
+
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
+
+struct pg_warp_state {
+    std::unique_ptr<std::barrier<>> barrier;
+    alignas(8) unsigned char slot[32][8];
+};
+inline thread_local std::barrier<>* pg_block_barrier;
+inline thread_local pg_warp_state* pg_warp;
+inline thread_local int pg_lane;
+
+inline void __syncthreads() { pg_block_barrier->arrive_and_wait(); }
+
+template <typename T> T __shfl_sync(unsigned, T v, int source, int width = 32) {
+    std::memcpy(pg_warp->slot[pg_lane], &v, sizeof(T));
+    pg_warp->barrier->arrive_and_wait();
+    T r;
+    std::memcpy(&r, pg_warp->slot[(pg_lane & ~(width - 1)) + (source & (width - 1))], sizeof(T));
+    pg_warp->barrier->arrive_and_wait();
+    return r;
+}
+template <typename T> T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
+    return __shfl_sync(0xffffffffu, v, (pg_lane & (width - 1)) ^ mask, width);
+}
+
+inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
+inline double atomicAdd(double* p, double v) { return std::atomic_ref<double>(*p).fetch_add(v); }
+inline unsigned int atomicCAS(unsigned int* p, unsigned int expected, unsigned int desired) {
+    std::atomic_ref<unsigned int>(*p).compare_exchange_strong(expected, desired);
+    return expected;
+}
+
+// IEEE half conversions in software (round to nearest even).
+inline float pg_half_bits_to_float(uint16_t h) {
+    unsigned int sign = (h & 0x8000u) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ffu, bits;
+    if (exponent == 0) {
+        if (mantissa == 0) bits = sign;
+        else {
+            exponent = 127 - 15 + 1;
+            while (!(mantissa & 0x400u)) { mantissa <<= 1; --exponent; }
+            bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
+        }
+    } else if (exponent == 31) bits = sign | 0x7f800000u | (mantissa << 13);
+    else bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
+    return __int_as_float((int)bits);
+}
+inline uint16_t pg_float_to_half_bits(float f) {
+    unsigned int u = (unsigned int)__float_as_int(f), sign = (u >> 16) & 0x8000u;
+    unsigned int abs = u & 0x7fffffffu;
+    if (abs > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
+    if (abs >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  // overflow to infinity
+    if (abs < 0x38800000u) {  // subnormal half
+        float scaled = __int_as_float((int)abs) * 16777216.0f;  // * 2^24
+        return (uint16_t)(sign | (unsigned int)std::nearbyint(scaled));
+    }
+    unsigned int rounded = abs + 0xfffu + ((abs >> 13) & 1u);
+    return (uint16_t)(sign | ((rounded - (112u << 23)) >> 13));
+}
+
+// Runs `body` as a grid of blocks; returns after the last block.
+inline void pg_launch(dim3 grid, dim3 block, const std::function<void()>& body) {
+    const unsigned int threads = block.x * block.y * block.z, warps = (threads + 31) / 32;
+    blockDim = block;
+    gridDim = grid;
+    std::unique_ptr<std::barrier<>> block_barrier;
+    std::vector<pg_warp_state> warp_states(warps);
+    auto fresh = [&]() noexcept {  // new barriers for each block: early returns only drop out of one
+        block_barrier = std::make_unique<std::barrier<>>(threads);
+        for (unsigned int w = 0; w < warps; ++w)
+            warp_states[w].barrier = std::make_unique<std::barrier<>>(std::min(32u, threads - 32 * w));
+    };
+    fresh();
+    std::barrier<std::function<void()>> next_block(threads, std::function<void()>(fresh));
+    std::vector<std::thread> pool;
+    for (unsigned int t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+            threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+            pg_lane = (int)(t % 32);
+            for (unsigned int z = 0; z < grid.z; ++z)
+                for (unsigned int y = 0; y < grid.y; ++y)
+                    for (unsigned int x = 0; x < grid.x; ++x) {
+                        blockIdx = {x, y, z};
+                        pg_block_barrier = block_barrier.get();
+                        pg_warp = &warp_states[t / 32];
+                        body();
+                        pg_block_barrier->arrive_and_drop();
+                        pg_warp->barrier->arrive_and_drop();
+                        next_block.arrive_and_wait();
+                    }
+        });
+    }
+    for (auto& th : pool) th.join();
+}

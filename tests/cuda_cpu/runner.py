@@ -1,0 +1,84 @@
+"""Runs generated CUDA kernels on the CPU: the module source is compiled with g++ against
+cuda_cpu.h and loaded with ctypes; arguments and grids come from pigeon.runtime.launcher, as
+on a GPU."""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pigeon.codegen import render_module
+from pigeon.codegen.kernel import KernelSource
+from pigeon.ir.plans import PlanProgram
+from pigeon.runtime import launcher
+from pigeon.runtime.graph import Graph
+from pigeon.runtime.reference import check_inputs
+
+HEADER = Path(__file__).with_name("cuda_cpu.h")
+BUILD = Path(os.environ.get("PIGEON_HARNESS_DIR", Path(tempfile.gettempdir()) / "pigeon-cuda-cpu"))
+
+
+def _wrapper(kernel: KernelSource) -> str:
+    params = ", ".join(f"*({a.ctype.replace('__restrict__', '').replace('const ', '').strip() if '*' not in a.ctype else 'void*'}*)args[{i}]"
+                       for i, a in enumerate(kernel.args))
+    casts = []
+    for i, a in enumerate(kernel.args):
+        if "*" in a.ctype:
+            casts.append(f"({a.ctype.replace('__restrict__', '').strip()})(*(void**)args[{i}])")
+        else:
+            casts.append(f"*(long long*)args[{i}]")
+    return (f'extern "C" void launch_{kernel.name}(unsigned gx, unsigned gy, unsigned gz, unsigned block, void** args) {{\n'
+            f"    pg_launch(dim3{{gx, gy, gz}}, dim3{{block, 1, 1}}, [&] {{ {kernel.name}({', '.join(casts)}); }});\n}}\n")
+
+
+def compile_module(source: str, kernels: list[KernelSource]) -> ctypes.CDLL:
+    """The shared library of a module (cached by the hash of its source)."""
+    text = source + "\n" + "".join(_wrapper(k) for k in kernels)
+    digest = hashlib.sha256((text + HEADER.read_text()).encode()).hexdigest()[:16]
+    BUILD.mkdir(parents=True, exist_ok=True)
+    library = BUILD / f"module_{digest}.so"
+    if not library.exists():
+        src = BUILD / f"module_{digest}.cpp"
+        src.write_text(text)
+        tmp = library.with_suffix(f".{os.getpid()}.tmp")
+        result = subprocess.run(["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w",
+                                 "-include", str(HEADER), "-x", "c++", str(src), "-o", str(tmp)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            lines = text.splitlines()
+            raise RuntimeError(f"g++ failed on {src}:\n{result.stderr[:4000]}")
+        os.replace(tmp, library)
+    return ctypes.CDLL(str(library))
+
+
+class HarnessProgram:
+    """A plan program whose kernels run on the CPU through the harness."""
+
+    def __init__(self, plans: PlanProgram):
+        self.plans = plans
+        source, self.kernels = render_module(plans)
+        self.library = compile_module(source, self.kernels)
+
+    def __call__(self, g: Graph, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from pigeon.ir.program import Program
+
+        check_inputs(Program(self.plans.name, self.plans.inputs, ()), g, tensors)
+        memory = {n.name: t.contiguous() for n, t in zip(self.plans.inputs, tensors)}
+        for kernel in self.kernels:
+            launcher.allocate_outputs(kernel, g, memory)
+            shape = launcher.grid(kernel, g)
+            if shape is None:
+                continue
+            args = launcher.arguments(kernel, g, memory)
+            keep = [a for a in args if isinstance(a, torch.Tensor)]
+            slots = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, torch.Tensor) else ctypes.c_longlong(a)
+                     for a in args]
+            array = (ctypes.c_void_p * len(slots))(*[ctypes.cast(ctypes.pointer(s), ctypes.c_void_p) for s in slots])
+            getattr(self.library, f"launch_{kernel.name}")(*shape, kernel.launch.block, array)
+            del keep
+        return tuple(memory[o] for o in self.plans.outputs)
