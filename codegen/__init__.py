@@ -16,10 +16,11 @@ from pigeon.ir.plans import KernelPlan, PlanProgram, Strategy
 from .builder import CodegenError
 from .gemm import GemmKernel
 from .kernel import KernelArg, KernelSource, Launch
+from .schedules import schedule_problem, schedule_variants
 from .traversal import TraversalKernel
 
 __all__ = ["CodegenError", "KernelArg", "KernelSource", "Launch", "common_source", "kernel_name",
-           "render", "render_module"]
+           "render", "render_module", "schedule_problem", "schedule_variants"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -45,6 +46,9 @@ def kernel_name(plan: KernelPlan) -> str:
 
 def render(plan: KernelPlan, with_common: bool = True) -> KernelSource:
     """The CUDA source of one kernel plan; the same plan always gives the same bytes."""
+    problem = schedule_problem(plan, plan.schedule)
+    if problem:
+        raise CodegenError(f"{plan.name}: schedule {plan.schedule} cannot run: {problem}")
     name = kernel_name(plan)
     if plan.strategy in (Strategy.GEMM, Strategy.WGRAD):
         builder = GemmKernel(plan, name)
@@ -59,7 +63,8 @@ def render(plan: KernelPlan, with_common: bool = True) -> KernelSource:
                         tuple(dict.fromkeys(builder.zero_filled)))
 
 
-def render_module(plans: PlanProgram) -> tuple[str, list[KernelSource]]:
+def render_module(plans: PlanProgram | list[KernelPlan]) -> tuple[str, list[KernelSource]]:
     """One source holding every kernel of ``plans`` (common helpers once), and the kernels."""
-    kernels = [render(k, with_common=False) for k in plans.kernels]
+    kernel_plans = plans.kernels if isinstance(plans, PlanProgram) else plans
+    kernels = [render(k, with_common=False) for k in kernel_plans]
     return common_source() + "".join("\n" + k.source for k in kernels), kernels

@@ -204,10 +204,12 @@ class TraversalKernel(KernelBuilder):
         """A reduction into another domain's rows, with atomics (target zero-filled first)."""
         c = self.code
         c.add(f"// {format_node(node)}")
-        if node.attrs["kind"] != "sum":
-            raise CodegenError(f"{self.plan.name}: only sums are scattered with atomics, not {node.attrs['kind']}")
+        kind = node.attrs["kind"]
         source = self.nodes[node.args[0]]
         index, to = node.attrs["index"], node.attrs["to"]
+        mean_per_dst = kind == "mean" and index == "dst" and source.type.domain == Domain.EDGE
+        if kind != "sum" and not mean_per_dst:
+            raise CodegenError(f"{self.plan.name}: cannot scatter a {kind} along {index} with atomics")
         here = rows[source.type.domain]
         if index == "all":
             row = None
@@ -227,7 +229,11 @@ class TraversalKernel(KernelBuilder):
             c.add(f"const int f = {self.dist_index('lane', 'k')};")
             c.add(f"if (f >= {n}) continue;")
         offset = "f" if row is None else f"{row} * {n} + f"
-        c.add(f"pg_atomic_add(p_{node.name} + {offset}, {self.read(node.args[0], 'f', rows, k)});")
+        value = self.read(node.args[0], "f", rows, k)
+        if mean_per_dst:  # each edge adds its share of its destination's mean
+            degree = self._arg("p_degree_dst", "const long long* __restrict__", "degree", "dst")
+            value = f"{value} / ({self.acc}){degree}[{here}]"
+        c.add(f"pg_atomic_add(p_{node.name} + {offset}, {value});")
         c.close()
 
     # ---- kernel bodies --------------------------------------------------------------------

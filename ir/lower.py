@@ -23,8 +23,12 @@ from .types import Domain
 VIEW_OPS = frozenset({Op.GATHER, Op.RESHAPE, Op.SLICE, Op.DEGREE})
 
 
-def node_space(node: Node, program: Program) -> str:
-    """The iteration space of an op: what kind of kernel can compute it."""
+DST_REDUCTIONS = ("segmented", "atomic")
+
+
+def node_space(node: Node, program: Program, atomic_dst: frozenset[str] = frozenset()) -> str:
+    """The iteration space of an op: what kind of kernel can compute it. Reductions named in
+    ``atomic_dst`` are scattered by an edge-parallel kernel instead of a per-destination one."""
     if node.op == Op.LINEAR:
         return f"gemm:{node.type.domain.value}"
     if node.op == Op.LINEAR_WGRAD:
@@ -34,7 +38,7 @@ def node_space(node: Node, program: Program) -> str:
     if node.op == Op.REDUCE:
         source = program.node(node.args[0]).type.domain
         if node.attrs["index"] == "dst" and source == Domain.EDGE and node.type.domain == Domain.DST:
-            return "dst"
+            return "scatter:edge" if node.name in atomic_dst else "dst"
         return f"scatter:{source.value}"
     return f"map:{node.type.domain.value}"
 
@@ -65,9 +69,21 @@ class _Group:
     members: list[str] = field(default_factory=list)
 
 
+def atomic_candidates(program: Program) -> frozenset[str]:
+    """Sum and mean reductions into destinations that no edge op of the program reads back
+    (softmax's are read back): the ones an edge-parallel kernel may scatter with atomics."""
+    fusion = _Fusion(program)
+    read_by_edges = {src for n in program.nodes if n.type.domain == Domain.EDGE and n.op not in VIEW_OPS
+                     for src, _ in fusion.arg_sources(n)}
+    return frozenset(n.name for n in program.nodes
+                     if n.op == Op.REDUCE and n.attrs["kind"] in ("sum", "mean") and n.attrs["index"] == "dst"
+                     and n.type.domain == Domain.DST and n.name not in read_by_edges)
+
+
 class _Fusion:
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, atomic_dst: frozenset[str] = frozenset()):
         self.p = program
+        self.atomic_dst = atomic_dst
         self.group_of: dict[str, int] = {}
         self.groups: dict[int, _Group] = {}
 
@@ -123,7 +139,7 @@ class _Fusion:
                     if not row_local:
                         return False
                 src_node = self.p.node(src)
-                if src_node.op == Op.REDUCE and node_space(src_node, self.p) != "dst":
+                if src_node.op == Op.REDUCE and node_space(src_node, self.p, self.atomic_dst) != "dst":
                     return False  # a scatter's result is only complete after the kernel
         return True
 
@@ -154,7 +170,7 @@ class _Fusion:
             gid = len(self.groups) + 10 * len(self.p.nodes)  # fresh id
             while gid in self.groups:
                 gid += 1
-            self.groups[gid] = _Group(node_space(node, self.p), [node.name])
+            self.groups[gid] = _Group(node_space(node, self.p, self.atomic_dst), [node.name])
             self.group_of[node.name] = gid
             producers = self.producer_groups(node)
             home = gid
@@ -217,10 +233,16 @@ def _layout(strategy: Strategy, domain: Domain, anchor: Node | None, program: Pr
     return {Strategy.DST_PARALLEL: "csr", Strategy.EDGE_PARALLEL: "coo"}.get(strategy, "rows")
 
 
-def lower(program: Program) -> PlanProgram:
-    """The kernel plans of ``program`` (an optimised level-1 program), in launch order."""
+def lower(program: Program, dst_reductions: str = "segmented") -> PlanProgram:
+    """The kernel plans of ``program`` (an optimised level-1 program), in launch order.
+
+    ``dst_reductions="atomic"`` scatters the reductions into destinations that allow it with
+    atomics from edge-parallel kernels, instead of segmented per-destination traversals.
+    """
+    if dst_reductions not in DST_REDUCTIONS:
+        raise ValueError(f"dst_reductions must be one of {DST_REDUCTIONS}, got {dst_reductions!r}")
     program = decompose_softmax.run(program)
-    fusion = _Fusion(program)
+    fusion = _Fusion(program, atomic_candidates(program) if dst_reductions == "atomic" else frozenset())
     groups = fusion.run()
     index = {n.name: i for i, n in enumerate(program.nodes)}
     produced = {m: i for i, g in enumerate(groups) for m in g.members}
@@ -273,9 +295,7 @@ def _plan(program: Program, fusion: _Fusion, group: _Group, writes: set[str], ou
     anchor = next((n for n in ordered if n.op in (Op.LINEAR, Op.LINEAR_WGRAD)), None)
     if anchor is not None:
         domain = program.node(anchor.args[0]).type.domain
-    # destinations are reduced per segment in a traversal per destination, with atomics elsewhere
-    schedule = (GemmSchedule() if strategy in (Strategy.GEMM, Strategy.WGRAD) else TraversalSchedule(
-        reduction="segmented" if strategy == Strategy.DST_PARALLEL else "atomic"))
+    schedule = GemmSchedule() if strategy in (Strategy.GEMM, Strategy.WGRAD) else TraversalSchedule()
     first = (anchor or next((n for n in ordered if n.op not in VIEW_OPS), ordered[-1])).name
     read_nodes = tuple(read_node(n, i) for i, n in enumerate(sorted(reads.values(), key=lambda n: index[n.name])))
     return KernelPlan(f"k{number}_{strategy.value}_{first}", strategy, domain,

@@ -19,11 +19,14 @@ from .types import Domain
 
 
 class Strategy(enum.Enum):
+    """How a kernel maps work to threads. Reductions into destinations are segmented (no
+    atomics) in a DST_PARALLEL kernel; every other reduction uses atomics."""
+
     GEMM = "gemm"  # typed segment GEMM: rows grouped by type, one weight per segment
     WGRAD = "wgrad"  # per-type weight gradient: sum over the rows of a type of x^T dy
-    DST_PARALLEL = "dst_parallel"  # a thread group per destination over its incoming edges; no atomics
-    EDGE_PARALLEL = "edge_parallel"  # a thread group per edge; reductions with atomics
-    ROW_MAP = "row_map"  # a thread group per row of one domain; reductions with atomics
+    DST_PARALLEL = "dst_parallel"  # a thread group per destination over its incoming edges
+    EDGE_PARALLEL = "edge_parallel"  # a thread group per edge
+    ROW_MAP = "row_map"  # a thread group per row of one domain
 
 
 @dataclass(frozen=True)
@@ -58,13 +61,12 @@ class GemmSchedule(Schedule):
 class TraversalSchedule(Schedule):
     threads_per_row: int = 32  # threads sharing one row (a destination, an edge, a node)
     rows_per_block: int = 8  # rows one block handles
-    edges_per_thread: int = 1  # edges one thread takes per step (edge-parallel)
-    vector_width: int = 1  # features per load
-    reduction: str = "segmented"  # "segmented" (per destination, no atomics) or "atomic"
+    edges_per_thread: int = 1  # rows one thread group takes in turn (edge-parallel kernels)
+    vector_width: int = 1  # consecutive features each lane owns
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "threads_per_row": (1, 4, 8, 16, 32), "rows_per_block": (1, 2, 4, 8, 16),
-        "edges_per_thread": (1, 2, 4), "vector_width": (1, 2, 4), "reduction": ("segmented", "atomic"),
+        "edges_per_thread": (1, 2, 4), "vector_width": (1, 2, 4),
     }
 
 

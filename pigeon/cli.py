@@ -88,7 +88,7 @@ def show(args: argparse.Namespace) -> None:
             chosen = stages
         elif args.after:
             chosen = [s for s in stages if s[0] == args.after] or [stages[-1]]
-        elif args.backward or args.plans:
+        elif args.backward or args.plans or args.cuda:
             chosen = [stages[-1]]
         else:
             chosen = [stages[0]]
@@ -97,7 +97,10 @@ def show(args: argparse.Namespace) -> None:
                 p = optimize(differentiate(p).backward, stats)
             if len(chosen) > 1 or stage != "traced":
                 print(f"# after {stage}")
-            if args.plans:
+            if args.cuda:
+                from pigeon.codegen import render_module
+                print(render_module(lower(p))[0], end="")
+            elif args.plans:
                 print(lower(p).format(stats), end="")
             else:
                 print(format_program(p, with_loc=args.loc), end="")
@@ -149,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="the program after every stage of the pipeline")
     p.add_argument("--backward", action="store_true", help="the (optimised) backward program")
     p.add_argument("--plans", action="store_true", help="the level-2 kernel plans, with the memory they store")
+    p.add_argument("--cuda", action="store_true", help="the generated CUDA source of the kernels")
     p.add_argument("--cost", action="store_true", help="the FLOPs and bytes of every op")
     p.add_argument("--dataset", help="graph whose sizes the passes optimise for (default: a small demo graph)")
     p.add_argument("--scale", type=float, default=1.0, help="scale of the --dataset graph")

@@ -13,7 +13,7 @@ from pigeon.runtime.executable import Executable
 from pigeon.runtime.graph import Graph
 from pigeon.runtime.layouts import graph_stats
 
-from .config import disabled_passes
+from .config import choose_backend, disabled_passes
 
 from .tracer import trace
 
@@ -41,11 +41,13 @@ class CompiledFunction:
     the tensors and the values of the constants (graph sizes are not part of it).
     """
 
-    def __init__(self, fn: Callable[..., Any], example_inputs: ExampleInputs | None = None):
+    def __init__(self, fn: Callable[..., Any], example_inputs: ExampleInputs | None = None,
+                 backend: str | None = None):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = fn.__name__
         self.example_inputs = example_inputs
+        self.backend = backend
         self._signature = inspect.signature(fn)
         if not self._signature.parameters:
             raise TypeError(f"{self.name} must take the graph as its first argument")
@@ -91,10 +93,11 @@ class CompiledFunction:
         program = self.program(g, *args, **kwargs)
         stats = graph_stats(g)
         disabled = disabled_passes()
-        key = (id(program), stats.bucket(), disabled)
+        backend = choose_backend(g.device, self.backend)
+        key = (id(program), stats.bucket(), disabled, backend)
         exe = self._executables.get(key)
         if exe is None or exe.traced is not program:
-            exe = self._executables[key] = Executable(program, stats, disabled)
+            exe = self._executables[key] = Executable(program, stats, disabled, backend)
         return exe
 
     def __call__(self, g: Graph, *args: Any, **kwargs: Any) -> Any:
@@ -107,12 +110,13 @@ class CompiledFunction:
         return f"<pigeon.compile {self.name}: {len(self._programs)} traced signature(s)>"
 
 
-def compile(fn: Callable[..., Any] | None = None, *,
-            example_inputs: ExampleInputs | None = None) -> Any:
+def compile(fn: Callable[..., Any] | None = None, *, example_inputs: ExampleInputs | None = None,
+            backend: str | None = None) -> Any:
     """Compile a loop-DSL function: ``@pigeon.compile`` or ``@pigeon.compile(example_inputs=f)``.
 
     ``example_inputs(g)`` returns arguments for graph ``g``; ``pigeon show`` uses it to trace.
+    ``backend`` ("cuda" or "reference") overrides the choice by device (see ``pigeon.use_backend``).
     """
     if fn is None:
-        return lambda f: CompiledFunction(f, example_inputs)
-    return CompiledFunction(fn, example_inputs)
+        return lambda f: CompiledFunction(f, example_inputs, backend)
+    return CompiledFunction(fn, example_inputs, backend)

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 from typing import Iterator
 
+import torch
+
 from pigeon.ir.passes import PASS_NAMES, check_pass_names
+from pigeon.runtime.executable import BACKENDS
 
 _DISABLED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("pigeon_disabled_passes",
                                                                            default=frozenset())
@@ -30,4 +34,36 @@ def disabled_passes() -> frozenset[str]:
     return _DISABLED.get()
 
 
-__all__ = ["PASS_NAMES", "disable_passes", "disabled_passes"]
+_BACKEND: contextvars.ContextVar[str | None] = contextvars.ContextVar("pigeon_backend", default=None)
+
+
+def _check_backend(name: str, where: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"{where}: unknown backend {name!r}; expected one of {list(BACKENDS)}")
+    return name
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run compiled functions on this back end inside the block: "cuda" (generated kernels) or
+    "reference" (torch ops, any device)."""
+    token = _BACKEND.set(_check_backend(name, "use_backend"))
+    try:
+        yield
+    finally:
+        _BACKEND.reset(token)
+
+
+def choose_backend(device: torch.device, preferred: str | None = None) -> str:
+    """The back end for tensors on ``device``: ``use_backend``, then the function's own choice,
+    then ``PIGEON_BACKEND``, then generated kernels on CUDA devices and the reference elsewhere."""
+    name = _BACKEND.get() or preferred or os.environ.get("PIGEON_BACKEND") or None
+    if name is None:
+        return "cuda" if device.type == "cuda" else "reference"
+    name = _check_backend(name, "PIGEON_BACKEND" if name == os.environ.get("PIGEON_BACKEND") else "backend")
+    if name == "cuda" and device.type != "cuda":
+        raise ValueError(f"the cuda backend runs generated kernels on CUDA tensors; the graph is on {device}")
+    return name
+
+
+__all__ = ["PASS_NAMES", "choose_backend", "disable_passes", "disabled_passes", "use_backend"]

@@ -14,6 +14,18 @@ from pigeon.ir.program import Program
 from .graph import Graph
 from .reference import execute
 
+BACKENDS = ("reference", "cuda")
+
+
+def runner(backend: str):
+    """The function that runs a level-1 program on a graph for this back end."""
+    if backend == "reference":
+        return execute
+    if backend == "cuda":
+        from .cuda import run
+        return run
+    raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+
 
 class Executable:
     """A traced program after the pass pipeline, for graphs with the sizes of ``stats``.
@@ -21,10 +33,13 @@ class Executable:
     Gradient programs are derived on demand, one per set of inputs that need a gradient.
     """
 
-    def __init__(self, program: Program, stats: GraphStats, disabled: frozenset[str] = frozenset()):
+    def __init__(self, program: Program, stats: GraphStats, disabled: frozenset[str] = frozenset(),
+                 backend: str = "reference"):
         self.traced = program
         self.stats = stats
         self.disabled = disabled
+        self.backend = backend
+        self.run = runner(backend)
         self.forward = optimize(program, stats, disabled)
         self._gradients: dict[tuple[str, ...], Gradient] = {}
 
@@ -38,7 +53,7 @@ class Executable:
         names = [n.name for n in self.forward.inputs]
         wrt = tuple(n for n, t in zip(names, tensors) if t.requires_grad) if torch.is_grad_enabled() else ()
         if not wrt:
-            return execute(self.forward, g, *tensors)
+            return self.run(self.forward, g, *tensors)
         return _ProgramFunction.apply(self, g, wrt, *tensors)
 
 
@@ -46,8 +61,8 @@ class _ProgramFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, exe: Executable, g: Graph, wrt: tuple[str, ...], *tensors: torch.Tensor) -> Any:
         grad = exe.gradient(wrt)
-        outputs = execute(grad.forward, g, *tensors)
-        ctx.grad, ctx.g = grad, g
+        outputs = exe.run(grad.forward, g, *tensors)
+        ctx.grad, ctx.g, ctx.run = grad, g, exe.run
         ctx.positions = [[n.name for n in exe.forward.inputs].index(w) for w in grad.wrt]
         ctx.num_inputs = len(tensors)
         ctx.save_for_backward(*outputs[grad.num_outputs:])
@@ -63,7 +78,7 @@ class _ProgramFunction(torch.autograd.Function):
         upstream = [g if g is not None else torch.zeros(_shape_like(ctx.g, o), dtype=residuals[0].dtype
                                                           if residuals else torch.float32, device=ctx.g.device)
                     for g, o in zip(grad_outputs, outs)]
-        grads = execute(grad.backward, ctx.g, *residuals, *upstream)
+        grads = ctx.run(grad.backward, ctx.g, *residuals, *(u.contiguous() for u in upstream))
         result: list[torch.Tensor | None] = [None] * ctx.num_inputs
         for position, value in zip(ctx.positions, grads):
             result[position] = value

@@ -123,7 +123,7 @@ def test_edge_work_and_its_aggregation_are_one_traversal():
         """)
     (kernel,) = plans.kernels
     assert kernel.strategy == Strategy.DST_PARALLEL and kernel.layout == "csr"
-    assert kernel.writes == ("out", "back") and kernel.schedule.reduction == "segmented"
+    assert kernel.writes == ("out", "back")
 
 
 def test_a_scatter_gets_atomics_and_its_users_another_kernel():
@@ -136,7 +136,7 @@ def test_a_scatter_gets_atomics_and_its_users_another_kernel():
           return %out
         """)
     first, second = plans.kernels
-    assert first.strategy == Strategy.EDGE_PARALLEL and first.schedule.reduction == "atomic"
+    assert first.strategy == Strategy.EDGE_PARALLEL
     assert first.writes == ("n",) and second.strategy == Strategy.ROW_MAP
 
 
@@ -162,3 +162,31 @@ def test_show_plans_and_passes(capsys):
     assert "program rgcn_backward" in out and "linear_wgrad" in out and "total" in out
     assert main(["cost", "rgat", "--datasets", "aifb", "--scale", "0.1"]) == 0
     assert "+compact" in capsys.readouterr().out
+
+
+def test_atomic_destination_reductions_split_the_traversal():
+    text = """
+        program p
+          %h : node[8] f32 = input[position=0]()
+          %b : global[8] f32 = input[position=1]()
+          %hs : edge[8] f32 = gather[index=src, to=edge](%h)
+          %m : edge[8] f32 = relu(%hs)
+          %s : dst[8] f32 = reduce[index=dst, kind=mean, to=dst](%m)
+          %bd : dst[8] f32 = gather[index=all, to=dst](%b)
+          %out : dst[8] f32 = add(%s, %bd)
+          return %out
+        """
+    assert [k.strategy for k in lowered(text).kernels] == [Strategy.DST_PARALLEL]
+    split = lower(parse_program(textwrap.dedent(text)), dst_reductions="atomic")
+    assert [k.strategy for k in split.kernels] == [Strategy.EDGE_PARALLEL, Strategy.ROW_MAP]
+    assert split.kernels[0].writes == ("s",)
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_atomic_destination_reductions_compute_the_same(model):
+    g = GRAPHS["dense"]()
+    exe, tensors = _setup(model, g)
+    plans = lower(exe.forward, dst_reductions="atomic")
+    _same(run_plans(plans, g, *tensors), execute(exe.forward, g, *tensors))
+    if model is rgcn.rgcn:  # no softmax: every destination reduction can go atomic
+        assert all(k.strategy != Strategy.DST_PARALLEL for k in plans.kernels)

@@ -1,0 +1,47 @@
+"""Which schedules a kernel plan can take: the limits of the templates and the hardware."""
+from __future__ import annotations
+
+import dataclasses
+
+from pigeon.ir.plans import GemmSchedule, KernelPlan, Schedule, TraversalSchedule
+
+MAX_THREADS = 1024
+MAX_STATIC_SHARED = 48 * 1024
+
+
+def schedule_problem(plan: KernelPlan, schedule: Schedule) -> str | None:
+    """Why ``schedule`` cannot run ``plan``, or None if it can."""
+    if isinstance(schedule, GemmSchedule):
+        s = schedule
+        if s.tile_rows % s.thread_rows or s.tile_cols % s.thread_cols:
+            return "tiles are not multiples of the thread tiles"
+        threads = (s.tile_rows // s.thread_rows) * (s.tile_cols // s.thread_cols)
+        if threads > MAX_THREADS:
+            return f"{threads} threads per block"
+        element = 8 if (plan.reads + plan.ops)[0].type.dtype == "float64" else 4
+        shared = element * s.tile_k * (s.tile_rows + s.tile_cols)
+        if shared > MAX_STATIC_SHARED:
+            return f"{shared} bytes of shared memory"
+        return None
+    if isinstance(schedule, TraversalSchedule):
+        tpr = schedule.threads_per_row
+        if tpr < 1 or tpr > 32 or tpr & (tpr - 1):
+            return "threads_per_row must be a power of two up to 32"
+        if max(32, schedule.rows_per_block * tpr) > MAX_THREADS:
+            return "too many threads per block"
+        return None
+    return f"unknown schedule {type(schedule).__name__}"
+
+
+def schedule_variants(plan: KernelPlan) -> list[KernelPlan]:
+    """The plan with each knob set to each of its listed values in turn (the others at their
+    defaults), where the result can run."""
+    out = []
+    for knob, values in plan.schedule.CHOICES.items():
+        for value in values:
+            if value == getattr(plan.schedule, knob):
+                continue
+            schedule = dataclasses.replace(plan.schedule, **{knob: value})
+            if schedule_problem(plan, schedule) is None:
+                out.append(dataclasses.replace(plan, schedule=schedule))
+    return out

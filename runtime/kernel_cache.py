@@ -1,0 +1,120 @@
+"""Compiled kernel modules: NVRTC (through CuPy) compiles generated source to PTX for the current
+device, kept in memory and on disk.
+
+The disk cache lives in ``~/.cache/pigeon`` (``PIGEON_CACHE_DIR`` overrides it). An entry is
+keyed by the hash of the source, the target architecture and the NVRTC and CuPy versions; it is
+written to a temporary file and renamed into place (safe with several processes filling the
+cache at once) and carries a checksum, so a truncated or altered entry is compiled again
+instead of trusted.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+CHECKSUM_PREFIX = "// pigeon-checksum "
+
+
+class CompileError(RuntimeError):
+    """NVRTC rejected generated source; the message shows the failing lines."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PIGEON_CACHE_DIR") or Path.home() / ".cache" / "pigeon")
+
+
+def _cupy() -> Any:
+    try:
+        import cupy
+        from cupy.cuda import nvrtc  # noqa: F401
+    except ImportError as err:
+        raise ImportError("generated kernels need CuPy and NVRTC: pip install 'pigeon-rgnn[cuda13]' "
+                          "(or [cuda12] for CUDA 12)") from err
+    return cupy
+
+
+def toolchain_version() -> str:
+    """NVRTC and CuPy versions: part of every cache key."""
+    cupy = _cupy()
+    from cupy.cuda import nvrtc
+    return f"nvrtc-{'.'.join(map(str, nvrtc.getVersion()))}-cupy-{cupy.__version__}"
+
+
+def excerpt(source: str, log: str, context: int = 4) -> str:
+    """The lines of ``source`` around each line NVRTC's log names, numbered."""
+    import re
+
+    lines = source.splitlines()
+    wanted = sorted({int(m) for m in re.findall(r"\((\d+)\): ", log)})
+    shown = []
+    for line in wanted:
+        lo, hi = max(1, line - context), min(len(lines), line + context)
+        shown += [f"{'>' if n == line else ' '} {n:5d} | {lines[n - 1]}" for n in range(lo, hi + 1)] + ["  ..."]
+    return "\n".join(shown)
+
+
+def compile_ptx(source: str, arch: str, name: str = "pigeon", description: str = "") -> str:
+    """PTX of ``source`` for ``arch`` (such as ``compute_80``); needs no GPU."""
+    _cupy()
+    from cupy.cuda import nvrtc
+
+    program = nvrtc.createProgram(source, f"{name}.cu", [], [])
+    try:
+        nvrtc.compileProgram(program, [f"-arch={arch}", "-std=c++17"])
+        ptx = nvrtc.getPTX(program)
+    except nvrtc.NVRTCError:
+        log = nvrtc.getProgramLog(program)
+        raise CompileError(f"NVRTC could not compile {name} for {arch}:\n{log}\n{excerpt(source, log)}"
+                           + (f"\nfrom the plan:\n{description}" if description else "")) from None
+    finally:
+        nvrtc.destroyProgram(program)
+    return ptx.decode() if isinstance(ptx, bytes) else ptx
+
+
+def _checksum(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cached_ptx(source: str, arch: str, name: str = "pigeon", description: str = "") -> str:
+    """PTX from the disk cache, compiled and stored if missing, stale or corrupt."""
+    key = _checksum("\0".join([source, arch, toolchain_version()]))
+    path = cache_dir() / f"{key}.ptx"
+    if path.exists():
+        text = path.read_text(errors="replace")
+        header, _, body = text.partition("\n")
+        if header == CHECKSUM_PREFIX + _checksum(body):
+            return body
+    ptx = compile_ptx(source, arch, name, description)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(CHECKSUM_PREFIX + _checksum(ptx) + "\n" + ptx)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return ptx
+
+
+class KernelCache:
+    """Loaded modules in memory, by (source, arch)."""
+
+    def __init__(self) -> None:
+        self._modules: dict[tuple[str, str], Any] = {}
+
+    def module(self, source: str, arch: str, name: str = "pigeon", description: str = "") -> Any:
+        key = (_checksum(source), arch)
+        if key not in self._modules:
+            cupy = _cupy()
+            ptx = cached_ptx(source, arch, name, description)
+            module = cupy.cuda.function.Module()
+            module.load(ptx.encode())
+            self._modules[key] = module
+        return self._modules[key]
+
+
+KERNELS = KernelCache()
