@@ -141,6 +141,37 @@ def cost(args: argparse.Namespace) -> None:
                               f"{c.bytes / 1e6:>9.1f} {base.flops / max(c.flops, 1):>7.2f} {base.bytes / max(c.bytes, 1):>7.2f}")
 
 
+def kernels(args: argparse.Namespace) -> None:
+    """Kernels per layer call, their modelled FLOPs and bytes, and the H100 roofline floor."""
+    from pigeon.ir.roofline import H100, floor_seconds, kernel_cost
+
+    print(f"Kernels per layer call ({args.feats} features, float32), cost model and {H100.name} roofline floor "
+          f"({H100.bandwidth / 1e12:.2f} TB/s, {H100.flops['float32'] / 1e12:.0f} TFLOP/s fp32): modelled, not measured")
+    for dataset in args.datasets:
+        g = load_graph(dataset, args.scale)
+        stats = graph_stats(g)
+        for model in args.models:
+            (fn,) = find_functions(model)
+            forward = optimize(traced_program(fn, g, "float32", args.feats), stats)
+            grad = differentiate(forward)
+            phases = {"inference": forward, "training forward": grad.forward,
+                      "training backward": optimize(grad.backward, stats)}
+            print(f"\n{model} on {dataset} ({g.num_nodes} nodes, {g.num_edges} edges, {g.num_etypes} edge types)")
+            for phase, program in phases.items():
+                plans = lower(program)
+                total, seconds = None, 0.0
+                print(f"  {phase}: {len(plans.kernels)} kernels")
+                for k in plans.kernels:
+                    c = kernel_cost(k, stats)
+                    t = floor_seconds(c, "float32")
+                    seconds += t
+                    total = c if total is None else total + c
+                    if args.verbose:
+                        print(f"    {k.name:<48} {k.strategy.value:<13} {c.flops / 1e6:>9.2f} MFLOP "
+                              f"{c.bytes / 1e6:>8.2f} MB {t * 1e6:>8.1f} us")
+                print(f"    total {total.flops / 1e6:.1f} MFLOP, {total.bytes / 1e6:.1f} MB, floor {seconds * 1e6:.1f} us")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pigeon", description="Compile relational GNN layers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--scale", type=float, default=1.0)
     c.add_argument("--feats", type=int, default=64)
     c.set_defaults(run=cost)
+    k = sub.add_parser("kernels", help="kernels per layer call with their modelled cost and H100 roofline floor")
+    k.add_argument("models", nargs="*", default=["rgcn", "rgat", "hgt"])
+    k.add_argument("--datasets", nargs="+", default=["aifb", "mutag", "biokg"])
+    k.add_argument("--scale", type=float, default=1.0)
+    k.add_argument("--feats", type=int, default=64)
+    k.add_argument("-v", "--verbose", action="store_true", help="one line per kernel")
+    k.set_defaults(run=kernels)
     return parser
 
 

@@ -207,3 +207,16 @@ def test_running_on_a_graph_changed_in_place_is_refused():
     g.src[0] = 1 - g.src[0]
     with pytest.raises(pigeon.GraphChangedError):
         simple(g, torch.randn(40, 4), w)
+
+
+def test_backend_choice():
+    g = random_graph(num_etypes=5, seed=1)
+    w = torch.randn(5, 4, 3)
+    with pytest.raises(ValueError, match="the cuda backend runs generated kernels on CUDA tensors"):
+        with pigeon.use_backend("cuda"):
+            simple(g, torch.randn(40, 4), w)
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        with pigeon.use_backend("tpu"):
+            pass
+    with pigeon.use_backend("reference"):
+        assert simple.executable(g, torch.randn(40, 4), w).backend == "reference"

@@ -1,0 +1,21 @@
+"""Shared test setup: GPU tests skip, with the reason, where no CUDA GPU (or no CuPy) is present."""
+import pytest
+import torch
+
+
+def _gpu_missing() -> str | None:
+    if not torch.cuda.is_available():
+        return "no CUDA GPU on this machine"
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        return "CuPy is not installed (pip install -e '.[dev]' or '.[cuda13]')"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = _gpu_missing()
+    if reason:
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))

@@ -1,0 +1,67 @@
+"""Generated kernels on a real GPU, against the reference executor: forward and backward of the
+three layers, the autograd Function, streams and the disk cache. Skipped where no GPU is present."""
+import pytest
+import torch
+
+import pigeon
+import pigeon.datasets
+import pigeon.nn as pnn
+
+pytestmark = pytest.mark.gpu
+
+
+def layers(g, feats=32):
+    return {
+        "rgcn": pnn.RGCNConv(feats, feats, g.num_etypes),
+        "rgat": pnn.RGATConv(feats, feats // 4, g.num_etypes, num_heads=4),
+        "hgt": pnn.HGTConv(feats, feats // 4, 4, g.num_ntypes, g.num_etypes),
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("name", ["rgcn", "rgat", "hgt"])
+def test_layers_on_the_gpu_match_the_reference(name, dtype, tmp_path, monkeypatch):
+    monkeypatch.setenv("PIGEON_CACHE_DIR", str(tmp_path))
+    g = pigeon.datasets.synthetic("aifb", scale=0.2, seed=1).graph
+    layer = layers(g)[name].to(dtype)
+    h = torch.randn(g.num_nodes, 32, dtype=dtype)
+    with pigeon.use_backend("reference"):
+        h_cpu = h.clone().requires_grad_()
+        ref = layer(g, h_cpu)
+        ref.sum().backward()
+    ref_grads = {k: p.grad.clone() for k, p in layer.named_parameters()}
+    layer.zero_grad()
+    gpu_layer = layer.cuda()
+    g_cuda = g.to("cuda")
+    h_gpu = h.cuda().requires_grad_()
+    out = gpu_layer(g_cuda, h_gpu)
+    out.sum().backward()
+    tol = 1e-9 if dtype == torch.float64 else 2e-3
+    scale = ref.abs().max().item()
+    torch.testing.assert_close(out.cpu(), ref.detach(), rtol=tol, atol=tol * scale)
+    torch.testing.assert_close(h_gpu.grad.cpu(), h_cpu.grad, rtol=tol, atol=tol * max(h_cpu.grad.abs().max().item(), 1))
+    for k, p in gpu_layer.named_parameters():
+        torch.testing.assert_close(p.grad.cpu(), ref_grads[k], rtol=tol, atol=tol * max(ref_grads[k].abs().max().item(), 1),
+                                   msg=k)
+    assert list(tmp_path.glob("*.ptx")), "the disk cache was not filled"
+
+
+def test_kernels_run_on_the_current_stream():
+    g = pigeon.datasets.synthetic("mutag", scale=0.05).graph.to("cuda")
+    layer = pnn.RGCNConv(16, 16, g.num_etypes).cuda()
+    h = torch.randn(g.num_nodes, 16, device="cuda")
+    expected = layer(g, h)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        out = layer(g, h)
+    stream.synchronize()
+    torch.testing.assert_close(out, expected)
+
+
+def test_reference_backend_on_cuda_tensors():
+    g = pigeon.datasets.synthetic("aifb", scale=0.05).graph.to("cuda")
+    layer = pnn.RGATConv(16, 8, g.num_etypes, num_heads=2).cuda()
+    h = torch.randn(g.num_nodes, 16, device="cuda")
+    with pigeon.use_backend("reference"):
+        ref = layer(g, h)
+    torch.testing.assert_close(layer(g, h), ref, rtol=2e-3, atol=2e-3 * ref.abs().max().item())
