@@ -162,6 +162,9 @@ def test_show_plans_and_passes(capsys):
     assert "program rgcn_backward" in out and "linear_wgrad" in out and "total" in out
     assert main(["cost", "rgat", "--datasets", "aifb", "--scale", "0.1"]) == 0
     assert "+compact" in capsys.readouterr().out
+    assert main(["kernels", "hgt", "--datasets", "mutag", "--scale", "0.1", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "training backward:" in out and "floor" in out and "wgrad" in out
 
 
 def test_atomic_destination_reductions_split_the_traversal():
