@@ -264,11 +264,18 @@ class Graph:
         return out
 
     def unpack(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-node-type rows of a [num_nodes, ...] tensor, keyed by node type name."""
-        if x.shape[0] != self._num_nodes:
-            raise GraphError(f"unpack: expected {self._num_nodes} rows, got {x.shape[0]}")
-        return {name: x.index_select(0, self.nodes_of_type(t).to(x.device))
-                for t, name in enumerate(self.ntype_names)}
+        """Per-node-type rows of a [num_nodes, ...] tensor (or of a [num_dst_nodes, ...] one,
+        such as a layer's output on a block), keyed by node type name."""
+        if x.shape[0] not in (self._num_nodes, self._num_dst_nodes):
+            raise GraphError(f"unpack: expected {self._num_nodes} (or {self._num_dst_nodes} destination) "
+                             f"rows, got {x.shape[0]}")
+        out = {}
+        for t, name in enumerate(self.ntype_names):
+            rows = self.nodes_of_type(t)
+            if x.shape[0] != self._num_nodes:
+                rows = rows[rows < self._num_dst_nodes]
+            out[name] = x.index_select(0, rows.to(x.device))
+        return out
 
     # cached derived data ----------------------------------------------------------------
 

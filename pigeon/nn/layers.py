@@ -26,6 +26,16 @@ def as_graph(g: Any, num_etypes: int | None = None, num_ntypes: int | None = Non
     raise TypeError(f"expected a pigeon.Graph or a dgl.DGLGraph, got {type(g).__name__}")
 
 
+def _packed(g: Graph, h: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    """Node features as one tensor in the graph's node order (a dict is keyed by node type)."""
+    return g.pack(h) if isinstance(h, dict) else h
+
+
+def _unpacked(g: Graph, out: torch.Tensor, h: Any) -> Any:
+    """The output in the form the features came in: per node type if they were a dict."""
+    return g.unpack(out) if isinstance(h, dict) else out
+
+
 def _check_types(layer: nn.Module, g: Graph, num_rels: int | None = None, num_ntypes: int | None = None) -> None:
     name = type(layer).__name__
     if num_rels is not None and g.num_etypes != num_rels:
@@ -60,7 +70,8 @@ class RGCNConv(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def forward(self, g: Any, h: torch.Tensor, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, g: Any, h: Any, edge_weight: torch.Tensor | None = None) -> Any:
+        """``h``: [num_nodes, in] features, or a dict of them per node type (the output follows)."""
         g = as_graph(g, self.num_rels)
         _check_types(self, g, num_rels=self.num_rels)
         if edge_weight is not None:
@@ -69,7 +80,8 @@ class RGCNConv(nn.Module):
             if tuple(edge_weight.shape) != (g.num_edges, 1):
                 raise GraphError(f"edge_weight has shape {list(edge_weight.shape)}; expected "
                                  f"[{g.num_edges}] or [{g.num_edges}, 1], one weight per edge")
-        return rgcn(g, h, self.weight, self.loop_weight, self.bias, edge_weight, aggr=self.aggr)
+        out = rgcn(g, _packed(g, h), self.weight, self.loop_weight, self.bias, edge_weight, aggr=self.aggr)
+        return _unpacked(g, out, h)
 
     def extra_repr(self) -> str:
         return f"{self.in_feats}, {self.out_feats}, num_rels={self.num_rels}, aggr={self.aggr!r}"
@@ -101,11 +113,13 @@ class RGATConv(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def forward(self, g: Any, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, g: Any, h: Any) -> Any:
+        """``h``: [num_nodes, in] features, or a dict of them per node type (the output follows)."""
         g = as_graph(g, self.num_rels)
         _check_types(self, g, num_rels=self.num_rels)
-        return rgat(g, h, self.weight, self.attn_src, self.attn_dst, self.bias,
-                    negative_slope=self.negative_slope)
+        out = rgat(g, _packed(g, h), self.weight, self.attn_src, self.attn_dst, self.bias,
+                   negative_slope=self.negative_slope)
+        return _unpacked(g, out, h)
 
     def extra_repr(self) -> str:
         return f"{self.in_feats}, {self.out_feats}, num_rels={self.num_rels}, num_heads={self.num_heads}"
@@ -147,11 +161,13 @@ class HGTConv(nn.Module):
         if self.residual_w is not None:
             nn.init.xavier_uniform_(self.residual_w)
 
-    def forward(self, g: Any, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, g: Any, h: Any) -> Any:
+        """``h``: [num_nodes, in] features, or a dict of them per node type (the output follows)."""
         g = as_graph(g, self.num_rels, self.num_ntypes)
         _check_types(self, g, num_rels=self.num_rels, num_ntypes=self.num_ntypes)
-        return hgt(g, h, self.k_weight, self.q_weight, self.v_weight, self.relation_att,
-                   self.relation_msg, self.relation_pri, self.out_weight, self.skip, self.residual_w)
+        out = hgt(g, _packed(g, h), self.k_weight, self.q_weight, self.v_weight, self.relation_att,
+                  self.relation_msg, self.relation_pri, self.out_weight, self.skip, self.residual_w)
+        return _unpacked(g, out, h)
 
     def extra_repr(self) -> str:
         return (f"{self.in_feats}, head_size={self.head_size}, num_heads={self.num_heads}, "
