@@ -164,5 +164,5 @@ def test_pack_errors():
         g.pack({"a": torch.zeros(1, 2), "b": torch.zeros(2, 2), "c": torch.zeros(1, 2)})
     with pytest.raises(pigeon.GraphError, match="have shape \\[3, 2\\], expected \\[2, 2\\]"):
         g.pack({"a": torch.zeros(1, 2), "b": torch.zeros(3, 2)})
-    with pytest.raises(pigeon.GraphError, match="expected 3 rows"):
+    with pytest.raises(pigeon.GraphError, match="expected 3 \\(or 3 destination\\) rows, got 4"):
         g.unpack(torch.zeros(4, 2))
