@@ -1,0 +1,54 @@
+"""The benchmark harness on a tiny case (the full comparison runs in the DGL environment)."""
+import json
+
+import pytest
+
+from pigeon.benchmarks import harness
+from pigeon.benchmarks.case import run
+from pigeon.benchmarks.systems import SYSTEMS
+
+
+def test_every_model_has_pigeon_and_plain_pytorch():
+    for model in ("rgcn", "rgat", "hgt"):
+        names = {s.name for s in SYSTEMS if s.model == model}
+        assert {"Pigeon", "PyTorch", "PyTorch + torch.compile"} <= names
+        assert any(s.requires == ("dgl",) for s in SYSTEMS if s.model == model)
+        assert any(s.requires == ("torch_geometric",) for s in SYSTEMS if s.model == model)
+
+
+@pytest.mark.parametrize("model", ["rgcn", "rgat", "hgt"])
+def test_a_case_checks_the_output_and_times_both_modes(model, tmp_path):
+    case = dict(model=model, dataset="aifb", scale=0.02, feats=16, system="PyTorch", device="cpu",
+                modes=["infer", "train"], repeat=2, warmup=1)
+    case["reference"] = harness._reference(case, tmp_path)
+    results = run(case)
+    assert [r["mode"] for r in results] == ["infer", "train"]
+    for r in results:
+        assert r["status"] == "ok" and r["check"] == "same output" and r["median_ms"] > 0
+
+
+def test_a_wrong_reference_is_a_mismatch(tmp_path):
+    import torch
+    case = dict(model="rgcn", dataset="aifb", scale=0.02, feats=16, system="PyTorch", device="cpu",
+                modes=["infer"], repeat=1, warmup=0)
+    reference = torch.load(harness._reference(case, tmp_path))
+    torch.save(reference + 1.0, tmp_path / "wrong.pt")
+    (result,) = run({**case, "reference": str(tmp_path / "wrong.pt")})
+    assert result["check"].startswith("MISMATCH")
+
+
+def test_failures_are_results():
+    (result,) = run(dict(model="rgcn", dataset="nonexistent", scale=1.0, feats=16, system="PyTorch",
+                         device="cpu", modes=["infer"], repeat=1, warmup=0))
+    assert result["status"].startswith("error: DatasetError")
+
+
+def test_bench_command_end_to_end(tmp_path, capsys):
+    code = harness.main(["--models", "rgcn", "--datasets", "aifb", "--scale", "0.02", "--feats", "16",
+                         "--systems", "PyTorch", "--repeat", "2", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Geometric mean speed-up" in out and "PyTorch" in out and "same output" in out
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    assert {r["system"] for r in rows} == {"Pigeon", "PyTorch"}
+    assert (tmp_path / "bench.csv").read_text().startswith("model,mode,dataset")
