@@ -48,14 +48,14 @@ def main() -> None:
     parser.add_argument("--model", default="rgcn", choices=["rgcn", "rgat", "hgt"])
     parser.add_argument("--dataset", default="aifb", help="a graph shape of pigeon.datasets.SHAPES, or debian")
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    data = pigeon.datasets.load(args.dataset, scale=args.scale, seed=args.seed, feat_dim=32)
+    data = pigeon.datasets.load(args.dataset, scale=args.scale, seed=args.seed, feat_dim=64)
     g = data.graph
     print(f"{args.model} on {data.name}: {g}")
     net = Net(args.model, data.features.shape[1], args.hidden, data.num_classes, g.num_etypes, g.num_ntypes)
@@ -68,6 +68,9 @@ def main() -> None:
         loss = nn.functional.cross_entropy(logits[data.train_mask], data.labels[data.train_mask])
         loss.backward()
         optimizer.step()
+        if epoch == 1:  # what ran: `pigeon tune MODEL --dataset NAME` makes it a tuned configuration
+            for i, layer in enumerate(net.layers, 1):
+                print(f"layer {i}: {layer.last_executable.describe()}")
         if epoch == 1 or epoch % 5 == 0 or epoch == args.epochs:
             with torch.no_grad():
                 logits = net(g, data.features)

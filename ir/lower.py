@@ -10,13 +10,15 @@ memory only when another kernel or the program's caller needs it.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import networkx as nx
 
 from .ops import ELEMENTWISE, Op
 from .passes import decompose_softmax
-from .plans import GemmSchedule, KernelPlan, PlanProgram, Strategy, TraversalSchedule, read_node
+from .plans import GemmSchedule, KernelPlan, PlanProgram, Schedule, Strategy, TraversalSchedule, read_node
 from .program import Node, Program
 from .types import Domain
 
@@ -81,9 +83,10 @@ def atomic_candidates(program: Program) -> frozenset[str]:
 
 
 class _Fusion:
-    def __init__(self, program: Program, atomic_dst: frozenset[str] = frozenset()):
+    def __init__(self, program: Program, atomic_dst: frozenset[str] = frozenset(), horizontal: bool = True):
         self.p = program
         self.atomic_dst = atomic_dst
+        self.horizontal = horizontal
         self.group_of: dict[str, int] = {}
         self.groups: dict[int, _Group] = {}
 
@@ -184,7 +187,8 @@ class _Fusion:
                     space = combine(self.groups[home].space, self.groups[g].space)
                     if space is not None:
                         self.try_merge(home, g, space)
-        self.merge_independent()
+        if self.horizontal:
+            self.merge_independent()
         order = list(nx.lexicographical_topological_sort(
             self.dag(self.group_of), key=lambda g: min(self._index[m] for m in self.groups[g].members)))
         return [self.groups[g] for g in order]
@@ -233,16 +237,19 @@ def _layout(strategy: Strategy, domain: Domain, anchor: Node | None, program: Pr
     return {Strategy.DST_PARALLEL: "csr", Strategy.EDGE_PARALLEL: "coo"}.get(strategy, "rows")
 
 
-def lower(program: Program, dst_reductions: str = "segmented") -> PlanProgram:
+def lower(program: Program, dst_reductions: str = "segmented", horizontal: bool = True,
+          schedules: Mapping[str, Schedule] | None = None) -> PlanProgram:
     """The kernel plans of ``program`` (an optimised level-1 program), in launch order.
 
     ``dst_reductions="atomic"`` scatters the reductions into destinations that allow it with
-    atomics from edge-parallel kernels, instead of segmented per-destination traversals.
+    atomics from edge-parallel kernels, instead of segmented per-destination traversals;
+    ``horizontal=False`` keeps independent kernels apart; ``schedules`` replaces the default
+    schedule of the kernels it names.
     """
     if dst_reductions not in DST_REDUCTIONS:
         raise ValueError(f"dst_reductions must be one of {DST_REDUCTIONS}, got {dst_reductions!r}")
     program = decompose_softmax.run(program)
-    fusion = _Fusion(program, atomic_candidates(program) if dst_reductions == "atomic" else frozenset())
+    fusion = _Fusion(program, atomic_candidates(program) if dst_reductions == "atomic" else frozenset(), horizontal)
     groups = fusion.run()
     index = {n.name: i for i, n in enumerate(program.nodes)}
     produced = {m: i for i, g in enumerate(groups) for m in g.members}
@@ -269,6 +276,8 @@ def lower(program: Program, dst_reductions: str = "segmented") -> PlanProgram:
     for out, views in extra:
         space = f"map:{program.node(out).type.domain.value}"
         kernels.append(_plan(program, fusion, _Group(space, []), {out}, views, index, len(kernels)))
+    if schedules:
+        kernels = [dataclasses.replace(k, schedule=schedules[k.name]) if k.name in schedules else k for k in kernels]
     return PlanProgram(program.name, program.inputs, tuple(kernels), program.outputs)
 
 

@@ -17,9 +17,10 @@ from pigeon.runtime.reference import InputError
 from . import lang
 from .compiler import CompiledFunction, compile
 from .config import PASS_NAMES, disable_passes, use_backend
+from pigeon.runtime.tuner import tune
 from .tracer import TraceError
 
 __version__ = "0.1.0"
 
-__all__ = ["CompiledFunction", "Graph", "PASS_NAMES", "disable_passes", "use_backend", "GraphChangedError", "GraphError", "InputError",
+__all__ = ["CompiledFunction", "Graph", "PASS_NAMES", "disable_passes", "tune", "use_backend", "GraphChangedError", "GraphError", "InputError",
            "TraceError", "compile", "lang", "__version__"]

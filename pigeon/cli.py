@@ -172,6 +172,47 @@ def kernels(args: argparse.Namespace) -> None:
                 print(f"    total {total.flops / 1e6:.1f} MFLOP, {total.bytes / 1e6:.1f} MB, floor {seconds * 1e6:.1f} us")
 
 
+def tune(args: argparse.Namespace) -> None:
+    """Tune a model on a graph, or show / clear the tuning cache."""
+    from pigeon.runtime.tuner import Tuner
+    from pigeon.runtime.tuning import CACHE
+
+    if args.clear:
+        print(f"removed {CACHE.clear()} tuning entries from {CACHE.path}")
+        return
+    if args.show or args.target is None:
+        entries = CACHE.entries()
+        print(f"{len(entries)} tuning entries in {CACHE.path}")
+        for key, e in sorted(entries.items(), key=lambda kv: kv[1].get("when", "")):
+            print(f"  {e.get('function')} on {e.get('graph')} [{e.get('device')}, {e.get('mode')}]: "
+                  f"{e.get('default_ms', 0):.2f} -> {e.get('best_ms', 0):.2f} ms ({e.get('speedup', 1):.2f}x), "
+                  f"{e.get('describe')}; {e.get('trials')} trials, {e.get('when')}")
+        return
+    if args.dataset is None:
+        raise CLIError("pigeon tune MODEL needs --dataset NAME (the graph to tune on)")
+    import pigeon.datasets
+    g = pigeon.datasets.load(args.dataset, scale=args.scale, feat_dim=1).graph.to(args.device)
+    for fn in find_functions(args.target):
+        if fn.example_inputs is None:
+            raise CLIError(f"{fn.name} has no example inputs to tune with: declare @pigeon.compile(example_inputs=...)")
+        inputs = fn.example_inputs(g, feats=args.feats, heads=args.heads) if args.target in ("rgcn", "rgat", "hgt") \
+            else fn.example_inputs(g)
+        inputs = tuple(x.to(args.device) if isinstance(x, torch.Tensor) else x for x in inputs)
+        tuner = Tuner(fn, g, inputs, mode=args.mode, budget=args.budget)
+        print(f"tuning {fn.name} on {args.dataset} ({g}), {args.mode}, budget {args.budget:.0f} s")
+        result = tuner.run(progress=_progress)
+        print(result.table())
+        print(f"stored in {tuner.cache.path}")
+
+
+def _progress(items: list) -> object:
+    try:
+        from tqdm import tqdm
+        return tqdm(items, desc="trials", file=sys.stderr)
+    except ImportError:
+        return items
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pigeon", description="Compile relational GNN layers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("-v", "--verbose", action="store_true", help="one line per kernel")
     k.set_defaults(run=kernels)
     sub.add_parser("bench", help="time the layers beside DGL, PyG and PyTorch (pigeon bench --help)")
+    t = sub.add_parser("tune", help="find the fastest configuration of a model on a graph and remember it")
+    t.add_argument("target", nargs="?", help="rgcn, rgat, hgt, file.py or file.py:function")
+    t.add_argument("--dataset", help="the graph to tune on (a name of pigeon.datasets)")
+    t.add_argument("--scale", type=float, default=1.0)
+    t.add_argument("--mode", default="train", choices=["infer", "train"])
+    t.add_argument("--budget", type=float, default=60.0, help="seconds of timing")
+    t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    t.add_argument("--feats", type=int, default=64, help="features of an example model's inputs")
+    t.add_argument("--heads", type=int, default=2, help="heads of an example model")
+    t.add_argument("--show", action="store_true", help="list the tuning cache")
+    t.add_argument("--clear", action="store_true", help="empty the tuning cache")
+    t.set_defaults(run=tune)
     return parser
 
 

@@ -1,9 +1,11 @@
 """``@pigeon.compile``: trace a DSL function once per input signature and run its program."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -12,12 +14,25 @@ from pigeon.ir.types import Domain
 from pigeon.runtime.executable import Executable
 from pigeon.runtime.graph import Graph
 from pigeon.runtime.layouts import graph_stats
+from pigeon.runtime.tuning import CACHE, DEFAULT, Config, tuning_key
 
 from .config import choose_backend, disabled_passes
 
 from .tracer import trace
 
 ExampleInputs = Callable[[Graph], tuple]
+_RECORDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("pigeon_recording", default=None)
+
+
+@contextlib.contextmanager
+def recording_calls() -> Iterator[list[tuple[CompiledFunction, Graph, tuple, dict]]]:
+    """Collect the (function, graph, args, kwargs) of every compiled call inside the block."""
+    calls: list = []
+    token = _RECORDING.set(calls)
+    try:
+        yield calls
+    finally:
+        _RECORDING.reset(token)
 
 
 def _freeze(value: Any) -> Any:
@@ -54,6 +69,7 @@ class CompiledFunction:
         self._programs: dict[tuple, Program] = {}
         self._executables: dict[tuple, Executable] = {}
         self._domains: dict[str, Domain] = {}
+        self.last_executable: Executable | None = None  # what the latest call ran
 
     def _bind(self, g: Any, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
         if not isinstance(g, Graph):
@@ -88,21 +104,35 @@ class CompiledFunction:
             self._programs[self._key(params)] = program
         return program
 
-    def executable(self, g: Graph, *args: Any, **kwargs: Any) -> Executable:
-        """The optimised program for these arguments on graphs with the sizes of ``g``."""
+    def executable(self, g: Graph, *args: Any, config: Config | None = None, **kwargs: Any) -> Executable:
+        """The optimised program for these arguments on graphs with the sizes of ``g``: with the
+        tuned configuration from ``pigeon tune`` if there is one, else the defaults (``config``
+        forces one)."""
         program = self.program(g, *args, **kwargs)
         stats = graph_stats(g)
-        disabled = disabled_passes()
         backend = choose_backend(g.device, self.backend)
-        key = (id(program), stats.bucket(), disabled, backend)
+        tuned = False
+        if config is None:
+            params = dict(self._bind(g, args, kwargs))
+            training = torch.is_grad_enabled() and any(
+                isinstance(v, torch.Tensor) and v.requires_grad for v in params.values())
+            found = CACHE.lookup(tuning_key(program, g, program.inputs[0].type.dtype if program.inputs else "",
+                                            "train" if training else "infer"))
+            config, tuned = (found, True) if found is not None else (DEFAULT, False)
+        config = config.merged(disabled_passes())
+        key = (id(program), stats.bucket(), config, backend, tuned)
         exe = self._executables.get(key)
         if exe is None or exe.traced is not program:
-            exe = self._executables[key] = Executable(program, stats, disabled, backend)
+            exe = self._executables[key] = Executable(program, stats, config, backend, tuned)
         return exe
 
     def __call__(self, g: Graph, *args: Any, **kwargs: Any) -> Any:
+        calls = _RECORDING.get()
+        if calls is not None:
+            calls.append((self, g, args, kwargs))
         params = dict(self._bind(g, args, kwargs))
         exe = self.executable(g, *args, **kwargs)
+        self.last_executable = exe
         outputs = exe(g, [params[n.name] for n in exe.forward.inputs])
         return outputs[0] if isinstance(outputs, tuple) and len(outputs) == 1 else outputs
 

@@ -16,6 +16,7 @@ from . import launcher
 from .graph import Graph
 from .kernel_cache import KERNELS
 from .reference import check_inputs
+from .tuning import DEFAULT, Config
 
 
 def device_arch(device: torch.device) -> str:
@@ -26,9 +27,11 @@ def device_arch(device: torch.device) -> str:
 class CudaProgram:
     """The kernels of one level-1 program, compiled for one device."""
 
-    def __init__(self, program: Program, device: torch.device):
+    def __init__(self, program: Program, device: torch.device, config: Config = DEFAULT):
         self.program = program
-        self.plans: PlanProgram = lower(program)
+        plans = lower(program, config.dst_reductions, config.horizontal)
+        overrides = config.schedules_for(program.name, {k.name: k.schedule for k in plans.kernels})
+        self.plans: PlanProgram = lower(program, config.dst_reductions, config.horizontal, overrides) if overrides else plans
         source, self.kernels = render_module(self.plans)
         self.module = KERNELS.module(source, device_arch(device), program.name, self.plans.format())
         self.functions = [self.module.get_function(k.name) for k in self.kernels]
@@ -51,17 +54,17 @@ class CudaProgram:
         return tuple(memory[o] for o in self.plans.outputs)
 
 
-_PROGRAMS: dict[tuple[int, str], tuple[Program, CudaProgram]] = {}
+_PROGRAMS: dict[tuple[int, str, Config], tuple[Program, CudaProgram]] = {}
 
 
-def cuda_program(program: Program, device: torch.device) -> CudaProgram:
-    """The compiled kernels of ``program`` for ``device`` (compiled once per program)."""
-    key = (id(program), str(device))
+def cuda_program(program: Program, device: torch.device, config: Config = DEFAULT) -> CudaProgram:
+    """The compiled kernels of ``program`` for ``device`` (compiled once per program and config)."""
+    key = (id(program), str(device), config)
     hit = _PROGRAMS.get(key)
     if hit is None or hit[0] is not program:
-        hit = _PROGRAMS[key] = (program, CudaProgram(program, device))
+        hit = _PROGRAMS[key] = (program, CudaProgram(program, device, config))
     return hit[1]
 
 
-def run(program: Program, g: Graph, *tensors: Any) -> tuple[torch.Tensor, ...]:
-    return cuda_program(program, g.device)(g, *tensors)
+def run(program: Program, g: Graph, *tensors: Any, config: Config = DEFAULT) -> tuple[torch.Tensor, ...]:
+    return cuda_program(program, g.device, config)(g, *tensors)

@@ -2,6 +2,7 @@
 its forward and backward programs."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import torch
@@ -13,40 +14,47 @@ from pigeon.ir.program import Program
 
 from .graph import Graph
 from .reference import execute
+from .tuning import DEFAULT, Config
 
 BACKENDS = ("reference", "cuda")
 
 
-def runner(backend: str):
+def runner(backend: str, config: Config = DEFAULT):
     """The function that runs a level-1 program on a graph for this back end."""
     if backend == "reference":
         return execute
     if backend == "cuda":
         from .cuda import run
-        return run
+        return functools.partial(run, config=config)
     raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
 
 
 class Executable:
-    """A traced program after the pass pipeline, for graphs with the sizes of ``stats``.
+    """A traced program after the pass pipeline, for graphs with the sizes of ``stats``, with
+    the choices of ``config`` (``tuned``: the config came from the tuning cache).
 
     Gradient programs are derived on demand, one per set of inputs that need a gradient.
     """
 
-    def __init__(self, program: Program, stats: GraphStats, disabled: frozenset[str] = frozenset(),
-                 backend: str = "reference"):
+    def __init__(self, program: Program, stats: GraphStats, config: Config = DEFAULT,
+                 backend: str = "reference", tuned: bool = False):
         self.traced = program
         self.stats = stats
-        self.disabled = disabled
+        self.config = config
         self.backend = backend
-        self.run = runner(backend)
-        self.forward = optimize(program, stats, disabled)
+        self.tuned = tuned
+        self.run = runner(backend, config)
+        self.forward = optimize(program, stats, config.disabled, config.keep_on_edges)
         self._gradients: dict[tuple[str, ...], Gradient] = {}
 
     def gradient(self, wrt: tuple[str, ...]) -> Gradient:
         if wrt not in self._gradients:
-            self._gradients[wrt] = optimize_gradient(self.forward, wrt, self.stats, self.disabled)
+            self._gradients[wrt] = optimize_gradient(self.forward, wrt, self.stats, self.config.disabled,
+                                                     self.config.keep_on_edges)
         return self._gradients[wrt]
+
+    def describe(self) -> str:
+        return f"{self.backend} backend, {'tuned' if self.tuned else 'default'} configuration ({self.config.describe()})"
 
     def __call__(self, g: Graph, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Run on ``g``; differentiable in every input tensor that requires a gradient."""

@@ -19,3 +19,11 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_configure(config):
+    """Caches (compiled kernels, tuning entries) go to a fresh folder for every test run."""
+    import os
+    import tempfile
+
+    os.environ["PIGEON_CACHE_DIR"] = tempfile.mkdtemp(prefix="pigeon-test-cache-")

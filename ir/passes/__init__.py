@@ -6,6 +6,7 @@ with the graph's sizes (``stats``) and leave the program alone without them.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterable
 
 from ..cost import GraphStats
@@ -34,28 +35,34 @@ def check_pass_names(names: Iterable[str]) -> frozenset[str]:
     return names
 
 
-def optimize_stages(program: Program, stats: GraphStats | None,
-                    disabled: Iterable[str] = ()) -> list[tuple[str, Program]]:
-    """The program after every stage of the pipeline, starting with ("traced", program)."""
+def optimize_stages(program: Program, stats: GraphStats | None, disabled: Iterable[str] = (),
+                    keep_on_edges: frozenset[str] = frozenset()) -> list[tuple[str, Program]]:
+    """The program after every stage of the pipeline, starting with ("traced", program).
+
+    ``disabled`` switches passes off; ``keep_on_edges`` names values compaction must leave alone.
+    """
     disabled = check_pass_names(disabled)
     stages = [("traced", verify(program))]
     for name, run in PIPELINE:
+        if name == "compact" and keep_on_edges:
+            run = functools.partial(run, keep=keep_on_edges)
         if name not in disabled:
             program = verify(run(program, stats))
             stages.append((name, program))
     return stages
 
 
-def optimize(program: Program, stats: GraphStats | None, disabled: Iterable[str] = ()) -> Program:
+def optimize(program: Program, stats: GraphStats | None, disabled: Iterable[str] = (),
+             keep_on_edges: frozenset[str] = frozenset()) -> Program:
     """``program`` after the whole pipeline (minus the ``disabled`` passes)."""
-    return optimize_stages(program, stats, disabled)[-1][1]
+    return optimize_stages(program, stats, disabled, keep_on_edges)[-1][1]
 
 
 def optimize_gradient(program: Program, wrt: Iterable[str], stats: GraphStats | None,
-                      disabled: Iterable[str] = ()) -> Gradient:
+                      disabled: Iterable[str] = (), keep_on_edges: frozenset[str] = frozenset()) -> Gradient:
     """The gradient programs of an optimised forward program, the backward optimised too."""
     grad = differentiate(program, tuple(wrt))
-    backward = optimize(grad.backward, stats, disabled)
+    backward = optimize(grad.backward, stats, disabled, keep_on_edges)
     return Gradient(grad.forward, backward, grad.num_outputs, grad.residuals, grad.wrt)
 
 

@@ -108,7 +108,8 @@ def _convert(program: Program, target: str, side: Side) -> Program:
     return dce.run(cse.run(rw.finish()))
 
 
-def run(program: Program, stats: GraphStats | None = None) -> Program:
+def run(program: Program, stats: GraphStats | None = None, keep: frozenset[str] = frozenset()) -> Program:
+    """Compact every candidate the cost model favours, except the values named in ``keep``."""
     if stats is None:
         return program
     improved = True
@@ -116,6 +117,8 @@ def run(program: Program, stats: GraphStats | None = None) -> Program:
         improved = False
         for side in SIDES:
             for name in _candidates(program, side):
+                if name in keep:
+                    continue
                 candidate = _convert(program, name, side)
                 if cheaper(candidate, program, stats):
                     program, improved = candidate, True

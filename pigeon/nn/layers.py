@@ -44,7 +44,18 @@ def _check_types(layer: nn.Module, g: Graph, num_rels: int | None = None, num_nt
         raise GraphError(f"{name} was built for num_ntypes={num_ntypes} but the graph has {g.num_ntypes} node types")
 
 
-class RGCNConv(nn.Module):
+class PigeonLayer(nn.Module):
+    """A layer that runs a compiled DSL function; remembers what its latest call ran."""
+
+    last_executable: Any = None  # the optimised program and configuration of the latest call
+
+    def _run(self, fn: Any, g: Graph, *args: Any, **kwargs: Any) -> torch.Tensor:
+        out = fn(g, *args, **kwargs)
+        self.last_executable = fn.last_executable
+        return out
+
+
+class RGCNConv(PigeonLayer):
     """``out_v = sum_r AGG_{u in N_r(v)} h_u W_r + h_v loop_weight + bias``.
 
     ``aggr="mean"`` divides each message by the number of incoming edges of v of relation r;
@@ -80,14 +91,15 @@ class RGCNConv(nn.Module):
             if tuple(edge_weight.shape) != (g.num_edges, 1):
                 raise GraphError(f"edge_weight has shape {list(edge_weight.shape)}; expected "
                                  f"[{g.num_edges}] or [{g.num_edges}, 1], one weight per edge")
-        out = rgcn(g, _packed(g, h), self.weight, self.loop_weight, self.bias, edge_weight, aggr=self.aggr)
+        out = self._run(rgcn, g, _packed(g, h), self.weight, self.loop_weight, self.bias, edge_weight,
+                        aggr=self.aggr)
         return _unpacked(g, out, h)
 
     def extra_repr(self) -> str:
         return f"{self.in_feats}, {self.out_feats}, num_rels={self.num_rels}, aggr={self.aggr!r}"
 
 
-class RGATConv(nn.Module):
+class RGATConv(PigeonLayer):
     """Relational graph attention with ``num_heads`` heads (see ``pigeon.examples.rgat``).
 
     Per edge u -> v of relation r: ``z = h_u W_r``, per-head score
@@ -117,15 +129,15 @@ class RGATConv(nn.Module):
         """``h``: [num_nodes, in] features, or a dict of them per node type (the output follows)."""
         g = as_graph(g, self.num_rels)
         _check_types(self, g, num_rels=self.num_rels)
-        out = rgat(g, _packed(g, h), self.weight, self.attn_src, self.attn_dst, self.bias,
-                   negative_slope=self.negative_slope)
+        out = self._run(rgat, g, _packed(g, h), self.weight, self.attn_src, self.attn_dst, self.bias,
+                        negative_slope=self.negative_slope)
         return _unpacked(g, out, h)
 
     def extra_repr(self) -> str:
         return f"{self.in_feats}, {self.out_feats}, num_rels={self.num_rels}, num_heads={self.num_heads}"
 
 
-class HGTConv(nn.Module):
+class HGTConv(PigeonLayer):
     """Heterogeneous graph transformer layer: DGL's ``HGTConv`` without dropout and layer norm.
 
     ``forward(g, h)`` returns [num_dst_nodes, num_heads * head_size]; node types come from ``g``.
@@ -165,8 +177,8 @@ class HGTConv(nn.Module):
         """``h``: [num_nodes, in] features, or a dict of them per node type (the output follows)."""
         g = as_graph(g, self.num_rels, self.num_ntypes)
         _check_types(self, g, num_rels=self.num_rels, num_ntypes=self.num_ntypes)
-        out = hgt(g, _packed(g, h), self.k_weight, self.q_weight, self.v_weight, self.relation_att,
-                  self.relation_msg, self.relation_pri, self.out_weight, self.skip, self.residual_w)
+        out = self._run(hgt, g, _packed(g, h), self.k_weight, self.q_weight, self.v_weight, self.relation_att,
+                        self.relation_msg, self.relation_pri, self.out_weight, self.skip, self.residual_w)
         return _unpacked(g, out, h)
 
     def extra_repr(self) -> str:

@@ -1,0 +1,247 @@
+"""The autotuner: candidate configurations of one compiled program on one graph, ranked by the
+cost model, timed on the device (each one's output checked against the reference first), and
+the fastest stored in the tuning cache.
+
+Program-level choices (passes, which values are compacted) matter on every device; on a GPU
+the lowering (destination reductions, horizontal fusion) and the kernels' schedule knobs join
+them. On the CPU programs run through the reference executor, where only the former matter.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import statistics
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+import torch
+
+from pigeon.ir.cost import program_cost, score
+from pigeon.ir.lower import lower
+from pigeon.ir.passes import differentiate, optimize
+from pigeon.ir.printer import format_program
+
+from .graph import Graph
+from .layouts import graph_stats
+from .tuning import CACHE, DEFAULT, Config, TuningCache, device_name, schedule_knobs, tuning_key
+
+REWRITES = ("linear_reorder", "linear_merge", "compact")
+Timer = Callable[[Callable[[], Any]], float]
+
+
+@dataclass
+class Trial:
+    config: Config
+    label: str
+    rank: float  # modelled cost (lower first)
+    seconds: float | None = None
+    status: str = "not run"  # "ok", "wrong output: ...", "failed: ..."
+
+
+@dataclass
+class TuneResult:
+    key: str
+    default: Trial
+    best: Trial
+    trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def speedup(self) -> float:
+        return (self.default.seconds or 0.0) / self.best.seconds if self.best.seconds else 1.0
+
+    def table(self) -> str:
+        lines = [f"{'configuration':<60} {'modelled':>10} {'time ms':>9}  status"]
+        for t in self.trials:
+            ms = f"{t.seconds * 1e3:9.2f}" if t.seconds is not None else f"{'-':>9}"
+            lines.append(f"{t.label[:60]:<60} {t.rank:>10.3g} {ms}  {t.status}")
+        lines.append(f"default {self.default.seconds * 1e3:.2f} ms, best {self.best.seconds * 1e3:.2f} ms "
+                     f"({self.best.label}): {self.speedup:.2f}x")
+        return "\n".join(lines)
+
+
+def median_timer(repeat: int = 5, warmup: int = 1) -> Timer:
+    """Median seconds of ``repeat`` calls after ``warmup`` (synchronising CUDA)."""
+    def timer(step: Callable[[], Any]) -> float:
+        def once() -> float:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            step()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            return time.perf_counter() - start
+        for _ in range(warmup):
+            once()
+        return statistics.median(once() for _ in range(repeat))
+    return timer
+
+
+class Tuner:
+    """Tunes ``fn(g, *args, **kwargs)`` for ``mode`` ("infer" or "train")."""
+
+    def __init__(self, fn: Any, g: Graph, args: tuple, kwargs: dict | None = None, mode: str = "train",
+                 timer: Timer | None = None, budget: float | None = 60.0, max_trials: int | None = None,
+                 cache: TuningCache = CACHE):
+        if mode not in ("infer", "train"):
+            raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
+        self.fn, self.g, self.kwargs, self.mode = fn, g, dict(kwargs or {}), mode
+        self.args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+        self.timer = timer or median_timer()
+        self.budget, self.max_trials, self.cache = budget, max_trials, cache
+        self.program = fn.program(g, *self.args, **self.kwargs)
+        self.stats = graph_stats(g)
+        dtype = self.program.inputs[0].type.dtype if self.program.inputs else "float32"
+        self.key = tuning_key(self.program, g, dtype, mode)
+
+    # ---- candidates ---------------------------------------------------------------------------
+
+    def _modelled(self, config: Config) -> tuple[float, str]:
+        forward = optimize(self.program, self.stats, config.disabled, config.keep_on_edges)
+        cost = program_cost(forward, self.stats).total
+        if self.mode == "train":
+            backward = optimize(differentiate(forward).backward, self.stats, config.disabled, config.keep_on_edges)
+            cost = cost + program_cost(backward, self.stats).total
+        return score(cost), format_program(forward)
+
+    def candidates(self) -> list[Trial]:
+        """Distinct configurations, the default first, the rest by modelled cost."""
+        configs: list[tuple[str, Config]] = [("defaults", DEFAULT)]
+        for k in range(1, len(REWRITES) + 1):
+            for off in itertools.combinations(REWRITES, k):
+                configs.append(("without " + ", ".join(off), Config(disabled=frozenset(off))))
+        default_forward = optimize(self.program, self.stats)
+        compacted = [n.name for n in default_forward.nodes
+                     if n.op.value == "gather" and n.attrs.get("index") in ("compact", "compact_dst")]
+        for name in compacted:
+            configs.append((f"{name} per edge", Config(keep_on_edges=frozenset({name}))))
+        if self.g.device.type == "cuda":
+            configs += self._kernel_candidates(default_forward)
+        trials, seen = [], set()
+        for label, config in configs:
+            rank, text = self._modelled(config)
+            signature = (text, config.dst_reductions, config.horizontal, config.schedules)
+            if signature in seen:
+                continue
+            seen.add(signature)
+            trials.append(Trial(config, label, rank))
+        return trials[:1] + sorted(trials[1:], key=lambda t: t.rank)
+
+    def _kernel_candidates(self, forward: Any) -> list[tuple[str, Config]]:
+        from pigeon.codegen import schedule_variants
+
+        out = [("atomic destination reductions", Config(dst_reductions="atomic")),
+               ("no horizontal fusion", Config(horizontal=False))]
+        programs = [forward]
+        if self.mode == "train":
+            grad = differentiate(forward)
+            programs = [grad.forward, optimize(grad.backward, self.stats)]
+        for program in programs:
+            for kernel in lower(program).kernels:
+                for variant in schedule_variants(kernel):
+                    knobs = schedule_knobs(variant.schedule)
+                    label = f"{kernel.name}: " + " ".join(f"{k}={v}" for k, v in knobs)
+                    out.append((label, Config(schedules=((program.name, kernel.name, knobs),))))
+        return out
+
+    # ---- trials -------------------------------------------------------------------------------
+
+    def _step(self, config: Config) -> Callable[[], list[torch.Tensor]]:
+        exe = self.fn.executable(self.g, *self.args, config=config, **self.kwargs)
+        names = [n.name for n in exe.forward.inputs]
+        params = dict(self.fn._bind(self.g, self.args, self.kwargs))
+        first = next(iter(params), None)
+        tensors = [params[n] for n in names]
+        if self.mode == "infer":
+            def infer() -> list[torch.Tensor]:
+                with torch.no_grad():
+                    out = exe(self.g, tensors)
+                return list(out) if isinstance(out, tuple) else [out]
+            return infer
+        # training: gradients of every tensor argument but the first (the node features)
+        leaves = [t.detach().requires_grad_(n != first and t.dtype.is_floating_point) for n, t in zip(names, tensors)]
+        upstream: list[torch.Tensor] = []
+
+        def train() -> list[torch.Tensor]:
+            for t in leaves:
+                t.grad = None
+            out = exe(self.g, leaves)
+            outs = list(out) if isinstance(out, tuple) else [out]
+            if not upstream:
+                upstream.extend(torch.randn_like(o) for o in outs)
+            torch.autograd.backward(outs, upstream)
+            return [o.detach() for o in outs] + [t.grad for t in leaves if t.requires_grad and t.grad is not None]
+        return train
+
+    def _reference(self) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        return self._step(Config(disabled=frozenset(REWRITES)))()
+
+    @staticmethod
+    def _agrees(ours: list[torch.Tensor], reference: list[torch.Tensor]) -> str | None:
+        if len(ours) != len(reference):
+            return f"{len(ours)} results instead of {len(reference)}"
+        for a, b in zip(ours, reference):
+            scale = max(b.abs().max().item(), 1.0) if b.numel() else 1.0
+            tol = 1e-9 if b.dtype == torch.float64 else 1e-3
+            if a.shape != b.shape or (a.numel() and (a - b).abs().max().item() > tol * scale):
+                return f"differs from the reference by {(a - b).abs().max().item():.3g}" if a.shape == b.shape \
+                    else "wrong shape"
+        return None
+
+    def run(self, progress: Callable[[Iterable], Iterable] | None = None, store: bool = True) -> TuneResult:
+        """Time the candidates in rank order within the budget; store the fastest."""
+        trials = self.candidates()
+        reference = self._reference()
+        start = time.perf_counter()
+        timed: list[Trial] = []
+        for i, trial in enumerate(progress(trials) if progress else trials):
+            if i and ((self.max_trials is not None and len(timed) >= self.max_trials)
+                      or (self.budget is not None and time.perf_counter() - start > self.budget)):
+                trial.status = "not run (budget)"
+                continue
+            try:
+                torch.manual_seed(0)
+                step = self._step(trial.config)
+                problem = self._agrees(step(), reference)
+                if problem:
+                    trial.status = f"wrong output: {problem}"
+                else:
+                    trial.seconds = self.timer(step)
+                    trial.status = "ok"
+            except Exception as err:  # noqa: BLE001 - a failing candidate is reported, never chosen
+                trial.status = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+            timed.append(trial)
+        ok = [t for t in trials if t.status == "ok"]
+        if not ok or trials[0].status != "ok":
+            raise RuntimeError("the default configuration itself failed: " + trials[0].status)
+        best = min(ok, key=lambda t: t.seconds)
+        result = TuneResult(self.key, trials[0], best, trials)
+        if store:
+            self.cache.store(self.key, {
+                "config": best.config.to_json(), "describe": best.config.describe(), "function": self.fn.name,
+                "graph": repr(self.g), "device": device_name(self.g.device), "mode": self.mode,
+                "default_ms": trials[0].seconds * 1e3, "best_ms": best.seconds * 1e3, "speedup": result.speedup,
+                "trials": len(timed), "dropped": [f"{t.label}: {t.status}" for t in trials
+                                                  if t.status.startswith(("wrong", "failed"))],
+                "when": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        return result
+
+
+def tune(fn_or_layer: Any, g: Graph, *inputs: Any, budget: float | None = 60.0, mode: str = "train",
+         max_trials: int | None = None, timer: Timer | None = None, **kwargs: Any) -> TuneResult:
+    """Tune a compiled function (``tune(fn, g, *args)``) or a ``pigeon.nn`` layer
+    (``tune(layer, g, h)``) on graph ``g`` and store the fastest configuration: later calls on
+    similar graphs use it."""
+    from pigeon.compiler import CompiledFunction, recording_calls
+
+    if isinstance(fn_or_layer, CompiledFunction):
+        fn, args, call_kwargs = fn_or_layer, inputs, kwargs
+    else:
+        with torch.no_grad(), recording_calls() as calls:
+            fn_or_layer(g, *inputs, **kwargs)
+        if len(calls) != 1:
+            raise ValueError(f"tune needs one compiled call to tune; {type(fn_or_layer).__name__} made {len(calls)}")
+        fn, g, args, call_kwargs = calls[0]
+    return Tuner(fn, g, args, call_kwargs, mode=mode, timer=timer, budget=budget, max_trials=max_trials).run()

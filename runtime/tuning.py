@@ -1,0 +1,214 @@
+"""Configurations of a compiled program and the persistent tuning cache.
+
+A ``Config`` is every choice Pigeon makes for a program beyond its semantics: passes switched
+off, values compaction leaves per edge, how reductions into destinations run, whether
+independent kernels merge, and kernel schedules. The tuning cache (``tuning.json`` in the
+runtime's cache folder) maps (program, graph signature, device, dtype, mode, Pigeon version) to
+the best configuration found by ``pigeon tune``; compiled functions look it up on every call.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import functools
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from pigeon.ir.plans import GemmSchedule, Schedule, TraversalSchedule
+from pigeon.ir.printer import format_program
+from pigeon.ir.program import Program
+
+from . import layouts
+from .graph import Graph
+from .kernel_cache import cache_dir
+
+
+@dataclass(frozen=True)
+class Config:
+    disabled: frozenset[str] = frozenset()  # passes switched off
+    keep_on_edges: frozenset[str] = frozenset()  # values compaction leaves per edge
+    dst_reductions: str = "segmented"  # or "atomic" (edge-parallel with atomics where allowed)
+    horizontal: bool = True  # independent kernels merge
+    schedules: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = ()  # (program, kernel, knobs)
+
+    def schedules_for(self, program_name: str, defaults: dict[str, Schedule]) -> dict[str, Schedule]:
+        """The schedule overrides of one program's kernels (by kernel name)."""
+        out = {}
+        for prog, kernel, knobs in self.schedules:
+            if prog == program_name and kernel in defaults:
+                out[kernel] = dataclasses.replace(defaults[kernel], **dict(knobs))
+        return out
+
+    def describe(self) -> str:
+        parts = []
+        if self.disabled:
+            parts.append("without " + ", ".join(sorted(self.disabled)))
+        if self.keep_on_edges:
+            parts.append("per edge: " + ", ".join(sorted(self.keep_on_edges)))
+        if self.dst_reductions != "segmented":
+            parts.append(f"{self.dst_reductions} destination reductions")
+        if not self.horizontal:
+            parts.append("no horizontal fusion")
+        for prog, kernel, knobs in self.schedules:
+            parts.append(f"{kernel}: " + " ".join(f"{k}={v}" for k, v in knobs))
+        return "; ".join(parts) or "defaults"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"disabled": sorted(self.disabled), "keep_on_edges": sorted(self.keep_on_edges),
+                "dst_reductions": self.dst_reductions, "horizontal": self.horizontal,
+                "schedules": [[p, k, [list(kv) for kv in knobs]] for p, k, knobs in self.schedules]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Config:
+        return cls(frozenset(data["disabled"]), frozenset(data["keep_on_edges"]), data["dst_reductions"],
+                   bool(data["horizontal"]),
+                   tuple((p, k, tuple((a, b) for a, b in knobs)) for p, k, knobs in data["schedules"]))
+
+    def merged(self, disabled: frozenset[str]) -> Config:
+        return dataclasses.replace(self, disabled=self.disabled | disabled) if disabled else self
+
+
+DEFAULT = Config()
+
+
+def _bucket(x: float) -> int:
+    return round(2 * math.log2(max(x, 1.0)))
+
+
+def graph_signature(g: Graph) -> tuple[int, ...]:
+    """Graph sizes bucketed to half powers of two, the type counts, and degree statistics:
+    graphs alike in these share tuning entries."""
+    def build() -> tuple[int, ...]:
+        stats = layouts.graph_stats(g)
+        degrees = torch.bincount(g.dst, minlength=g.num_dst_nodes).float() if g.num_edges else torch.zeros(1)
+        spread = _bucket(float(degrees.std())) if degrees.numel() > 1 else 0
+        return stats.bucket() + (g.num_etypes, g.num_ntypes, _bucket(float(degrees.mean())),
+                                 _bucket(float(degrees.max())), spread)
+    return g.cached("signature", build)
+
+
+@functools.lru_cache(maxsize=None)
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
+
+
+_HASHES: dict[int, tuple[Program, str]] = {}
+
+
+def program_hash(program: Program) -> str:
+    """A hash of the program's text (computed once per program object)."""
+    hit = _HASHES.get(id(program))
+    if hit is None or hit[0] is not program:
+        hit = _HASHES[id(program)] = (program, hashlib.sha256(format_program(program).encode()).hexdigest()[:16])
+    return hit[1]
+
+
+def tuning_key(program: Program, g: Graph, dtype: str, mode: str) -> str:
+    from pigeon import __version__
+
+    parts = [program_hash(program), ",".join(map(str, graph_signature(g))), device_name(g.device), dtype, mode,
+             __version__]
+    return "|".join(parts)
+
+
+class TuningCache:
+    """The tuning entries on disk, read again whenever the file changes."""
+
+    def __init__(self, path: Path | None = None):
+        self._path = path
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._stamp: tuple[float, int] | None = None
+
+    @property
+    def path(self) -> Path:
+        return self._path or cache_dir() / "tuning.json"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._entries, self._stamp = {}, None
+            return self._entries
+        stamp = (stat.st_mtime, stat.st_size)
+        if stamp != self._stamp:
+            try:
+                data = json.loads(self.path.read_text())
+                if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+                    raise ValueError("not a mapping of entries")
+                self._entries = data
+            except (ValueError, OSError) as err:
+                aside = self.path.with_name(f"tuning.corrupt-{int(time.time())}-{os.getpid()}.json")
+                with contextlib.suppress(OSError):
+                    os.replace(self.path, aside)
+                warnings.warn(f"the tuning cache {self.path} was unreadable ({err}); set aside as {aside.name}, "
+                              f"starting an empty one", stacklevel=3)
+                self._entries = {}
+            self._stamp = stamp
+        return self._entries
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        return dict(self._read())
+
+    def lookup(self, key: str) -> Config | None:
+        entry = self._read().get(key)
+        if entry is None:
+            return None
+        try:
+            return Config.from_json(entry["config"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def store(self, key: str, entry: dict[str, Any]) -> None:
+        """Add an entry; safe with other processes storing at the same time."""
+        with self._locked():
+            self._stamp = None
+            entries = self._read()
+            entries = {**entries, key: entry}
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tuning.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(entries, f, indent=1, sort_keys=True)
+                os.replace(tmp, self.path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            self._stamp = None
+
+    def clear(self) -> int:
+        with self._locked():
+            count = len(self._read())
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self._entries, self._stamp = {}, None
+        return count
+
+
+CACHE = TuningCache()
+
+
+def schedule_knobs(schedule: Schedule) -> tuple[tuple[str, Any], ...]:
+    default = GemmSchedule() if isinstance(schedule, GemmSchedule) else TraversalSchedule()
+    return tuple((k, v) for k, v in schedule.knobs().items() if getattr(default, k) != v)

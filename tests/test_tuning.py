@@ -1,0 +1,198 @@
+"""The autotuner and its cache: it picks the fastest correct candidate (timed by an injected
+timer), honours its budget, and its cache survives concurrent writers and corrupt files; a
+tuned configuration computes the same numbers as the defaults."""
+import json
+import multiprocessing
+import warnings
+
+import pytest
+import torch
+
+import pigeon
+import pigeon.nn
+from pigeon.cli import main
+from pigeon.examples import rgat, rgcn
+from pigeon.ir.lower import lower
+from pigeon.ir.plans import TraversalSchedule
+from pigeon.runtime.tuner import Tuner
+from pigeon.runtime.tuning import CACHE, DEFAULT, Config, TuningCache, tuning_key
+from random_graphs import random_graph
+
+
+def graph():
+    return random_graph(num_nodes=30, num_edges=900, num_etypes=6, seed=3)
+
+
+def inputs(model, g):
+    return tuple(a.double() if isinstance(a, torch.Tensor) else a for a in model.example_inputs(g))
+
+
+def fake_timer(times_by_label):
+    """A timer reporting chosen seconds per configuration (by what the step computes with)."""
+    def timer(step):
+        return times_by_label[step.label]
+    return timer
+
+
+class LabelledTuner(Tuner):
+    """Tags each trial's step with its label so a fake timer can tell them apart."""
+
+    def _step(self, config):
+        step = super()._step(config)
+        step.label = next((t.label for t in self._trials if t.config == config), "reference")
+        return step
+
+    def candidates(self):
+        self._trials = super().candidates()
+        return self._trials
+
+
+def test_the_fastest_candidate_wins(tmp_path):
+    g = graph()
+    cache = TuningCache(tmp_path / "tuning.json")
+    probe = LabelledTuner(rgat.rgat, g, inputs(rgat.rgat, g), cache=cache)
+    labels = [t.label for t in probe.candidates()]
+    assert labels[0] == "defaults" and "without compact" in labels and len(labels) >= 4
+    times = {label: 1.0 for label in labels}
+    times["without compact"] = 0.25
+    tuner = LabelledTuner(rgat.rgat, g, inputs(rgat.rgat, g), timer=fake_timer(times), cache=cache)
+    result = tuner.run()
+    assert result.best.label == "without compact" and result.speedup == pytest.approx(4.0)
+    assert cache.lookup(tuner.key) == Config(disabled=frozenset({"compact"}))
+
+
+def test_wrong_or_failing_candidates_are_dropped_and_reported(tmp_path, monkeypatch):
+    g = graph()
+    cache = TuningCache(tmp_path / "tuning.json")
+    tuner = LabelledTuner(rgat.rgat, g, inputs(rgat.rgat, g), cache=cache)
+    labels = [t.label for t in tuner.candidates()]
+    wrong, broken = labels[1], labels[2]
+    real_step = LabelledTuner._step
+
+    def step(self, config):
+        inner = real_step(self, config)
+        if inner.label == wrong:
+            def off():
+                return [x + 1.0 for x in inner()]
+            off.label = wrong
+            return off
+        if inner.label == broken:
+            raise RuntimeError("this candidate breaks")
+        return inner
+
+    monkeypatch.setattr(LabelledTuner, "_step", step)
+    times = {label: 1.0 for label in labels}
+    times[wrong] = times[broken] = 0.001  # the fastest, were they right
+    tuner.timer = fake_timer(times)
+    result = tuner.run()
+    status = {t.label: t.status for t in result.trials}
+    assert status[wrong].startswith("wrong output") and status[broken].startswith("failed: RuntimeError")
+    assert result.best.label not in (wrong, broken)
+    stored = cache.entries()[tuner.key]
+    assert any(d.startswith(wrong) for d in stored["dropped"])
+
+
+def test_budget_counted_in_trials(tmp_path):
+    g = graph()
+    tuner = Tuner(rgat.rgat, g, inputs(rgat.rgat, g), timer=lambda step: 1.0, max_trials=2,
+                  cache=TuningCache(tmp_path / "t.json"))
+    result = tuner.run()
+    assert sum(t.seconds is not None for t in result.trials) == 2
+    assert all(t.status == "not run (budget)" for t in result.trials[2:])
+
+
+def test_config_round_trips_through_json():
+    config = Config(frozenset({"compact"}), frozenset({"msg"}), "atomic", False,
+                    (("rgat_backward", "k0_dst_parallel_x", (("threads_per_row", 4),)),))
+    assert Config.from_json(json.loads(json.dumps(config.to_json()))) == config
+    assert "atomic" in config.describe() and "threads_per_row=4" in config.describe()
+    assert DEFAULT.describe() == "defaults"
+
+
+def _store_many(args):
+    path, worker = args
+    cache = TuningCache(path)
+    for i in range(20):
+        cache.store(f"key-{worker}-{i}", {"config": DEFAULT.to_json(), "n": i})
+    return True
+
+
+def test_two_processes_storing_at_once(tmp_path):
+    path = tmp_path / "tuning.json"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        assert all(pool.map(_store_many, [(path, 0), (path, 1)]))
+    entries = json.loads(path.read_text())
+    assert len(entries) == 40
+    assert TuningCache(path).lookup("key-1-19") == DEFAULT
+
+
+def test_a_truncated_cache_is_set_aside_and_rebuilt(tmp_path):
+    path = tmp_path / "tuning.json"
+    cache = TuningCache(path)
+    cache.store("a", {"config": DEFAULT.to_json()})
+    path.write_text(path.read_text()[:15])
+    fresh = TuningCache(path)
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert fresh.lookup("a") is None
+    assert list(tmp_path.glob("tuning.corrupt-*.json"))
+    fresh.store("b", {"config": DEFAULT.to_json()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert TuningCache(path).lookup("b") == DEFAULT
+
+
+def test_a_tuned_configuration_gives_the_same_numbers():
+    g = graph()
+    args = inputs(rgat.rgat, g)
+    times = {}
+
+    def timer(step):  # prefer keeping every value per edge over everything else
+        return 0.1 if step.config == Config(disabled=frozenset({"compact"})) else 1.0
+
+    class Tagged(Tuner):
+        def _step(self, config):
+            step = super()._step(config)
+            step.config = config
+            return step
+
+    default = rgat.rgat(g, *args)
+    result = Tagged(rgat.rgat, g, args, mode="infer", timer=timer).run()
+    assert result.best.config == Config(disabled=frozenset({"compact"}))
+    with torch.no_grad():
+        tuned = rgat.rgat(g, *args)
+    assert rgat.rgat.last_executable.tuned and rgat.rgat.last_executable.config == result.best.config
+    torch.testing.assert_close(tuned, default, rtol=1e-12, atol=1e-12)
+    assert CACHE.lookup(tuning_key(rgat.rgat.program(g, *args), g, "float64", "infer")) == result.best.config
+
+
+def test_tune_a_layer():
+    g = graph()
+    layer = pigeon.nn.RGCNConv(8, 8, g.num_etypes).double()
+    h = torch.randn(g.num_nodes, 8, dtype=torch.float64)
+    result = pigeon.tune(layer, g, h, max_trials=3, timer=lambda step: 1.0)
+    assert result.default.status == "ok" and result.best.seconds == 1.0
+    layer(g, h).sum().backward()
+    assert layer.last_executable.tuned
+
+
+def test_schedules_in_a_config_reach_the_plans():
+    g = graph()
+    exe = rgcn.rgcn.executable(g, *inputs(rgcn.rgcn, g))
+    plans = lower(exe.forward)
+    kernel = next(k for k in plans.kernels if isinstance(k.schedule, TraversalSchedule))
+    config = Config(schedules=((plans.name, kernel.name, (("threads_per_row", 4),)),))
+    overrides = config.schedules_for(plans.name, {k.name: k.schedule for k in plans.kernels})
+    tuned = lower(exe.forward, schedules=overrides)
+    assert next(k for k in tuned.kernels if k.name == kernel.name).schedule.threads_per_row == 4
+
+
+def test_tune_command(capsys):
+    assert main(["tune", "rgcn", "--dataset", "aifb", "--scale", "0.05", "--budget", "5", "--feats", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "defaults" in out and "stored in" in out
+    assert main(["tune", "--show"]) == 0
+    assert "rgcn on Graph(" in capsys.readouterr().out
+    assert main(["tune", "--clear"]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert main(["tune", "--show"]) == 0
+    assert "0 tuning entries" in capsys.readouterr().out
