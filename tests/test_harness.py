@@ -138,7 +138,7 @@ def harness_backend(monkeypatch):
             cache[id(program)] = (program, HarnessProgram(lower(program)))
         return cache[id(program)][1](g, *tensors)
 
-    monkeypatch.setattr(executable, "runner", lambda backend: run)
+    monkeypatch.setattr(executable, "runner", lambda backend, config=None: run)
 
 
 @pytest.mark.parametrize("name", ["rgcn", "rgat", "hgt"])
