@@ -9,7 +9,7 @@ how it differs (its output is not compared, and the table marks it).
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable
 

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 
 from pigeon.ir.ops import Op
 from pigeon.ir.plans import KernelPlan, Strategy
+from pigeon.ir.program import Node
 from pigeon.ir.types import Domain
 
-from .expressions import slice_index
+from .expressions import ELEMENTWISE as C_EXPR
+from .expressions import broadcast_index, slice_index
 from .kernel import ACCUMULATE, STORAGE, KernelArg
 
 VIEWS = (Op.GATHER, Op.RESHAPE, Op.SLICE, Op.DEGREE)
@@ -132,6 +134,16 @@ class KernelBuilder:
         row = self.row_of(name, rows)
         offset = flat if row is None else f"{row} * {self.numel(memory)} + {flat}"
         return f"pg_load<{self.acc}>(p_{memory} + {offset})"
+
+    def elementwise(self, node: Node, flat: str, rows: dict[Domain, str], k: str | None) -> str:
+        """The expression of element ``flat`` of elementwise op ``node``, its arguments read
+        at their broadcast elements (``k``: this lane's slot when that is the same element)."""
+        args = []
+        for a in node.args:
+            same = self.shape(a) == node.type.shape
+            args.append(self.read(a, flat if same else broadcast_index(flat, node.type.shape, self.shape(a)),
+                                  rows, k if same else None))
+        return C_EXPR[node.op](args, node.attrs, self.acc)
 
     def _memory_source(self, name: str) -> str:
         node = self.nodes[name]

@@ -16,8 +16,6 @@ from pigeon.ir.program import Node
 from pigeon.ir.types import Domain
 
 from .builder import Code, CodegenError, KernelBuilder
-from .expressions import ELEMENTWISE as C_EXPR
-from .expressions import broadcast_index
 from .kernel import Launch
 
 
@@ -57,12 +55,7 @@ class GemmKernel(KernelBuilder):
             return "acc[i][j]"
         if node.op not in ELEMENTWISE:
             raise CodegenError(f"{self.plan.name}: {node.op.value} cannot be a GEMM epilogue")
-        args = []
-        for a in node.args:
-            same = self.shape(a) == node.type.shape
-            args.append(self.read(a, flat if same else broadcast_index(flat, node.type.shape, self.shape(a)),
-                                  rows, k if same else None))
-        return C_EXPR[node.op](args, node.attrs, self.acc)
+        return self.elementwise(node, flat, rows, k)
 
     def layout_args(self) -> tuple[str, str | None]:
         """The tile table and the order grouping the rows by type (None: rows are grouped)."""

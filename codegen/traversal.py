@@ -19,7 +19,6 @@ from pigeon.ir.program import Node
 from pigeon.ir.types import Domain
 
 from .builder import VIEWS, Code, CodegenError, KernelBuilder
-from .expressions import ELEMENTWISE as C_EXPR
 from .expressions import broadcast_index
 from .kernel import Launch
 
@@ -35,9 +34,7 @@ class TraversalKernel(KernelBuilder):
         super().__init__(plan, name)
         self.s = plan.schedule
         self.tpr, self.vw = self.s.threads_per_row, self.s.vector_width
-        self.block = max(32, self.s.rows_per_block * self.tpr)
-        if self.block % self.tpr or self.tpr & (self.tpr - 1) or self.tpr > 32:
-            raise CodegenError(f"{plan.name}: threads_per_row must be a power of two up to 32")
+        self.block = max(32, self.s.rows_per_block * self.tpr)  # schedules are checked by render()
         self.rows_per_block = self.block // self.tpr
         self.layout: dict[str, str] = {}  # computed value -> "dist" | "repl" | "both"
         self.code = Code()
@@ -90,15 +87,6 @@ class TraversalKernel(KernelBuilder):
 
     # ---- values -------------------------------------------------------------------------
 
-    def element(self, node: Node, flat: str, rows: dict[Domain, str], k: str | None) -> str:
-        """The expression of element ``flat`` of elementwise op ``node``."""
-        args = []
-        for a in node.args:
-            same = self.shape(a) == node.type.shape
-            args.append(self.read(a, flat if same else broadcast_index(flat, node.type.shape, self.shape(a)),
-                                  rows, k if same else None))
-        return C_EXPR[node.op](args, node.attrs, self.acc)
-
     def compute(self, node: Node, rows: dict[Domain, str]) -> None:
         """Code computing ``node`` in registers."""
         c = self.code
@@ -124,14 +112,14 @@ class TraversalKernel(KernelBuilder):
         if anywhere and n <= REPLICATE_UP_TO:
             self.layout[node.name] = "repl"
             c.add(f"{self.acc} r_{node.name}[{n}];")
-            c.add(f"for (int f = 0; f < {n}; ++f) r_{node.name}[f] = {self.element(node, 'f', rows, None)};")
+            c.add(f"for (int f = 0; f < {n}; ++f) r_{node.name}[f] = {self.elementwise(node, 'f', rows, None)};")
             return
         self.layout[node.name] = "dist"
         slots = self.chunks(n)
         c.add(f"{self.acc} v_{node.name}[{slots}];")
         c.open(f"for (int k = 0; k < {slots}; ++k)")
         c.add(f"const int f = {self.dist_index('lane', 'k')};")
-        c.add(f"v_{node.name}[k] = f < {n} ? {self.element(node, 'f', rows, 'k')} : ({self.acc})0;")
+        c.add(f"v_{node.name}[k] = f < {n} ? {self.elementwise(node, 'f', rows, 'k')} : ({self.acc})0;")
         c.close()
         if self.read_elsewhere(node.name):
             self.gather_lanes(node.name, n)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pigeon.ir.cost import GraphStats
 from pigeon.ir.types import Domain
 
 from .graph import Graph
@@ -171,10 +172,8 @@ def segments(g: Graph, by: str, domain: Domain) -> Segments:
     return g.cached(("segments", by, domain), build)
 
 
-def graph_stats(g: Graph) -> "GraphStats":
+def graph_stats(g: Graph) -> GraphStats:
     """The row counts of every domain on ``g``, for the cost model."""
-    from pigeon.ir.cost import GraphStats
-
     return g.cached("stats", lambda: GraphStats(
         g.num_nodes, g.num_dst_nodes, g.num_edges, compact(g).num_pairs, compact_dst(g).num_pairs,
         g.num_etypes, g.num_ntypes))

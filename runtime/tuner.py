@@ -8,7 +8,6 @@ them. On the CPU programs run through the reference executor, where only the for
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import statistics
 import time

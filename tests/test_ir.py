@@ -3,9 +3,7 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
-import pigeon
 from pigeon.examples import hgt, rgat, rgcn
 from pigeon.ir import Builder, Domain, Op, ShapeError, ValueType, VerifyError, verify
 from pigeon.ir import shape_inference

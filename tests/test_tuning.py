@@ -144,8 +144,6 @@ def test_a_truncated_cache_is_set_aside_and_rebuilt(tmp_path):
 def test_a_tuned_configuration_gives_the_same_numbers():
     g = graph()
     args = inputs(rgat.rgat, g)
-    times = {}
-
     def timer(step):  # prefer keeping every value per edge over everything else
         return 0.1 if step.config == Config(disabled=frozenset({"compact"})) else 1.0
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .. import indices
 from ..ops import Op
 from ..program import Node, Program, freeze_attrs
 from ..rewrite import Rewriter

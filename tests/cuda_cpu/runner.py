@@ -24,8 +24,7 @@ BUILD = Path(os.environ.get("PIGEON_HARNESS_DIR", Path(tempfile.gettempdir()) / 
 
 
 def _wrapper(kernel: KernelSource) -> str:
-    params = ", ".join(f"*({a.ctype.replace('__restrict__', '').replace('const ', '').strip() if '*' not in a.ctype else 'void*'}*)args[{i}]"
-                       for i, a in enumerate(kernel.args))
+    """A C entry point that unpacks an array of argument addresses and launches the kernel."""
     casts = []
     for i, a in enumerate(kernel.args):
         if "*" in a.ctype:
@@ -50,7 +49,6 @@ def compile_module(source: str, kernels: list[KernelSource]) -> ctypes.CDLL:
                                  "-include", str(HEADER), "-x", "c++", str(src), "-o", str(tmp)],
                                 capture_output=True, text=True)
         if result.returncode != 0:
-            lines = text.splitlines()
             raise RuntimeError(f"g++ failed on {src}:\n{result.stderr[:4000]}")
         os.replace(tmp, library)
     return ctypes.CDLL(str(library))
@@ -74,11 +72,9 @@ class HarnessProgram:
             shape = launcher.grid(kernel, g)
             if shape is None:
                 continue
-            args = launcher.arguments(kernel, g, memory)
-            keep = [a for a in args if isinstance(a, torch.Tensor)]
+            args = launcher.arguments(kernel, g, memory)  # the tensors stay alive until the launch returns
             slots = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, torch.Tensor) else ctypes.c_longlong(a)
                      for a in args]
             array = (ctypes.c_void_p * len(slots))(*[ctypes.cast(ctypes.pointer(s), ctypes.c_void_p) for s in slots])
             getattr(self.library, f"launch_{kernel.name}")(*shape, kernel.launch.block, array)
-            del keep
         return tuple(memory[o] for o in self.plans.outputs)
