@@ -127,8 +127,8 @@ def tuning_key(program: Program, g: Graph, dtype: str, mode: str) -> str:
 class TuningCache:
     """The tuning entries on disk, read again whenever the file changes."""
 
-    def __init__(self, path: Path | None = None):
-        self._path = path
+    def __init__(self, path: str | Path | None = None):
+        self._path = Path(path) if path is not None else None
         self._entries: dict[str, dict[str, Any]] = {}
         self._stamp: tuple[float, int] | None = None
 
