@@ -145,6 +145,23 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def _case_id(case: dict[str, Any]) -> tuple:
+    return tuple(case.get(k) for k in ("model", "dataset", "scale", "feats", "system", "device"))
+
+
+def _earlier_results(path: Path) -> list[dict[str, Any]]:
+    """The results of an earlier run in the same folder, without derived fields."""
+    if not path.exists():
+        return []
+    try:
+        results = json.loads(path.read_text())
+    except ValueError as err:
+        raise SystemExit(f"pigeon bench: cannot resume from {path}: {err}") from err
+    for r in results:
+        r.pop("speedup", None)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pigeon bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per case")
     parser.add_argument("--out", default="bench-out", help="folder for the CSV, JSON and plot")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the results already in OUT/bench.json and measure only the cases missing there")
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     datasets = args.datasets or preset["datasets"]
@@ -187,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     cases = [dict(model=s.model, dataset=d, scale=scale, feats=f, system=s.name, device=args.device,
                   modes=args.modes, repeat=repeat, warmup=preset["warmup"])
              for d in datasets for f in feats_list for s in chosen]
-    results = []
+    results = _earlier_results(out / "bench.json") if args.resume else []
+    done = {_case_id(r) for r in results}
+    cases = [c for c in cases if _case_id(c) not in done]
     with tempfile.TemporaryDirectory(prefix="pigeon-bench-") as folder:
         for case in progress(cases, "cases"):
             try:
@@ -196,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 case["reference"] = None
                 print(f"\nno Pigeon reference for {case['model']} on {case['dataset']}: {err}", file=sys.stderr)
             results += run_case(case, args.timeout)
+            # Written after every case, so that an interrupted run can go on with --resume.
+            (out / "bench.json").write_text(json.dumps(results, indent=1))
     speedups(results)
     order = {(s.model, s.name): i for i, s in enumerate(SYSTEMS)}
     results.sort(key=lambda r: (r["model"], r["mode"], r["dataset"], r["feats"], order.get((r["model"], r["system"]), 99)))

@@ -52,3 +52,19 @@ def test_bench_command_end_to_end(tmp_path, capsys):
     rows = json.loads((tmp_path / "bench.json").read_text())
     assert {r["system"] for r in rows} == {"Pigeon", "PyTorch"}
     assert (tmp_path / "bench.csv").read_text().startswith("model,mode,dataset")
+
+
+def test_resume_measures_only_the_missing_cases(tmp_path, monkeypatch):
+    common = ["--models", "rgcn", "--datasets", "aifb", "--scale", "0.02", "--feats", "16", "--repeat", "1",
+              "--out", str(tmp_path)]
+    assert harness.main(common + ["--systems", "PyTorch"]) == 0
+    first = json.loads((tmp_path / "bench.json").read_text())
+    measured = []
+    real_run_case = harness.run_case
+    monkeypatch.setattr(harness, "run_case", lambda case, timeout: measured.append(case["system"])
+                        or real_run_case(case, timeout))
+    assert harness.main(common + ["--systems", "PyTorch", "PyTorch + torch.compile", "--resume"]) == 0
+    assert measured == ["PyTorch + torch.compile"]
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    kept = [r for r in rows if r["system"] in ("Pigeon", "PyTorch")]
+    assert [r["median_ms"] for r in kept] == [r["median_ms"] for r in first if r["system"] in ("Pigeon", "PyTorch")]
