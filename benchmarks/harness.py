@@ -100,10 +100,13 @@ def table(results: list[dict[str, Any]]) -> str:
 def geomeans(results: list[dict[str, Any]]) -> str:
     groups: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     failed: dict[tuple[str, str, str], int] = defaultdict(int)
+    different: set[tuple[str, str, str]] = set()
     for r in results:
         if r["system"] == "Pigeon":
             continue
         key = (r["model"], r["mode"], r["system"])
+        if str(r.get("check", "")).startswith("different formula"):
+            different.add(key)
         if "speedup" in r:
             groups[key].append(r["speedup"])
         else:
@@ -113,6 +116,7 @@ def geomeans(results: list[dict[str, Any]]) -> str:
         values = groups.get(key, [])
         mean = math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
         note = f", {failed[key]} failed (OOM/error)" if failed.get(key) else ""
+        note += " (a different formula: not the same work)" if key in different else ""
         lines.append(f"  {key[0]:<5} {key[1]:<5} {key[2]:<34} {mean:>7.2f}x over {len(values)} graph(s){note}")
     return "\n".join(lines)
 

@@ -68,3 +68,15 @@ def test_resume_measures_only_the_missing_cases(tmp_path, monkeypatch):
     rows = json.loads((tmp_path / "bench.json").read_text())
     kept = [r for r in rows if r["system"] in ("Pigeon", "PyTorch")]
     assert [r["median_ms"] for r in kept] == [r["median_ms"] for r in first if r["system"] in ("Pigeon", "PyTorch")]
+
+
+def test_geomeans_count_failures_and_flag_different_formulas():
+    rows = [dict(model="rgat", mode="infer", dataset=d, feats=64, system=s, status=st, median_ms=ms, check=c)
+            for d, s, st, ms, c in [
+                ("aifb", "Pigeon", "ok", 2.0, ""), ("mutag", "Pigeon", "ok", 4.0, ""),
+                ("aifb", "Peer", "ok", 8.0, "same output"), ("mutag", "Peer", "ok", 4.0, "same output"),
+                ("aifb", "Other", "ok", 3.0, "different formula: x"), ("mutag", "Other", "OOM", None, "")]]
+    harness.speedups(rows)
+    lines = {ln.split()[2]: ln for ln in harness.geomeans(rows).splitlines()[1:]}
+    assert "2.00x over 2 graph(s)" in lines["Peer"] and "different" not in lines["Peer"]
+    assert "1.50x over 1 graph(s), 1 failed" in lines["Other"] and "different formula" in lines["Other"]
