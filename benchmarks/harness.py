@@ -115,9 +115,9 @@ def geomeans(results: list[dict[str, Any]]) -> str:
     for key in sorted(set(groups) | set(failed)):
         values = groups.get(key, [])
         mean = math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
-        note = f", {failed[key]} failed (OOM/error)" if failed.get(key) else ""
+        note = f", {failed[key]} failed (OOM, error or timeout)" if failed.get(key) else ""
         note += " (a different formula: not the same work)" if key in different else ""
-        lines.append(f"  {key[0]:<5} {key[1]:<5} {key[2]:<34} {mean:>7.2f}x over {len(values)} graph(s){note}")
+        lines.append(f"  {key[0]:<5} {key[1]:<5} {key[2]:<34} {mean:>7.2f}x over {len(values)} case(s){note}")
     return "\n".join(lines)
 
 

@@ -78,5 +78,5 @@ def test_geomeans_count_failures_and_flag_different_formulas():
                 ("aifb", "Other", "ok", 3.0, "different formula: x"), ("mutag", "Other", "OOM", None, "")]]
     harness.speedups(rows)
     lines = {ln.split()[2]: ln for ln in harness.geomeans(rows).splitlines()[1:]}
-    assert "2.00x over 2 graph(s)" in lines["Peer"] and "different" not in lines["Peer"]
-    assert "1.50x over 1 graph(s), 1 failed" in lines["Other"] and "different formula" in lines["Other"]
+    assert "2.00x over 2 case(s)" in lines["Peer"] and "different" not in lines["Peer"]
+    assert "1.50x over 1 case(s), 1 failed" in lines["Other"] and "different formula" in lines["Other"]
