@@ -83,13 +83,13 @@ class Tuner:
 
     def __init__(self, fn: Any, g: Graph, args: tuple, kwargs: dict | None = None, mode: str = "train",
                  timer: Timer | None = None, budget: float | None = 60.0, max_trials: int | None = None,
-                 cache: TuningCache = CACHE, min_gain: float = MIN_GAIN):
+                 cache: TuningCache = CACHE):
         if mode not in ("infer", "train"):
             raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
         self.fn, self.g, self.kwargs, self.mode = fn, g, dict(kwargs or {}), mode
         self.args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
         self.timer = timer or median_timer()
-        self.budget, self.max_trials, self.cache, self.min_gain = budget, max_trials, cache, min_gain
+        self.budget, self.max_trials, self.cache = budget, max_trials, cache
         self.program = fn.program(g, *self.args, **self.kwargs)
         self.stats = graph_stats(g)
         dtype = self.program.inputs[0].type.dtype if self.program.inputs else "float32"
@@ -192,14 +192,14 @@ class Tuner:
 
     def _confirmed(self, default: Trial, best: Trial) -> Trial:
         """The best candidate if a second timing of it and of the defaults agrees that it wins by
-        ``min_gain``; the defaults otherwise. One noisy timing must not store a slower choice."""
-        if best is default or best.seconds * self.min_gain > default.seconds:
+        ``MIN_GAIN``; the defaults otherwise. One noisy timing must not store a slower choice."""
+        if best is default or best.seconds * MIN_GAIN > default.seconds:
             return default
         for trial in (default, best):
             torch.manual_seed(0)
             trial.seconds = min(trial.seconds, self.timer(self._step(trial.config)))
-        if best.seconds * self.min_gain > default.seconds:
-            best.status = f"ok (not {self.min_gain:.2f}x faster than the defaults when timed again)"
+        if best.seconds * MIN_GAIN > default.seconds:
+            best.status = f"ok (not {MIN_GAIN:.2f}x faster than the defaults when timed again)"
             return default
         return best
 
