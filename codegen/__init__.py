@@ -1,4 +1,5 @@
-"""Lowering of level-2 kernel plans to CUDA source, by rendering the Jinja templates.
+"""Lowering of level-2 kernel plans to source, by rendering the Jinja templates: CUDA for plans
+with CUDA schedules, C++/OpenMP for plans with CPU schedules (``lower(..., target="cpp")``).
 
     source = render(plan)            # a KernelSource: source, kernel name, arguments, launch
     module = render_module(plans)    # every kernel of a plan program, one source text
@@ -11,9 +12,10 @@ from importlib import resources
 
 import jinja2
 
-from pigeon.ir.plans import KernelPlan, PlanProgram, Strategy
+from pigeon.ir.plans import KernelPlan, PlanProgram, Strategy, schedule_target
 
 from .builder import CodegenError
+from .cpu_gemm import CpuGemmKernel
 from .gemm import GemmKernel
 from .kernel import KernelArg, KernelSource, Launch
 from .schedules import schedule_problem, schedule_variants
@@ -21,6 +23,10 @@ from .traversal import TraversalKernel
 
 __all__ = ["CodegenError", "KernelArg", "KernelSource", "Launch", "common_source", "kernel_name",
            "render", "render_module", "schedule_problem", "schedule_variants"]
+
+# per target: the helpers every module starts with, the GEMM and the traversal templates
+TEMPLATES = {"cuda": ("common.cuh", "gemm.cu.j2", "traversal.cu.j2"),
+             "cpp": ("cpu_common.h", "cpu_gemm.cpp.j2", "cpu_traversal.cpp.j2")}
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,9 +39,9 @@ def _template_text(name: str) -> str:
     return resources.files("pigeon.templates").joinpath(name).read_text()
 
 
-def common_source() -> str:
-    """The helpers every kernel source starts with (templates/common.cuh)."""
-    return _template_text("common.cuh")
+def common_source(target: str = "cuda") -> str:
+    """The helpers every kernel source of ``target`` starts with (templates/common.cuh or cpu_common.h)."""
+    return _template_text(TEMPLATES[target][0])
 
 
 def kernel_name(plan: KernelPlan) -> str:
@@ -45,20 +51,23 @@ def kernel_name(plan: KernelPlan) -> str:
 
 
 def render(plan: KernelPlan, with_common: bool = True) -> KernelSource:
-    """The CUDA source of one kernel plan; the same plan always gives the same bytes."""
+    """The source of one kernel plan, CUDA or C++ as its schedule says; the same plan always
+    gives the same bytes."""
     problem = schedule_problem(plan, plan.schedule)
     if problem:
         raise CodegenError(f"{plan.name}: schedule {plan.schedule} cannot run: {problem}")
     name = kernel_name(plan)
+    target = schedule_target(plan.schedule)
+    common, gemm_template, traversal_template = TEMPLATES[target]
     if plan.strategy in (Strategy.GEMM, Strategy.WGRAD):
-        builder = GemmKernel(plan, name)
-        template = "gemm.cu.j2"
+        builder = CpuGemmKernel(plan, name) if target == "cpp" else GemmKernel(plan, name)
+        template = gemm_template
     else:
-        builder = TraversalKernel(plan, name)
-        template = "traversal.cu.j2"
+        builder = TraversalKernel(plan, name, target)
+        template = traversal_template
     context = builder.build()
     text = _environment().get_template(template).render(**context)
-    source = (common_source() + "\n" + text) if with_common else text
+    source = (common_source(target) + "\n" + text) if with_common else text
     return KernelSource(name, source, tuple(context["args"]), context["launch"], plan,
                         tuple(dict.fromkeys(builder.zero_filled)))
 
@@ -66,5 +75,9 @@ def render(plan: KernelPlan, with_common: bool = True) -> KernelSource:
 def render_module(plans: PlanProgram | list[KernelPlan]) -> tuple[str, list[KernelSource]]:
     """One source holding every kernel of ``plans`` (common helpers once), and the kernels."""
     kernel_plans = plans.kernels if isinstance(plans, PlanProgram) else plans
+    targets = {schedule_target(k.schedule) for k in kernel_plans}
+    if len(targets) > 1:
+        raise CodegenError("a module holds kernels of one target; these plans mix CUDA and C++ schedules")
     kernels = [render(k, with_common=False) for k in kernel_plans]
-    return common_source() + "".join("\n" + k.source for k in kernels), kernels
+    target = targets.pop() if targets else "cuda"
+    return common_source(target) + "".join("\n" + k.source for k in kernels), kernels

@@ -109,11 +109,13 @@ class GemmKernel(KernelBuilder):
                              col_tiles=-(-n_size // self.s.tile_cols), batch=batch),
         }
 
-    def _epilogue(self, out_shape: tuple[int, ...], n_size: int, pos_row) -> None:
-        """Per output element: the epilogue ops, the stores and the scatters."""
+    def _epilogue(self, out_shape: tuple[int, ...], n_size: int, pos_row,
+                  pos: str = "begin + ty * THREAD_ROWS + i", col: str = "col0 + tx * THREAD_COLS + j") -> None:
+        """Per output element (``acc[i][j]``, at row position ``pos`` and column ``col``): the
+        epilogue ops, the stores and the scatters."""
         c = self.code
-        c.add("const long long pos = begin + ty * THREAD_ROWS + i;")
-        c.add("const int o = col0 + tx * THREAD_COLS + j;")
+        c.add(f"const long long pos = {pos};")
+        c.add(f"const int o = {col};")
         c.add(f"if (pos >= end || o >= {n_size}) continue;")
         c.add(f"const long long row = {pos_row('pos')};")
         c.add(f"const int f = b * {n_size} + o;")

@@ -18,7 +18,9 @@ class KernelArg:
     kind: "read"/"write" (a value, key = its name), "index" (key = (index, target domain)),
     "degree" (key = by), "indptr"/"eids" (the CSR), "rows" (key = a domain: its row count),
     "tiles" (key = ("rows"|"segment", by, domain): a GEMM's tile table), "perm" (key = (by,
-    domain): the order that groups a GEMM's rows by type).
+    domain): the order that groups a GEMM's rows by type), "offsets" (key = (by, domain): where
+    each type's rows start in that order), "tile_count" (key as "tiles": its number of tiles),
+    "type_count" (key as "offsets": the number of types).
     """
 
     name: str

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pigeon.ir.plans import GemmSchedule, KernelPlan, Schedule, TraversalSchedule
+from pigeon.ir.plans import CpuGemmSchedule, CpuTraversalSchedule, GemmSchedule, KernelPlan, Schedule, TraversalSchedule
 
 MAX_THREADS = 1024
 MAX_STATIC_SHARED = 48 * 1024
@@ -23,6 +23,12 @@ def schedule_problem(plan: KernelPlan, schedule: Schedule) -> str | None:
         if shared > MAX_STATIC_SHARED:
             return f"{shared} bytes of shared memory"
         return None
+    if isinstance(schedule, CpuGemmSchedule):
+        if min(schedule.tile_rows, schedule.micro_rows, schedule.micro_cols) < 1:
+            return "tile and micro-kernel sizes must be positive"
+        return None
+    if isinstance(schedule, CpuTraversalSchedule):
+        return None if schedule.rows_per_task >= 1 else "rows_per_task must be positive"
     if isinstance(schedule, TraversalSchedule):
         tpr = schedule.threads_per_row
         if tpr < 1 or tpr > 32 or tpr & (tpr - 1):

@@ -6,6 +6,9 @@ structure. ``threads_per_row`` lanes share each row: a value of many features is
 read at other indices (broadcast, concat, slice), is *replicated* (every lane holds all of it).
 Control flow is the same for every lane of a warp (edge loops run to the warp's largest
 degree), so the lanes of a row can combine partial sums with shuffles.
+
+For the C++ target (``target="cpp"``) one thread owns each row: every value is held whole by
+that thread, lane arithmetic and shuffles disappear, and feature loops carry ``omp simd``.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from math import prod
 
 from pigeon.ir.indices import GATHER_INDICES
 from pigeon.ir.ops import ELEMENTWISE, Op
-from pigeon.ir.plans import KernelPlan, Strategy, TraversalSchedule
+from pigeon.ir.plans import CpuTraversalSchedule, KernelPlan, Strategy, TraversalSchedule
 from pigeon.ir.printer import format_node
 from pigeon.ir.program import Node
 from pigeon.ir.types import Domain
@@ -28,14 +31,19 @@ REPLICATE_UP_TO = 8  # values of at most this many features, with every input re
 class TraversalKernel(KernelBuilder):
     """Builds the body of one traversal kernel."""
 
-    def __init__(self, plan: KernelPlan, name: str):
-        if not isinstance(plan.schedule, TraversalSchedule):
-            raise CodegenError(f"{plan.name}: not a traversal plan")
+    def __init__(self, plan: KernelPlan, name: str, target: str = "cuda"):
+        expected = CpuTraversalSchedule if target == "cpp" else TraversalSchedule
+        if not isinstance(plan.schedule, expected):
+            raise CodegenError(f"{plan.name}: not a {target} traversal plan (schedule {type(plan.schedule).__name__})")
         super().__init__(plan, name)
         self.s = plan.schedule
-        self.tpr, self.vw = self.s.threads_per_row, self.s.vector_width
-        self.block = max(32, self.s.rows_per_block * self.tpr)  # schedules are checked by render()
-        self.rows_per_block = self.block // self.tpr
+        self.cpu = target == "cpp"
+        if self.cpu:
+            self.tpr = self.vw = self.block = self.rows_per_block = 1
+        else:
+            self.tpr, self.vw = self.s.threads_per_row, self.s.vector_width
+            self.block = max(32, self.s.rows_per_block * self.tpr)  # schedules are checked by render()
+            self.rows_per_block = self.block // self.tpr
         self.layout: dict[str, str] = {}  # computed value -> "dist" | "repl" | "both"
         self.code = Code()
 
@@ -81,6 +89,8 @@ class TraversalKernel(KernelBuilder):
         return ((n + per_round - 1) // per_round) * self.vw
 
     def dist_index(self, lane: str, k: str) -> str:
+        if self.cpu:
+            return k
         if self.vw == 1:
             return f"({lane} + {k} * {self.tpr})"
         return f"((({k}) / {self.vw} * {self.tpr} + {lane}) * {self.vw} + ({k}) % {self.vw})"
@@ -117,9 +127,11 @@ class TraversalKernel(KernelBuilder):
         self.layout[node.name] = "dist"
         slots = self.chunks(n)
         c.add(f"{self.acc} v_{node.name}[{slots}];")
+        self.simd()
         c.open(f"for (int k = 0; k < {slots}; ++k)")
         c.add(f"const int f = {self.dist_index('lane', 'k')};")
-        c.add(f"v_{node.name}[k] = f < {n} ? {self.elementwise(node, 'f', rows, 'k')} : ({self.acc})0;")
+        value = self.elementwise(node, 'f', rows, 'k')
+        c.add(f"v_{node.name}[k] = {value};" if self.cpu else f"v_{node.name}[k] = f < {n} ? {value} : ({self.acc})0;")
         c.close()
         if self.read_elsewhere(node.name):
             self.gather_lanes(node.name, n)
@@ -128,6 +140,9 @@ class TraversalKernel(KernelBuilder):
         """Make a distributed value replicated: every lane collects every element (shuffles)."""
         c = self.code
         self.layout[name] = "both"
+        if self.cpu:  # one thread holds every element already
+            c.add(f"const {self.acc}* r_{name} = v_{name};")
+            return
         c.add(f"{self.acc} r_{name}[{n}];")
         c.open(f"for (int k = 0; k < {self.chunks(n)}; ++k)")
         c.open(f"for (int source = 0; source < {self.tpr}; ++source)")
@@ -165,7 +180,8 @@ class TraversalKernel(KernelBuilder):
         c.add(f"const int f = {self.dist_index('lane', 'k')};")
         c.add(f"if (f < {n_in}) r_{node.name}[{target('f')}] += {term('f', 'k')};")
         c.close()
-        c.add(f"for (int o = 0; o < {n_out}; ++o) r_{node.name}[o] = pg_group_sum(r_{node.name}[o], {self.tpr});")
+        if not self.cpu:
+            c.add(f"for (int o = 0; o < {n_out}; ++o) r_{node.name}[o] = pg_group_sum(r_{node.name}[o], {self.tpr});")
 
     # ---- memory writes --------------------------------------------------------------------
 
@@ -174,16 +190,33 @@ class TraversalKernel(KernelBuilder):
         n = self.numel(name)
         if self.layout.get(self.local_source(name) or "", "repl") == "dist" and self.local_source(name) == name:
             return f"for (int k = 0; k < {self.chunks(n)}; ++k)", "k"
+        if self.cpu:
+            return f"for (int f = 0; f < {n}; ++f)", None
         return f"for (int f = lane; f < {n}; f += {self.tpr})", None
+
+    def simd(self) -> None:
+        """Vectorise the feature loop that follows (C++ target)."""
+        if self.cpu:
+            self.code.add("#pragma omp simd")
+
+    def guarded_loop(self, guard: str, loop: str, vector: bool = True) -> None:
+        """Open ``loop`` for the rows where ``guard`` holds (on a CPU every row it runs is live)."""
+        if self.cpu:
+            if vector:
+                self.simd()
+            self.code.open(loop)
+        else:
+            self.code.open(f"if ({guard}) " + loop)
 
     def store(self, name: str, rows: dict[Domain, str], row: str | None, guard: str) -> None:
         c = self.code
         n = self.numel(name)
         loop, k = self.lane_elements(name)
-        c.open(f"if ({guard}) " + loop)
+        self.guarded_loop(guard, loop)
         if k is not None:
             c.add(f"const int f = {self.dist_index('lane', 'k')};")
-            c.add(f"if (f >= {n}) continue;")
+            if not self.cpu:
+                c.add(f"if (f >= {n}) continue;")
         offset = "f" if row is None else f"{row} * {n} + f"
         c.add(f"pg_store(p_{name} + {offset}, {self.read(name, 'f', rows, k)});")
         c.close()
@@ -212,10 +245,11 @@ class TraversalKernel(KernelBuilder):
         self.zero_filled.append(node.name)
         n = node.type.numel
         loop, k = self.lane_elements(node.args[0])
-        c.open(f"if ({guard}) " + loop)
+        self.guarded_loop(guard, loop, vector=False)  # atomics do not vectorise
         if k is not None:
             c.add(f"const int f = {self.dist_index('lane', 'k')};")
-            c.add(f"if (f >= {n}) continue;")
+            if not self.cpu:
+                c.add(f"if (f >= {n}) continue;")
         offset = "f" if row is None else f"{row} * {n} + f"
         value = self.read(node.args[0], "f", rows, k)
         if mean_per_dst:  # each edge adds its share of its destination's mean
@@ -267,13 +301,20 @@ class TraversalKernel(KernelBuilder):
         indptr = self._arg("p_indptr", "const long long* __restrict__", "indptr")
         eids = self._arg("p_eids", "const long long* __restrict__", "eids")
         c.add(f"const long long begin = {indptr}[v];")
-        c.add(f"const long long degree = valid ? {indptr}[v + 1] - begin : 0;")
-        c.add("const long long max_degree = pg_warp_max(degree);  // the same trip count for the whole warp")
+        if self.cpu:
+            c.add(f"const long long degree = {indptr}[v + 1] - begin;")
+        else:
+            c.add(f"const long long degree = valid ? {indptr}[v + 1] - begin : 0;")
+            c.add("const long long max_degree = pg_warp_max(degree);  // the same trip count for the whole warp")
 
         def edge_loop(body_targets: list[str]) -> None:
-            c.open("for (long long i = 0; i < max_degree; ++i)")
-            c.add("const bool live = i < degree;")
-            c.add(f"const long long e = live ? {eids}[begin + i] : 0;")
+            if self.cpu:
+                c.open("for (long long i = 0; i < degree; ++i)")
+                c.add(f"const long long e = {eids}[begin + i];")
+            else:
+                c.open("for (long long i = 0; i < max_degree; ++i)")
+                c.add("const bool live = i < degree;")
+                c.add(f"const long long e = live ? {eids}[begin + i] : 0;")
             for node in self.closure(body_targets):
                 if node.op == Op.REDUCE:
                     continue
@@ -322,6 +363,7 @@ class TraversalKernel(KernelBuilder):
         if not dist and n > REPLICATE_UP_TO and self.local_source(source) is None:
             dist = True  # a wide value straight from memory: each lane sums its own elements
         if dist:
+            self.simd()
             c.open(f"for (int k = 0; k < {self.chunks(n)}; ++k)")
             c.add(f"const int f = {self.dist_index('lane', 'k')};")
             value = self.read(source, "f", edge_rows, "k" if self.local_source(source) == source else None)
@@ -331,7 +373,7 @@ class TraversalKernel(KernelBuilder):
             value = self.read(source, "f", edge_rows, None)
             slot = "f"
         op = f"pg_max(a_{node.name}[{slot}], {value})" if kind == "max" else f"a_{node.name}[{slot}] + {value}"
-        c.add(f"if (live && f < {n}) a_{node.name}[{slot}] = {op};")
+        c.add(f"a_{node.name}[{slot}] = {op};" if self.cpu else f"if (live && f < {n}) a_{node.name}[{slot}] = {op};")
         c.close()
         c.close()  # the edge loop
         self.layout = saved
@@ -358,6 +400,10 @@ class TraversalKernel(KernelBuilder):
         else:
             raise CodegenError(f"{self.plan.name}: {strategy.value} is not a traversal")
         rows_arg = self._arg("num_rows", "const long long", "rows", domain)
+        if self.cpu:
+            return {"name": self.name, "plan": self.plan, "ops": [format_node(n) for n in self.plan.ops],
+                    "args": list(self.args.values()), "rows_arg": rows_arg, "s": self.s,
+                    "body": self.code.lines, "launch": Launch("rows", 1, 0, domain)}
         edges_per_thread = self.s.edges_per_thread if strategy == Strategy.EDGE_PARALLEL else 1
         return {
             "name": self.name,

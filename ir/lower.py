@@ -18,7 +18,7 @@ import networkx as nx
 
 from .ops import ELEMENTWISE, Op
 from .passes import decompose_softmax
-from .plans import GemmSchedule, KernelPlan, PlanProgram, Schedule, Strategy, TraversalSchedule, read_node
+from .plans import KernelPlan, PlanProgram, Schedule, Strategy, default_schedule, read_node
 from .program import Node, Program
 from .types import Domain
 
@@ -238,7 +238,7 @@ def _layout(strategy: Strategy, domain: Domain, anchor: Node | None, program: Pr
 
 
 def lower(program: Program, dst_reductions: str = "segmented", horizontal: bool = True,
-          schedules: Mapping[str, Schedule] | None = None) -> PlanProgram:
+          schedules: Mapping[str, Schedule] | None = None, target: str = "cuda") -> PlanProgram:
     """The kernel plans of ``program`` (an optimised level-1 program), in launch order.
 
     ``dst_reductions="atomic"`` scatters the reductions into destinations that allow it with
@@ -272,17 +272,17 @@ def lower(program: Program, dst_reductions: str = "segmented", horizontal: bool 
                 extra.append((out, views))
     kernels = []
     for i, g in enumerate(groups):
-        kernels.append(_plan(program, fusion, g, needed_outside[i], out_views[i], index, len(kernels)))
+        kernels.append(_plan(program, fusion, g, needed_outside[i], out_views[i], index, len(kernels), target))
     for out, views in extra:
         space = f"map:{program.node(out).type.domain.value}"
-        kernels.append(_plan(program, fusion, _Group(space, []), {out}, views, index, len(kernels)))
+        kernels.append(_plan(program, fusion, _Group(space, []), {out}, views, index, len(kernels), target))
     if schedules:
         kernels = [dataclasses.replace(k, schedule=schedules[k.name]) if k.name in schedules else k for k in kernels]
     return PlanProgram(program.name, program.inputs, tuple(kernels), program.outputs)
 
 
 def _plan(program: Program, fusion: _Fusion, group: _Group, writes: set[str], out_views: list[Node],
-          index: dict[str, int], number: int) -> KernelPlan:
+          index: dict[str, int], number: int, target: str = "cuda") -> KernelPlan:
     members = set(group.members)
     ops: dict[str, Node] = {}
     reads: dict[str, Node] = {}
@@ -304,7 +304,7 @@ def _plan(program: Program, fusion: _Fusion, group: _Group, writes: set[str], ou
     anchor = next((n for n in ordered if n.op in (Op.LINEAR, Op.LINEAR_WGRAD)), None)
     if anchor is not None:
         domain = program.node(anchor.args[0]).type.domain
-    schedule = GemmSchedule() if strategy in (Strategy.GEMM, Strategy.WGRAD) else TraversalSchedule()
+    schedule = default_schedule(strategy, target)
     first = (anchor or next((n for n in ordered if n.op not in VIEW_OPS), ordered[-1])).name
     read_nodes = tuple(read_node(n, i) for i, n in enumerate(sorted(reads.values(), key=lambda n: index[n.name])))
     return KernelPlan(f"k{number}_{strategy.value}_{first}", strategy, domain,

@@ -71,6 +71,48 @@ class TraversalSchedule(Schedule):
 
 
 @dataclass(frozen=True)
+class CpuGemmSchedule(Schedule):
+    """A typed segment GEMM on a CPU: one task per tile of rows of one type; a register
+    micro-kernel of ``micro_rows`` x ``micro_cols`` outputs over the packed tile."""
+
+    tile_rows: int = 64  # rows one task gathers and multiplies (also: the weight gradient's row block)
+    micro_rows: int = 4  # output rows the micro-kernel keeps in registers
+    micro_cols: int = 32  # output columns the micro-kernel keeps in registers
+
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "tile_rows": (16, 32, 64, 128, 256), "micro_rows": (1, 2, 4, 6, 8), "micro_cols": (8, 16, 32, 64),
+    }
+
+
+@dataclass(frozen=True)
+class CpuTraversalSchedule(Schedule):
+    """A traversal on a CPU: one row (destination, edge, node) per loop iteration, features
+    vectorised; rows handed to threads in chunks of ``rows_per_task`` (dynamic schedule)."""
+
+    rows_per_task: int = 32
+
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"rows_per_task": (1, 4, 16, 32, 64, 256, 1024)}
+
+
+TARGETS = ("cuda", "cpp")
+
+
+def default_schedule(strategy: Strategy, target: str = "cuda") -> Schedule:
+    """The schedule a new plan of ``strategy`` gets on ``target`` ("cuda" or "cpp")."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; expected one of {TARGETS}")
+    gemm = strategy in (Strategy.GEMM, Strategy.WGRAD)
+    if target == "cpp":
+        return CpuGemmSchedule() if gemm else CpuTraversalSchedule()
+    return GemmSchedule() if gemm else TraversalSchedule()
+
+
+def schedule_target(schedule: Schedule) -> str:
+    """The target a schedule belongs to."""
+    return "cpp" if isinstance(schedule, (CpuGemmSchedule, CpuTraversalSchedule)) else "cuda"
+
+
+@dataclass(frozen=True)
 class KernelPlan:
     name: str
     strategy: Strategy

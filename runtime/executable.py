@@ -16,7 +16,7 @@ from .graph import Graph
 from .reference import execute
 from .tuning import DEFAULT, Config
 
-BACKENDS = ("reference", "cuda")
+BACKENDS = ("cpp", "reference", "cuda")
 
 
 def runner(backend: str, config: Config = DEFAULT):
@@ -25,6 +25,9 @@ def runner(backend: str, config: Config = DEFAULT):
         return execute
     if backend == "cuda":
         from .cuda import run
+        return functools.partial(run, config=config)
+    if backend == "cpp":
+        from .cpp import run
         return functools.partial(run, config=config)
     raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
 

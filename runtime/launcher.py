@@ -1,6 +1,6 @@
 """Binding a generated kernel to a graph and to tensors: its arguments, its output buffers and
-its grid. Shared by every back end that runs generated kernels (CUDA, and the CPU harness of
-the tests), so they launch exactly the same way."""
+its grid. Shared by every back end that runs generated kernels (CUDA, C++, and the CUDA-on-CPU
+harness of the tests), so they launch exactly the same way."""
 from __future__ import annotations
 
 from typing import Union
@@ -55,6 +55,11 @@ def arguments(kernel: KernelSource, g: Graph, memory: dict[str, torch.Tensor]) -
             out.append(layouts.order(g, *arg.key))
         elif arg.kind == "offsets":
             out.append(layouts.type_offsets(g, *arg.key))
+        elif arg.kind == "tile_count":
+            _, by, domain, tile_rows = arg.key
+            out.append(layouts.gemm_tiles(g, by, domain, tile_rows).shape[0])
+        elif arg.kind == "type_count":
+            out.append(layouts.type_offsets(g, *arg.key).numel() - 1)
         else:
             raise ValueError(f"{kernel.name}: unknown argument kind {arg.kind}")
     return out
