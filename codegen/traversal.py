@@ -50,6 +50,8 @@ class TraversalKernel(KernelBuilder):
     # ---- layouts ------------------------------------------------------------------------
 
     def readable_anywhere(self, name: str) -> bool:
+        if self.cpu:  # one thread holds every element of every value
+            return True
         src = self.local_source(name)
         return src is None or self.layout.get(src) in ("repl", "both")
 
@@ -79,6 +81,8 @@ class TraversalKernel(KernelBuilder):
     def read_local(self, name: str, flat: str, rows: dict[Domain, str], k: str | None) -> str:
         if self.layout[name] in ("repl", "both"):
             return f"r_{name}[{flat}]"
+        if self.cpu:
+            return f"v_{name}[{flat}]"
         if k is None:
             raise CodegenError(f"{self.plan.name}: %{name} is read at another lane's element")
         return f"v_{name}[{k}]"
@@ -172,6 +176,15 @@ class TraversalKernel(KernelBuilder):
         target = (lambda flat: f"({flat}) / {full[-1]}") if node.op == Op.DOT else (
             lambda flat: broadcast_index(flat, full, node.type.shape))
         c.add(f"{self.acc} r_{node.name}[{n_out}];")
+        if self.cpu and node.op == Op.DOT:  # one vectorised sum per output element
+            inner = full[-1]
+            c.open(f"for (int o = 0; o < {n_out}; ++o)")
+            c.add(f"{self.acc} total = ({self.acc})0;")
+            c.add("#pragma omp simd reduction(+:total)")
+            c.add(f"for (int j = 0; j < {inner}; ++j) total += {term(f'(o * {inner} + j)', None)};")
+            c.add(f"r_{node.name}[o] = total;")
+            c.close()
+            return
         c.add(f"for (int o = 0; o < {n_out}; ++o) r_{node.name}[o] = ({self.acc})0;")
         if all(self.readable_anywhere(a) for a in node.args):
             c.add(f"for (int f = 0; f < {n_in}; ++f) r_{node.name}[{target('f')}] += {term('f', None)};")
