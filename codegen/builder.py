@@ -126,11 +126,7 @@ class KernelBuilder:
             edge = rows[Domain.EDGE]
             degree = self._arg(f"p_degree_{node.attrs['by']}", "const long long* __restrict__", "degree", node.attrs["by"])
             return f"(({self.acc}){degree}[{edge}])"
-        if node.op == Op.SLICE:
-            src = node.args[0]
-            return self.read(src, slice_index(flat, node.type.shape[-1], node.attrs["start"], self.shape(src)[-1]),
-                             rows, None)
-        memory = self._memory_source(name)
+        memory, flat = self._memory_element(name, flat)
         row = self.row_of(name, rows)
         offset = flat if row is None else f"{row} * {self.numel(memory)} + {flat}"
         return f"pg_load<{self.acc}>(p_{memory} + {offset})"
@@ -145,7 +141,14 @@ class KernelBuilder:
                                   rows, k if same else None))
         return C_EXPR[node.op](args, node.attrs, self.acc)
 
-    def _memory_source(self, name: str) -> str:
+    def _memory_element(self, name: str, flat: str) -> tuple[str, str]:
+        """The input that view ``name`` reads, and the element of one of its rows that element
+        ``flat`` of the view is: gathers and reshapes keep it, slices (at any depth) shift it."""
         node = self.nodes[name]
-        return name if node.op == Op.INPUT else self._memory_source(node.args[0])
+        if node.op == Op.INPUT:
+            return name, flat
+        if node.op == Op.SLICE:
+            src = node.args[0]
+            flat = slice_index(flat, node.type.shape[-1], node.attrs["start"], self.shape(src)[-1])
+        return self._memory_element(node.args[0], flat)
 

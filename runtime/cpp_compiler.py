@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .kernel_cache import cache_dir
 
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-fno-math-errno")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-fno-math-errno", "-ffp-contract=off")
 
 
 class CppCompileError(RuntimeError):
