@@ -41,13 +41,26 @@ def schedule_problem(plan: KernelPlan, schedule: Schedule) -> str | None:
 
 def schedule_variants(plan: KernelPlan) -> list[KernelPlan]:
     """The plan with each knob set to each of its listed values in turn (the others at their
-    defaults), where the result can run."""
-    out = []
+    defaults), where the result can run and renders other code than the plan and every earlier
+    variant (a knob value a kernel cannot use, such as more micro-kernel columns than the
+    output has, is no candidate)."""
+    from . import render
+
+    def code(p: KernelPlan) -> str:
+        kernel = render(p)
+        return kernel.source.split("level-1 ops:", 1)[1].replace(kernel.name, "")
+
+    out, seen = [], {code(plan)}
     for knob, values in plan.schedule.CHOICES.items():
         for value in values:
             if value == getattr(plan.schedule, knob):
                 continue
             schedule = dataclasses.replace(plan.schedule, **{knob: value})
-            if schedule_problem(plan, schedule) is None:
-                out.append(dataclasses.replace(plan, schedule=schedule))
+            if schedule_problem(plan, schedule) is not None:
+                continue
+            variant = dataclasses.replace(plan, schedule=schedule)
+            rendered = code(variant)
+            if rendered not in seen:
+                seen.add(rendered)
+                out.append(variant)
     return out

@@ -88,18 +88,19 @@ def show(args: argparse.Namespace) -> None:
             chosen = stages
         elif args.after:
             chosen = [s for s in stages if s[0] == args.after] or [stages[-1]]
-        elif args.backward or args.plans or args.cuda:
+        elif args.backward or args.plans or args.cuda or args.cpp:
             chosen = [stages[-1]]
         else:
             chosen = [stages[0]]
         for stage, p in chosen:
             if args.backward:
                 p = optimize(differentiate(p).backward, stats)
+            source = args.cuda or args.cpp
             if len(chosen) > 1 or stage != "traced":
-                print(f"# after {stage}")
-            if args.cuda:
+                print(f"{'//' if source else '#'} after {stage}")
+            if source:
                 from pigeon.codegen import render_module
-                print(render_module(lower(p))[0], end="")
+                print(render_module(lower(p, target="cpp" if args.cpp else "cuda"))[0], end="")
             elif args.plans:
                 print(lower(p).format(stats), end="")
             else:
@@ -225,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backward", action="store_true", help="the (optimised) backward program")
     p.add_argument("--plans", action="store_true", help="the level-2 kernel plans, with the memory they store")
     p.add_argument("--cuda", action="store_true", help="the generated CUDA source of the kernels")
+    p.add_argument("--cpp", action="store_true", help="the generated C++/OpenMP source of the kernels")
     p.add_argument("--cost", action="store_true", help="the FLOPs and bytes of every op")
     p.add_argument("--dataset", help="graph whose sizes the passes optimise for (default: a small demo graph)")
     p.add_argument("--scale", type=float, default=1.0, help="scale of the --dataset graph")

@@ -23,10 +23,8 @@ def dst_softmax(score: torch.Tensor, dst: torch.Tensor, num_dst: int) -> torch.T
 
 
 def aggregate(msg: torch.Tensor, dst: torch.Tensor, num_dst: int) -> torch.Tensor:
-    out = msg.new_zeros((num_dst,) + tuple(msg.shape[1:]))
-    for e in range(msg.shape[0]):
-        out[dst[e]] = out[dst[e]] + msg[e]
-    return out
+    """Sum of the messages into each destination."""
+    return msg.new_zeros((num_dst,) + tuple(msg.shape[1:])).index_add(0, dst, msg)
 
 
 def rgcn(g, h, weight, loop_weight=None, bias=None, edge_weight=None, aggr="mean"):
@@ -35,8 +33,8 @@ def rgcn(g, h, weight, loop_weight=None, bias=None, edge_weight=None, aggr="mean
     if edge_weight is not None:
         msg = msg * edge_weight.reshape(-1, 1)
     if aggr == "mean":
-        same = (dst[:, None] == dst[None, :]) & (et[:, None] == et[None, :])
-        msg = msg / same.sum(1, keepdim=True).to(msg.dtype)
+        _, pair, count = torch.unique(dst * g.num_etypes + et, return_inverse=True, return_counts=True)
+        msg = msg / count[pair].reshape(-1, 1).to(msg.dtype)  # edges sharing the (dst, etype) pair
     out = aggregate(msg, dst, g.num_dst_nodes)
     if loop_weight is not None:
         out = out + h[: g.num_dst_nodes] @ loop_weight

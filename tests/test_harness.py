@@ -10,7 +10,7 @@ import torch
 import formulas
 import pigeon
 import pigeon.nn as pnn
-from pigeon.codegen import schedule_variants
+from pigeon.codegen import render, schedule_variants
 from pigeon.examples import hgt, rgat, rgcn
 from pigeon.ir.lower import lower
 from pigeon.ir.plans import PlanProgram
@@ -118,12 +118,24 @@ def test_schedule_knobs_keep_the_numbers(variant):
 
 
 def test_schedule_variants_cover_every_listed_knob():
+    """Every knob has values that change some kernel's code (edges_per_thread: only kernels that
+    run per edge: RGCN's with atomic destination reductions)."""
     g = GRAPHS["dense"]()
     grad, _ = _programs(rgat.rgat, g, torch.float64)
-    kernels = lower(grad.backward).kernels
+    rgcn_grad, _ = _programs(rgcn.rgcn, g, torch.float64)
+    kernels = lower(grad.backward).kernels + lower(rgcn_grad.forward, "atomic").kernels
     seen = {knob for k in kernels for v in schedule_variants(k) for knob, value in v.schedule.knobs().items()
             if value != getattr(k.schedule, knob)}
     assert seen == {knob for k in kernels for knob in k.schedule.CHOICES}
+
+
+def test_schedule_variants_render_distinct_code():
+    g = GRAPHS["dense"]()
+    grad, _ = _programs(hgt.hgt, g, torch.float64)
+    for kernel in lower(grad.backward).kernels:
+        variants = [kernel, *schedule_variants(kernel)]
+        bodies = {render(v).source.split("level-1 ops:")[1].replace(render(v).name, "") for v in variants}
+        assert len(bodies) == len(variants), kernel.name
 
 
 @pytest.fixture
