@@ -2,9 +2,9 @@
 cost model, timed on the device (each one's output checked against the reference first), and
 the fastest stored in the tuning cache.
 
-Program-level choices (passes, which values are compacted) matter on every device; on a GPU
-the lowering (destination reductions, horizontal fusion) and the kernels' schedule knobs join
-them. On the CPU programs run through the reference executor, where only the former matter.
+Program-level choices (passes, which values are compacted) matter on every back end; where
+generated kernels run (CUDA, C++) the lowering (destination reductions, horizontal fusion) and
+the kernels' schedule knobs of that target join them. The reference executor has only the former.
 """
 from __future__ import annotations
 
@@ -116,8 +116,9 @@ class Tuner:
                      if n.op.value == "gather" and n.attrs.get("index") in ("compact", "compact_dst")]
         for name in compacted:
             configs.append((f"{name} per edge", Config(keep_on_edges=frozenset({name}))))
-        if self.g.device.type == "cuda":
-            configs += self._kernel_candidates(default_forward)
+        backend = self.fn.executable(self.g, *self.args, config=DEFAULT, **self.kwargs).backend
+        if backend in ("cuda", "cpp"):
+            configs += self._kernel_candidates(backend)
         trials, seen = [], set()
         for label, config in configs:
             rank, text = self._modelled(config)
@@ -128,17 +129,21 @@ class Tuner:
             trials.append(Trial(config, label, rank))
         return trials[:1] + sorted(trials[1:], key=lambda t: t.rank)
 
-    def _kernel_candidates(self, forward: Any) -> list[tuple[str, Config]]:
+    def _kernel_candidates(self, backend: str) -> list[tuple[str, Config]]:
+        """Lowering choices, and every schedule knob value of every kernel that the runtime runs
+        (the programs of the executable itself, differentiated as ``_step`` trains)."""
         from pigeon.codegen import schedule_variants
 
         out = [("atomic destination reductions", Config(dst_reductions="atomic")),
                ("no horizontal fusion", Config(horizontal=False))]
-        programs = [forward]
+        exe = self.fn.executable(self.g, *self.args, config=DEFAULT, **self.kwargs)
+        programs = [exe.forward]
         if self.mode == "train":
-            grad = differentiate(forward)
-            programs = [grad.forward, optimize(grad.backward, self.stats)]
+            grad = exe.gradient(self._trained_inputs(exe))
+            programs = [grad.forward, grad.backward]
+        target = "cuda" if backend == "cuda" else "cpp"
         for program in programs:
-            for kernel in lower(program).kernels:
+            for kernel in lower(program, target=target).kernels:
                 for variant in schedule_variants(kernel):
                     knobs = schedule_knobs(variant.schedule)
                     label = f"{kernel.name}: " + " ".join(f"{k}={v}" for k, v in knobs)
@@ -147,12 +152,19 @@ class Tuner:
 
     # ---- trials -------------------------------------------------------------------------------
 
+    def _trained_inputs(self, exe: Any) -> tuple[str, ...]:
+        """The inputs training differentiates: every floating tensor argument but the first (the
+        node features)."""
+        params = dict(self.fn._bind(self.g, self.args, self.kwargs))
+        first = next(iter(params), None)
+        return tuple(n.name for n in exe.forward.inputs if n.name != first and params[n.name].dtype.is_floating_point)
+
     def _step(self, config: Config) -> Callable[[], list[torch.Tensor]]:
         exe = self.fn.executable(self.g, *self.args, config=config, **self.kwargs)
         names = [n.name for n in exe.forward.inputs]
         params = dict(self.fn._bind(self.g, self.args, self.kwargs))
-        first = next(iter(params), None)
         tensors = [params[n] for n in names]
+        trained = set(self._trained_inputs(exe))
         if self.mode == "infer":
             def infer() -> list[torch.Tensor]:
                 with torch.no_grad():
@@ -160,7 +172,7 @@ class Tuner:
                 return list(out) if isinstance(out, tuple) else [out]
             return infer
         # training: gradients of every tensor argument but the first (the node features)
-        leaves = [t.detach().requires_grad_(n != first and t.dtype.is_floating_point) for n, t in zip(names, tensors)]
+        leaves = [t.detach().requires_grad_(n in trained) for n, t in zip(names, tensors)]
         upstream: list[torch.Tensor] = []
 
         def train() -> list[torch.Tensor]:

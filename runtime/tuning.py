@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 import torch
 
-from pigeon.ir.plans import GemmSchedule, Schedule, TraversalSchedule
+from pigeon.ir.plans import Schedule
 from pigeon.ir.printer import format_program
 from pigeon.ir.program import Program
 
@@ -210,5 +210,6 @@ CACHE = TuningCache()
 
 
 def schedule_knobs(schedule: Schedule) -> tuple[tuple[str, Any], ...]:
-    default = GemmSchedule() if isinstance(schedule, GemmSchedule) else TraversalSchedule()
+    """The knobs of ``schedule`` that differ from its kind's defaults."""
+    default = type(schedule)()
     return tuple((k, v) for k, v in schedule.knobs().items() if getattr(default, k) != v)
