@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import torch
 
-from .systems import SYSTEMS
+from .systems import SYSTEMS, TORCH_OPS
 
 QUICK = dict(datasets=["aifb", "mutag", "debian-dpkg"], scale=0.25, feats=[64], repeat=3, warmup=1, compiled=False)
 FULL = dict(datasets=["aifb", "mutag", "biokg", "fb15k", "debian"], scale=1.0, feats=[64, 128], repeat=10,
@@ -121,6 +121,56 @@ def geomeans(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _same_formula_peer(r: dict[str, Any]) -> bool:
+    return (not r["system"].startswith("Pigeon") and r["status"] == "ok"
+            and not str(r.get("check", "")).startswith(("different formula", "MISMATCH")))
+
+
+def best_peers(results: list[dict[str, Any]]) -> str:
+    """Per case, Pigeon against the fastest peer that computes its formula (time and peak memory),
+    then the geometric mean of those ratios per model and mode."""
+    cases: dict[tuple, dict[str, Any]] = defaultdict(dict)
+    for r in results:
+        key = (r["model"], r["mode"], r["dataset"], r["feats"])
+        if r["system"] == "Pigeon":
+            cases[key]["pigeon"] = r
+        elif r["system"] == TORCH_OPS:
+            cases[key]["torch_ops"] = r
+        elif _same_formula_peer(r):
+            best = cases[key].get("best")
+            cases[key]["best"] = r if best is None or r["median_ms"] < best["median_ms"] else best
+            cases[key]["least_mb"] = min(cases[key].get("least_mb", float("inf")), r["peak_mb"])
+    lines = ["Pigeon against the fastest same-formula peer of each case (x = peer time / Pigeon time):",
+             f"  {'model':<5} {'mode':<5} {'graph':<11} {'feats':>5} {'Pigeon ms':>10} {'torch ops x':>11} "
+             f"{'Pigeon MB':>9} {'best peer':<34} {'peer ms':>9} {'x':>6} {'least peer MB':>13}"]
+    ratios: dict[tuple[str, str], list[float]] = defaultdict(list)
+    ops_ratios: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for key in sorted(cases):
+        c = cases[key]
+        ours = c.get("pigeon")
+        if not ours or ours["status"] != "ok":
+            lines.append(f"  {key[0]:<5} {key[1]:<5} {key[2]:<11} {key[3]:>5} Pigeon: {ours['status'] if ours else 'not run'}")
+            continue
+        ops = c.get("torch_ops")
+        ops_x = ops["median_ms"] / ours["median_ms"] if ops and ops["status"] == "ok" else None
+        if ops_x:
+            ops_ratios[key[:2]].append(ops_x)
+        best = c.get("best")
+        x = best["median_ms"] / ours["median_ms"] if best else None
+        if x:
+            ratios[key[:2]].append(x)
+        ops_text = f"{ops_x:.2f}x" if ops_x else "-"
+        peer, peer_ms, x_text = (best["system"], f"{best['median_ms']:.2f}", f"{x:.2f}") if best else ("none ran", "-", "-")
+        lines.append(f"  {key[0]:<5} {key[1]:<5} {key[2]:<11} {key[3]:>5} {ours['median_ms']:>10.2f} {ops_text:>11} "
+                     f"{ours['peak_mb']:>9.1f} {peer:<34} {peer_ms:>9} {x_text:>6} {c.get('least_mb', float('nan')):>13.1f}")
+    lines.append("Geometric means (over the cases where both ran): best same-formula peer x, torch ops x")
+    for key in sorted(set(ratios) | set(ops_ratios)):
+        def mean(values: list[float]) -> str:
+            return f"{math.exp(sum(map(math.log, values)) / len(values)):.2f}x ({len(values)})" if values else "-"
+        lines.append(f"  {key[0]:<5} {key[1]:<5} best peer {mean(ratios[key]):<14} torch ops {mean(ops_ratios[key])}")
+    return "\n".join(lines)
+
+
 def plot(results: list[dict[str, Any]], path: Path) -> bool:
     try:
         import matplotlib
@@ -177,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float)
     parser.add_argument("--feats", type=int, nargs="+")
     parser.add_argument("--modes", nargs="+", default=["infer", "train"], choices=["infer", "train"])
-    parser.add_argument("--systems", nargs="+", help="only these systems (Pigeon always runs)")
+    parser.add_argument("--systems", nargs="+", help="only these systems (Pigeon, and Pigeon on torch ops, always run)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeat", type=int)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per case")
@@ -195,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
 
     chosen, missing = [], []
     for s in SYSTEMS:
-        if s.model not in args.models or (args.systems and s.name != "Pigeon" and s.name not in args.systems):
+        if s.model not in args.models or (args.systems and not s.name.startswith("Pigeon")
+                                          and s.name not in args.systems):
             continue
         if s.compiled and not preset["compiled"] and not args.systems:
             continue
@@ -226,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     speedups(results)
     order = {(s.model, s.name): i for i, s in enumerate(SYSTEMS)}
     results.sort(key=lambda r: (r["model"], r["mode"], r["dataset"], r["feats"], order.get((r["model"], r["system"]), 99)))
-    report = table(results) + "\n\n" + geomeans(results)
+    report = table(results) + "\n\n" + geomeans(results) + "\n\n" + best_peers(results)
     print(report)
     (out / "bench.txt").write_text(report + "\n")
     (out / "bench.json").write_text(json.dumps(results, indent=1))
