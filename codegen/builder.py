@@ -38,6 +38,17 @@ class Code:
         self.depth -= 1
         self.add("}")
 
+    def block(self) -> None:
+        """Open a bare block (a scope for names)."""
+        self.add("{")
+        self.depth += 1
+
+    def otherwise(self) -> None:
+        """Close an ``if`` block and open its ``else``."""
+        self.depth -= 1
+        self.add("} else {")
+        self.depth += 1
+
 
 class KernelBuilder:
     """Arguments and element reads of one kernel; subclasses keep computed values in registers."""

@@ -20,7 +20,8 @@ class KernelArg:
     "tiles" (key = ("rows"|"segment", by, domain): a GEMM's tile table), "perm" (key = (by,
     domain): the order that groups a GEMM's rows by type), "offsets" (key = (by, domain): where
     each type's rows start in that order), "tile_count" (key as "tiles": its number of tiles),
-    "type_count" (key as "offsets": the number of types).
+    "type_count" (key as "offsets": the number of types), "index_order" (key = (index, domain):
+    the rows of the domain sorted by the row the index sends them to).
     """
 
     name: str

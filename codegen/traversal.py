@@ -46,6 +46,7 @@ class TraversalKernel(KernelBuilder):
             self.rows_per_block = self.block // self.tpr
         self.layout: dict[str, str] = {}  # computed value -> "dist" | "repl" | "both"
         self.code = Code()
+        self.ordered_by = self.scatter_order()
 
     # ---- layouts ------------------------------------------------------------------------
 
@@ -257,6 +258,9 @@ class TraversalKernel(KernelBuilder):
             raise CodegenError(f"{self.plan.name}: scatter %{node.name} is not stored")
         self.zero_filled.append(node.name)
         n = node.type.numel
+        if self.cpu and self.ordered_by == index and row is not None:
+            self._ordered_scatter(node, rows, row, mean_per_dst)
+            return
         loop, k = self.lane_elements(node.args[0])
         self.guarded_loop(guard, loop, vector=False)  # atomics do not vectorise
         if k is not None:
@@ -270,6 +274,40 @@ class TraversalKernel(KernelBuilder):
             value = f"{value} / ({self.acc}){degree}[{here}]"
         c.add(f"pg_atomic_add(p_{node.name} + {offset}, {value});")
         c.close()
+
+    def _ordered_scatter(self, node: Node, rows: dict[Domain, str], target: str, mean_per_dst: bool) -> None:
+        """A scatter of a kernel that walks its rows in target order (C++): only the first and
+        the last target of a thread's range are shared with other threads and need atomics."""
+        c = self.code
+        n = node.type.numel
+        source = self.nodes[node.args[0]].type.domain
+        value = self.read(node.args[0], "f", rows, "f" if self.local_source(node.args[0]) == node.args[0] else None)
+        if mean_per_dst:
+            degree = self._arg("p_degree_dst", "const long long* __restrict__", "degree", "dst")
+            value = f"{value} / ({self.acc}){degree}[{rows[source]}]"
+        c.block()
+        c.add(f"const long long target = {target};")
+        c.open("if (target == first_target || target == last_target)")
+        c.add(f"for (int f = 0; f < {n}; ++f) pg_atomic_add(p_{node.name} + target * {n} + f, {value});")
+        c.otherwise()
+        c.add("#pragma omp simd")
+        c.add(f"for (int f = 0; f < {n}; ++f) pg_add(p_{node.name} + target * {n} + f, {value});")
+        c.close()
+        c.close()
+
+    def scatter_order(self) -> str | None:
+        """The index every scatter of this (edge-parallel or row-map) kernel follows, when they all
+        follow one into a domain with many rows: the C++ kernel walks its rows in that order."""
+        if not self.cpu or self.plan.strategy not in (Strategy.EDGE_PARALLEL, Strategy.ROW_MAP):
+            return None
+        indices = {n.attrs["index"] for n in self.computed() if n.op == Op.REDUCE}
+        if len(indices) != 1 or indices & {"all", "to_dst"}:
+            return None
+        index = indices.pop()
+        small = {Domain.GLOBAL, Domain.ETYPE, Domain.NTYPE}
+        if any(n.type.domain in small for n in self.computed() if n.op == Op.REDUCE):
+            return None
+        return index
 
     # ---- kernel bodies --------------------------------------------------------------------
 
@@ -414,9 +452,13 @@ class TraversalKernel(KernelBuilder):
             raise CodegenError(f"{self.plan.name}: {strategy.value} is not a traversal")
         rows_arg = self._arg("num_rows", "const long long", "rows", domain)
         if self.cpu:
+            order = index = None
+            if self.ordered_by is not None:
+                order = self._arg("p_order", "const long long* __restrict__", "index_order", (self.ordered_by, domain))
+                index = self.index_arg(self.ordered_by, domain)
             return {"name": self.name, "plan": self.plan, "ops": [format_node(n) for n in self.plan.ops],
-                    "args": list(self.args.values()), "rows_arg": rows_arg, "s": self.s,
-                    "body": self.code.lines, "launch": Launch("rows", 1, 0, domain)}
+                    "args": list(self.args.values()), "rows_arg": rows_arg, "s": self.s, "order": order,
+                    "target_index": index, "body": self.code.lines, "launch": Launch("rows", 1, 0, domain)}
         edges_per_thread = self.s.edges_per_thread if strategy == Strategy.EDGE_PARALLEL else 1
         return {
             "name": self.name,

@@ -58,6 +58,8 @@ def arguments(kernel: KernelSource, g: Graph, memory: dict[str, torch.Tensor]) -
         elif arg.kind == "tile_count":
             _, by, domain, tile_rows = arg.key
             out.append(layouts.gemm_tiles(g, by, domain, tile_rows).shape[0])
+        elif arg.kind == "index_order":
+            out.append(layouts.index_order(g, *arg.key))
         elif arg.kind == "type_count":
             out.append(layouts.type_offsets(g, *arg.key).numel() - 1)
         else:

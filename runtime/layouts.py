@@ -150,6 +150,17 @@ def index_array(g: Graph, index: str, target: Domain) -> torch.Tensor | None:
     return g.cached(("index", index, target), build)
 
 
+def index_order(g: Graph, index: str, domain: Domain) -> torch.Tensor:
+    """The rows of ``domain`` sorted (stably) by the row ``index`` sends them to: a kernel that
+    scatters along ``index`` walks them in this order, so rows of one target are neighbours."""
+    def build() -> torch.Tensor:
+        targets = index_array(g, index, domain)
+        if targets is None:
+            return torch.arange(num_rows(g, domain), device=g.device)
+        return torch.argsort(targets, stable=True)
+    return g.cached(("index_order", index, domain), build)
+
+
 def segments(g: Graph, by: str, domain: Domain) -> Segments:
     """Rows of ``domain`` grouped by the parameter row ``by`` selects for them."""
     def build() -> Segments:

@@ -56,6 +56,9 @@ static inline void pg_store(double* p, double v) { *p = v; }
 static inline void pg_store(pg_half* p, float v) { *p = pg_from_float_half(v); }
 static inline void pg_store(pg_bf16* p, float v) { *p = pg_from_float_bf16(v); }
 
+// Accumulation into memory this thread alone adds to.
+template <typename T, typename Acc> static inline void pg_add(T* p, Acc v) { pg_store(p, pg_load<Acc>(p) + v); }
+
 // Accumulation into memory that other threads add to as well.
 static inline void pg_atomic_add(float* p, float v) {
 #pragma omp atomic
