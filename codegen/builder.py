@@ -139,8 +139,13 @@ class KernelBuilder:
             return f"(({self.acc}){degree}[{edge}])"
         memory, flat = self._memory_element(name, flat)
         row = self.row_of(name, rows)
+        if row is not None:
+            self.row_read(memory, row)
         offset = flat if row is None else f"{row} * {self.numel(memory)} + {flat}"
         return f"pg_load<{self.acc}>(p_{memory} + {offset})"
+
+    def row_read(self, memory: str, row: str) -> None:
+        """Called for every read of a row of input ``memory`` (subclasses may prefetch them)."""
 
     def elementwise(self, node: Node, flat: str, rows: dict[Domain, str], k: str | None) -> str:
         """The expression of element ``flat`` of elementwise op ``node``, its arguments read

@@ -47,6 +47,8 @@ class TraversalKernel(KernelBuilder):
         self.layout: dict[str, str] = {}  # computed value -> "dist" | "repl" | "both"
         self.code = Code()
         self.ordered_by = self.scatter_order()
+        self._loop_rows: dict[tuple[str, str], None] | None = None  # rows read in the open edge loop
+        self._loop_start = 0
 
     # ---- layouts ------------------------------------------------------------------------
 
@@ -362,6 +364,7 @@ class TraversalKernel(KernelBuilder):
             if self.cpu:
                 c.open("for (long long i = 0; i < degree; ++i)")
                 c.add(f"const long long e = {eids}[begin + i];")
+                self._loop_start, self._loop_rows = len(c.lines), {}
             else:
                 c.open("for (long long i = 0; i < max_degree; ++i)")
                 c.add("const bool live = i < degree;")
@@ -371,23 +374,40 @@ class TraversalKernel(KernelBuilder):
                     continue
                 self.compute(node, edge_rows)
 
-        for node in self.computed():
-            if self.is_dst_reduce(node):
-                self._dst_reduce(node, edge_loop, edge_rows)
-            elif node.type.domain == Domain.DST:
-                self.compute(node, dst_rows)
         scatters = [n for n in self.computed() if n.op == Op.REDUCE and not self.is_dst_reduce(n)]
         edge_sinks = [n.name for n in scatters if self.nodes[n.args[0]].type.domain == Domain.EDGE]
         edge_writes = [w for w in self.plan.writes if self.nodes[w].type.domain == Domain.EDGE
                        and self.nodes[w].op != Op.REDUCE]
-        if edge_sinks or edge_writes:
-            saved = dict(self.layout)
-            edge_loop([self.nodes[s].args[0] for s in edge_sinks] + edge_writes)
+        edge_targets = [self.nodes[s].args[0] for s in edge_sinks] + edge_writes
+
+        def edge_outputs() -> None:
             for s in edge_sinks:
                 self.scatter(self.nodes[s], edge_rows, "live")
             for w in edge_writes:
                 self.store(w, edge_rows, "e", "live")
-            c.close()
+
+        # On a CPU the edge stores and scatters join the last reduction's pass over the edges
+        # when they need nothing that pass computes.
+        reductions = [n for n in self.computed() if self.is_dst_reduce(n)]
+        last = reductions[-1].name if reductions else None
+        if not (self.cpu and edge_targets and last and self._independent_of(edge_targets, last)):
+            last = None
+        online = self.online_softmax_pairs() if self.cpu else {}
+        for node in self.computed():
+            if node.name in online.values():
+                continue  # computed in one pass with its maximum
+            if node.name in online:
+                self._online_softmax(node, self.nodes[online[node.name]], edge_loop, edge_rows)
+            elif self.is_dst_reduce(node):
+                merged = (edge_targets, edge_outputs) if node.name == last else None
+                self._dst_reduce(node, edge_loop, edge_rows, merged)
+            elif node.type.domain == Domain.DST:
+                self.compute(node, dst_rows)
+        if (edge_sinks or edge_writes) and last is None:
+            saved = dict(self.layout)
+            edge_loop(edge_targets)
+            edge_outputs()
+            self.close_edge_loop()
             self.layout = saved
         for node in scatters:  # reductions of destination values, once per destination
             if node.name not in edge_sinks:
@@ -397,7 +417,94 @@ class TraversalKernel(KernelBuilder):
             if node.type.domain == Domain.DST and not (node.op == Op.REDUCE and not self.is_dst_reduce(node)):
                 self.store(w, dst_rows, "v", "valid")
 
-    def _dst_reduce(self, node: Node, edge_loop, edge_rows: dict[Domain, str]) -> None:
+    def row_read(self, memory: str, row: str) -> None:
+        small = (Domain.ETYPE, Domain.NTYPE, Domain.GLOBAL)  # parameters: few rows, in cache anyway
+        if self.cpu and self._loop_rows is not None and "[e]" in row and self.nodes[memory].type.domain not in small:
+            self._loop_rows[(memory, row)] = None
+
+    def close_edge_loop(self) -> None:
+        """Close a loop over a destination's edges; on a CPU, first prefetch (at its top) the rows
+        that the edge ``prefetch`` places ahead reads through indices: the latency of those
+        random reads, not arithmetic, bounds such loops."""
+        c = self.code
+        rows, self._loop_rows = self._loop_rows, None
+        distance = getattr(self.s, "prefetch", 0)
+        if self.cpu and rows and distance:
+            depth = "    " * c.depth
+            lines = [f"{depth}if (i + {distance} < degree) {{  // rows the edge {distance} ahead reads",
+                     f"{depth}    const long long e_ahead = {self.args['p_eids'].name}[begin + i + {distance}];"]
+            for memory, row in rows:
+                ahead = row.replace("[e]", "[e_ahead]")
+                lines.append(f"{depth}    pg_prefetch(p_{memory} + {ahead} * {self.numel(memory)}, {self.numel(memory)});")
+            lines.append(f"{depth}}}")
+            c.lines[self._loop_start:self._loop_start] = lines
+        c.close()
+
+    def _ancestors(self, names: list[str]) -> set[str]:
+        seen: set[str] = set()
+        stack = list(names)
+        while stack:
+            name = stack.pop()
+            if name not in seen:
+                seen.add(name)
+                stack += list(self.nodes[name].args)
+        return seen
+
+    def _independent_of(self, targets: list[str], reduction: str) -> bool:
+        """Whether ``targets`` need neither ``reduction`` nor a destination value computed after it."""
+        order = [n.name for n in self.computed()]
+        later = set(order[order.index(reduction):])
+        return not (self._ancestors(targets) & later)
+
+    def online_softmax_pairs(self) -> dict[str, str]:
+        """max reduction -> the sum reduction of ``exp(score - max)`` over the same edges: the two
+        are computed in one pass (the running sum rescaled whenever the maximum grows)."""
+        pairs = {}
+        for total in self.computed():
+            if not (self.is_dst_reduce(total) and total.attrs["kind"] == "sum"):
+                continue
+            exp = self.nodes[total.args[0]]
+            if exp.op != Op.EXP or self.nodes[exp.args[0]].op != Op.SUB:
+                continue
+            score, shifted = self.nodes[exp.args[0]].args
+            view = self.nodes[shifted]
+            if view.op != Op.GATHER or view.attrs["index"] != "dst":
+                continue
+            top = self.nodes[view.args[0]]
+            if (self.is_dst_reduce(top) and top.attrs["kind"] == "max" and top.args[0] == score
+                    and top.type.shape == total.type.shape == self.shape(score)):
+                pairs[top.name] = total.name
+        return pairs
+
+    def _online_softmax(self, top: Node, total: Node, edge_loop, edge_rows: dict[Domain, str]) -> None:
+        c, acc, n = self.code, self.acc, top.type.numel
+        score = top.args[0]
+        c.add(f"// {format_node(top)}")
+        c.add(f"// {format_node(total)}")
+        c.add("// both in one pass (online softmax): the running sum is rescaled whenever the maximum grows")
+        c.add(f"{acc} a_{top.name}[{n}], a_{total.name}[{n}];")
+        c.add(f"for (int s = 0; s < {n}; ++s) a_{top.name}[s] = -PG_INFINITY, a_{total.name}[s] = ({acc})0;")
+        saved = dict(self.layout)
+        edge_loop([score])
+        c.open(f"for (int f = 0; f < {n}; ++f)")
+        c.add(f"const {acc} x = {self.read(score, 'f', edge_rows, None)};")
+        c.open(f"if (x > a_{top.name}[f])")
+        c.add(f"a_{total.name}[f] = a_{total.name}[f] * exp(a_{top.name}[f] - x) + ({acc})1;")
+        c.add(f"a_{top.name}[f] = x;")
+        c.otherwise()
+        c.add(f"a_{total.name}[f] += exp(x - a_{top.name}[f]);")
+        c.close()
+        c.close()
+        self.close_edge_loop()
+        self.layout = saved
+        c.add(f"{acc} r_{top.name}[{n}], r_{total.name}[{n}];")
+        c.add(f"for (int s = 0; s < {n}; ++s) r_{top.name}[s] = degree > 0 ? a_{top.name}[s] : ({acc})0, "
+              f"r_{total.name}[s] = a_{total.name}[s];")
+        self.layout[top.name] = self.layout[total.name] = "repl"
+
+    def _dst_reduce(self, node: Node, edge_loop, edge_rows: dict[Domain, str], merged=None) -> None:
+        """A reduction over the incoming edges; ``merged`` = (edge values, code emitting their
+        stores) done in the same pass."""
         c = self.code
         kind, source = node.attrs["kind"], node.args[0]
         c.add(f"// {format_node(node)}")
@@ -406,7 +513,7 @@ class TraversalKernel(KernelBuilder):
         c.add(f"{self.acc} a_{node.name}[{max(self.chunks(node.type.numel), node.type.numel)}];")
         c.add(f"for (int s = 0; s < {max(self.chunks(node.type.numel), node.type.numel)}; ++s) "
               f"a_{node.name}[s] = {'-PG_INFINITY' if kind == 'max' else f'({self.acc})0'};")
-        edge_loop([source])
+        edge_loop([source] + (merged[0] if merged else []))
         n = node.type.numel
         dist = self.local_source(source) == source and self.layout.get(source) == "dist"
         if not dist and not self.readable_anywhere(source):
@@ -426,7 +533,9 @@ class TraversalKernel(KernelBuilder):
         op = f"pg_max(a_{node.name}[{slot}], {value})" if kind == "max" else f"a_{node.name}[{slot}] + {value}"
         c.add(f"a_{node.name}[{slot}] = {op};" if self.cpu else f"if (live && f < {n}) a_{node.name}[{slot}] = {op};")
         c.close()
-        c.close()  # the edge loop
+        if merged:
+            merged[1]()
+        self.close_edge_loop()
         self.layout = saved
         finish = {"max": f"degree > 0 ? a_{node.name}[s] : ({self.acc})0",
                   "mean": f"degree > 0 ? a_{node.name}[s] / ({self.acc})degree : ({self.acc})0",

@@ -87,11 +87,14 @@ class CpuGemmSchedule(Schedule):
 @dataclass(frozen=True)
 class CpuTraversalSchedule(Schedule):
     """A traversal on a CPU: one row (destination, edge, node) per loop iteration, features
-    vectorised; rows handed to threads in chunks of ``rows_per_task`` (dynamic schedule)."""
+    vectorised; rows handed to threads in chunks of ``rows_per_task`` (dynamic schedule); a loop
+    over a destination's edges prefetches the rows that the edge ``prefetch`` places ahead reads."""
 
     rows_per_task: int = 32
+    prefetch: int = 4  # edges ahead whose rows a per-destination loop prefetches (0: none)
 
-    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"rows_per_task": (1, 4, 16, 32, 64, 256, 1024)}
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"rows_per_task": (1, 4, 16, 32, 64, 256, 1024),
+                                                     "prefetch": (0, 2, 4, 8, 16)}
 
 
 TARGETS = ("cuda", "cpp")

@@ -56,6 +56,11 @@ static inline void pg_store(double* p, double v) { *p = v; }
 static inline void pg_store(pg_half* p, float v) { *p = pg_from_float_half(v); }
 static inline void pg_store(pg_bf16* p, float v) { *p = pg_from_float_bf16(v); }
 
+// Fetch `count` elements from `p` on into the cache ahead of their use.
+template <typename T> static inline void pg_prefetch(const T* p, int count) {
+    for (int offset = 0; offset < count * (int)sizeof(T); offset += 64) __builtin_prefetch((const char*)p + offset);
+}
+
 // Accumulation into memory this thread alone adds to.
 template <typename T, typename Acc> static inline void pg_add(T* p, Acc v) { pg_store(p, pg_load<Acc>(p) + v); }
 

@@ -50,7 +50,8 @@ def test_bench_command_end_to_end(tmp_path, capsys):
     assert code == 0
     assert "Geometric mean speed-up" in out and "PyTorch" in out and "same output" in out
     rows = json.loads((tmp_path / "bench.json").read_text())
-    assert {r["system"] for r in rows} == {"Pigeon", "PyTorch"}
+    assert {r["system"] for r in rows} == {"Pigeon", "Pigeon (torch ops)", "PyTorch"}
+    assert "fastest same-formula peer" in out
     assert (tmp_path / "bench.csv").read_text().startswith("model,mode,dataset")
 
 
@@ -64,7 +65,7 @@ def test_resume_measures_only_the_missing_cases(tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "run_case", lambda case, timeout: measured.append(case["system"])
                         or real_run_case(case, timeout))
     assert harness.main(common + ["--systems", "PyTorch", "PyTorch + torch.compile", "--resume"]) == 0
-    assert measured == ["PyTorch + torch.compile"]
+    assert measured == ["PyTorch + torch.compile"]  # Pigeon's own cases were measured already
     rows = json.loads((tmp_path / "bench.json").read_text())
     kept = [r for r in rows if r["system"] in ("Pigeon", "PyTorch")]
     assert [r["median_ms"] for r in kept] == [r["median_ms"] for r in first if r["system"] in ("Pigeon", "PyTorch")]
@@ -80,3 +81,15 @@ def test_geomeans_count_failures_and_flag_different_formulas():
     lines = {ln.split()[2]: ln for ln in harness.geomeans(rows).splitlines()[1:]}
     assert "2.00x over 2 case(s)" in lines["Peer"] and "different" not in lines["Peer"]
     assert "1.50x over 1 case(s), 1 failed" in lines["Other"] and "different formula" in lines["Other"]
+
+
+def test_best_peer_table_takes_the_fastest_same_formula_peer():
+    rows = [dict(model="rgcn", mode="train", dataset="aifb", feats=64, system=s, status="ok", median_ms=ms,
+                 peak_mb=mb, check=c)
+            for s, ms, mb, c in [("Pigeon", 2.0, 10.0, ""), ("Pigeon (torch ops)", 6.0, 30.0, "same output"),
+                                 ("Fast but different", 1.0, 5.0, "different formula: x"),
+                                 ("Peer A", 5.0, 50.0, "same output"), ("Peer B", 3.0, 80.0, "same output")]]
+    text = harness.best_peers(rows)
+    row = next(ln for ln in text.splitlines() if "aifb" in ln)
+    assert "Peer B" in row and "1.50" in row and "3.00x" in row and row.rstrip().endswith("50.0")
+    assert "best peer 1.50x (1)" in text and "torch ops 3.00x (1)" in text
