@@ -26,6 +26,9 @@ from .expressions import broadcast_index
 from .kernel import Launch
 
 REPLICATE_UP_TO = 8  # values of at most this many features, with every input readable anywhere, are replicated
+# parameter-sized domains: a C++ kernel scatters into them through a private copy per thread, as
+# every thread would contend for the same few rows with atomics
+SMALL_DOMAINS = (Domain.GLOBAL, Domain.ETYPE, Domain.NTYPE)
 
 
 class TraversalKernel(KernelBuilder):
@@ -47,6 +50,7 @@ class TraversalKernel(KernelBuilder):
         self.layout: dict[str, str] = {}  # computed value -> "dist" | "repl" | "both"
         self.code = Code()
         self.ordered_by = self.scatter_order()
+        self.private: dict[str, str] = {}  # scatter target -> its row count: private copies per thread
         self._loop_rows: dict[tuple[str, str], None] | None = None  # rows read in the open edge loop
         self._loop_start = 0
 
@@ -274,7 +278,12 @@ class TraversalKernel(KernelBuilder):
         if mean_per_dst:  # each edge adds its share of its destination's mean
             degree = self._arg("p_degree_dst", "const long long* __restrict__", "degree", "dst")
             value = f"{value} / ({self.acc}){degree}[{here}]"
-        c.add(f"pg_atomic_add(p_{node.name} + {offset}, {value});")
+        if self.cpu and node.type.domain in SMALL_DOMAINS:
+            c.add(f"t_{node.name}[{offset}] += {value};")
+            self.private[node.name] = self._arg(f"rows_{node.type.domain.value}", "const long long", "rows",
+                                                node.type.domain) if node.type.domain != Domain.GLOBAL else "1"
+        else:
+            c.add(f"pg_atomic_add(p_{node.name} + {offset}, {value});")
         c.close()
 
     def _ordered_scatter(self, node: Node, rows: dict[Domain, str], target: str, mean_per_dst: bool) -> None:
@@ -306,8 +315,7 @@ class TraversalKernel(KernelBuilder):
         if len(indices) != 1 or indices & {"all", "to_dst"}:
             return None
         index = indices.pop()
-        small = {Domain.GLOBAL, Domain.ETYPE, Domain.NTYPE}
-        if any(n.type.domain in small for n in self.computed() if n.op == Op.REDUCE):
+        if any(n.type.domain in SMALL_DOMAINS for n in self.computed() if n.op == Op.REDUCE):
             return None
         return index
 
@@ -565,9 +573,11 @@ class TraversalKernel(KernelBuilder):
             if self.ordered_by is not None:
                 order = self._arg("p_order", "const long long* __restrict__", "index_order", (self.ordered_by, domain))
                 index = self.index_arg(self.ordered_by, domain)
+            private = [(name, rows, self.numel(name), self.storage) for name, rows in self.private.items()]
             return {"name": self.name, "plan": self.plan, "ops": [format_node(n) for n in self.plan.ops],
                     "args": list(self.args.values()), "rows_arg": rows_arg, "s": self.s, "order": order,
-                    "target_index": index, "body": self.code.lines, "launch": Launch("rows", 1, 0, domain)}
+                    "target_index": index, "private": private, "acc": self.acc, "body": self.code.lines,
+                    "launch": Launch("rows", 1, 0, domain)}
         edges_per_thread = self.s.edges_per_thread if strategy == Strategy.EDGE_PARALLEL else 1
         return {
             "name": self.name,
