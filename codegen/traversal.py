@@ -12,6 +12,7 @@ that thread, lane arithmetic and shuffles disappear, and feature loops carry ``o
 """
 from __future__ import annotations
 
+import re
 from math import prod
 
 from pigeon.ir.indices import GATHER_INDICES
@@ -331,6 +332,7 @@ class TraversalKernel(KernelBuilder):
     def straight_line(self, domain: Domain) -> None:
         """Every op once per row of ``domain`` (edge-parallel and row-map kernels)."""
         rows = {domain: "row"}
+        self._loop_rows = {}
         for node in self.computed():
             if node.op == Op.REDUCE:
                 self.scatter(node, rows, "valid")
@@ -339,6 +341,20 @@ class TraversalKernel(KernelBuilder):
         for w in self.plan.writes:
             if self.nodes[w].op != Op.REDUCE:
                 self.store(w, rows, None if domain == Domain.GLOBAL else "row", "valid")
+        reads, self._loop_rows = self._loop_rows, None
+        distance = getattr(self.s, "prefetch", 0)
+        if not (self.cpu and distance and reads):
+            return
+        if self.ordered_by is not None:  # rows in target order: every row read is a random one
+            guard, ahead = f"position + {distance} < hi", f"p_order[position + {distance}]"
+        else:
+            guard, ahead = f"row + {distance} < num_rows", f"row + {distance}"
+        lines = [f"if ({guard}) {{  // rows that the row {distance} ahead reads",
+                 f"    const long long row_ahead = {ahead};"]
+        for memory, row in reads:
+            row_ahead = re.sub(r"\brow\b", "row_ahead", row)
+            lines.append(f"    pg_prefetch(p_{memory} + {row_ahead} * {self.numel(memory)}, {self.numel(memory)});")
+        self.code.lines[0:0] = ["    " * self.code.depth + line for line in lines + ["}"]]
 
     def closure(self, targets: list[str]) -> list[Node]:
         """The edge ops the targets need, in program order."""
@@ -426,8 +442,12 @@ class TraversalKernel(KernelBuilder):
                 self.store(w, dst_rows, "v", "valid")
 
     def row_read(self, memory: str, row: str) -> None:
-        small = (Domain.ETYPE, Domain.NTYPE, Domain.GLOBAL)  # parameters: few rows, in cache anyway
-        if self.cpu and self._loop_rows is not None and "[e]" in row and self.nodes[memory].type.domain not in small:
+        """Remember the rows read through an index in the open loop (C++): they are prefetched."""
+        if not self.cpu or self._loop_rows is None or self.nodes[memory].type.domain in SMALL_DOMAINS:
+            return  # parameters have few rows, in cache anyway
+        per_destination = self.plan.strategy == Strategy.DST_PARALLEL
+        if (per_destination and "[e]" in row) or (not per_destination and "[row]" in row) or (
+                self.ordered_by is not None and row == "row"):
             self._loop_rows[(memory, row)] = None
 
     def close_edge_loop(self) -> None:
