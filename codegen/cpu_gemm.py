@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from math import prod
 
+from pigeon.ir.ops import ELEMENTWISE
 from pigeon.ir.plans import CpuGemmSchedule, KernelPlan, Strategy
 from pigeon.ir.printer import format_node
 from pigeon.ir.types import Domain
@@ -26,6 +27,8 @@ from .kernel import Launch
 
 
 class CpuGemmKernel(GemmKernel):
+    exclusive_rows = True  # a task owns its tile's rows (for one batch index: its own columns)
+
     def __init__(self, plan: KernelPlan, name: str):
         if not isinstance(plan.schedule, CpuGemmSchedule):
             raise CodegenError(f"{plan.name}: not a cpp GEMM plan (schedule {type(plan.schedule).__name__})")
@@ -38,6 +41,17 @@ class CpuGemmKernel(GemmKernel):
         self.x, self.w = anchor.args
         self.rows_domain = self.nodes[self.x].type.domain
         self.code = Code()
+        self.row_values: dict[str, str] = {}  # per-row epilogue value -> its expression
+
+    def read_local(self, name: str, flat: str, rows: dict[Domain, str], k: str | None) -> str:
+        """Epilogue values with one element per row (a gate of the row's type, say) are computed
+        once per row, before the loop over its columns."""
+        node = self.nodes[name]
+        if name != self.anchor.name and node.op in ELEMENTWISE and node.type.numel == 1:
+            if name not in self.row_values:
+                self.row_values[name] = self.elementwise(node, "0", rows, None)  # its arguments first
+            return f"e_{name}"
+        return super().read_local(name, flat, rows, k)
 
     def _lines(self) -> list[str]:
         lines, self.code = self.code.lines, Code()
@@ -63,15 +77,16 @@ class CpuGemmKernel(GemmKernel):
         self.code = Code(depth=0)
         x_elem = self.read(self.x, f"b * {k_size} + k", self.row_rows("row"), None)
         w_elem = self.read(self.w, w_flat, w_rows, None)
-        self.code = Code(depth=4)
-        self._epilogue(y_type.shape, n_size, pos_row, pos="begin + i0 + i", col="j0 + j")
+        self.code = Code(depth=5)
+        self._element_writes(y_type.shape)
         count = self._arg("num_tiles", "const long long", "tile_count", ("rows", self.by, self.rows_domain,
                                                                           self.s.tile_rows))
         return {
             "kind": "linear", "k_size": k_size, "n_size": n_size, "batch": batch, "tiles": tiles,
-            "num_tiles": count, "row_of": pos_row("pos"), "x_elem": x_elem, "w_elem": w_elem,
+            "num_tiles": count, "x_elem": x_elem, "w_elem": w_elem,
             "micro_rows": micro_rows, "micro_cols": micro_cols, "cols_padded": cols_padded,
-            "rows_padded": rows_padded, "epilogue": self._lines(),
+            "rows_padded": rows_padded, "epilogue": self._lines(), "row_of": pos_row("pos"),
+            "row_values": list(self.row_values.items()),
             "launch": Launch("tiles", 1, 0, self.rows_domain, batch=batch),
         }
 

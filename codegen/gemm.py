@@ -20,6 +20,8 @@ from .kernel import Launch
 
 
 class GemmKernel(KernelBuilder):
+    exclusive_rows = False  # whether one thread alone computes every element of a row it touches
+
     def __init__(self, plan: KernelPlan, name: str):
         if not isinstance(plan.schedule, GemmSchedule):
             raise CodegenError(f"{plan.name}: not a GEMM plan")
@@ -119,6 +121,11 @@ class GemmKernel(KernelBuilder):
         c.add(f"if (pos >= end || o >= {n_size}) continue;")
         c.add(f"const long long row = {pos_row('pos')};")
         c.add(f"const int f = b * {n_size} + o;")
+        self._element_writes(out_shape)
+
+    def _element_writes(self, out_shape: tuple[int, ...]) -> None:
+        """The epilogue ops, stores and scatters of output element ``f`` of row ``row``."""
+        c = self.code
         rows = self.row_rows("row")
         for node in self.plan.ops:
             if node.op in ELEMENTWISE or node.op == Op.REDUCE:
@@ -144,7 +151,11 @@ class GemmKernel(KernelBuilder):
             row = f"{self.index_arg(index, source)}[row]"
         self.zero_filled.append(node.name)
         offset = "f" if row is None else f"{row} * {node.type.numel} + f"
-        self.code.add(f"pg_atomic_add(p_{node.name} + {offset}, {self.read(node.args[0], 'f', rows, 'own')});")
+        value = self.read(node.args[0], 'f', rows, 'own')
+        if index == "to_dst" and self.exclusive_rows:  # one destination, one node: no other task adds there
+            self.code.add(f"pg_add(p_{node.name} + {offset}, {value});")
+        else:
+            self.code.add(f"pg_atomic_add(p_{node.name} + {offset}, {value});")
 
     def _shared_bytes(self) -> int:
         size = 8 if self.acc == "double" else 4

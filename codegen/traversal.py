@@ -279,7 +279,9 @@ class TraversalKernel(KernelBuilder):
         if mean_per_dst:  # each edge adds its share of its destination's mean
             degree = self._arg("p_degree_dst", "const long long* __restrict__", "degree", "dst")
             value = f"{value} / ({self.acc}){degree}[{here}]"
-        if self.cpu and node.type.domain in SMALL_DOMAINS:
+        if self.cpu and index == "to_dst":  # a destination's own node: this thread alone adds there
+            c.add(f"pg_add(p_{node.name} + {offset}, {value});")
+        elif self.cpu and node.type.domain in SMALL_DOMAINS:
             c.add(f"t_{node.name}[{offset}] += {value};")
             self.private[node.name] = self._arg(f"rows_{node.type.domain.value}", "const long long", "rows",
                                                 node.type.domain) if node.type.domain != Domain.GLOBAL else "1"

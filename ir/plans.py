@@ -76,8 +76,8 @@ class CpuGemmSchedule(Schedule):
     micro-kernel of ``micro_rows`` x ``micro_cols`` outputs over the packed tile."""
 
     tile_rows: int = 64  # rows one task gathers and multiplies (also: the weight gradient's row block)
-    micro_rows: int = 4  # output rows the micro-kernel keeps in registers
-    micro_cols: int = 32  # output columns the micro-kernel keeps in registers
+    micro_rows: int = 8  # output rows the micro-kernel keeps in registers
+    micro_cols: int = 16  # output columns the micro-kernel keeps in registers
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "tile_rows": (16, 32, 64, 128, 256), "micro_rows": (1, 2, 4, 6, 8), "micro_cols": (8, 16, 32, 64),
