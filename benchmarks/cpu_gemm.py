@@ -8,7 +8,6 @@ includes its own gather and epilogue; torch's does not.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import time
 
@@ -38,14 +37,8 @@ def median_ms(step, repeat: int) -> float:
 
 def compare(g, plan, memory: dict, repeat: int) -> tuple[float, float]:
     """(generated kernel ms, torch.matmul ms) of one GEMM plan on the values in ``memory``."""
-    sub = PlanProgram(plan.name, plan.reads, (plan,), plan.writes)
-    compiled = cpp.CppProgram.__new__(cpp.CppProgram)
-    compiled.plans = sub
-    compiled.source, compiled.kernels = cpp.render_module(sub)
-    library = cpp.load_library(compiled.source)
-    (kernel,) = compiled.kernels
-    function = getattr(library, kernel.name)
-    function.argtypes = [cpp._ctype(a.ctype) for a in kernel.args] + [ctypes.c_int]
+    compiled = cpp.CppProgram.from_plans(PlanProgram(plan.name, plan.reads, (plan,), plan.writes))
+    (kernel,), (function,) = compiled.kernels, compiled.functions
     outputs = dict(memory)
     launcher.allocate_outputs(kernel, g, outputs)
     args = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in launcher.arguments(kernel, g, outputs)]

@@ -17,8 +17,7 @@ from __future__ import annotations
 from math import prod
 
 from pigeon.ir.ops import ELEMENTWISE
-from pigeon.ir.plans import CpuGemmSchedule, KernelPlan, Strategy
-from pigeon.ir.printer import format_node
+from pigeon.ir.plans import CpuGemmSchedule, KernelPlan
 from pigeon.ir.types import Domain
 
 from .builder import Code, CodegenError, KernelBuilder
@@ -116,14 +115,5 @@ class CpuGemmKernel(GemmKernel):
             "launch": Launch("segments", 1, 0, self.rows_domain),
         }
 
-    def build(self) -> dict:
-        body = self.linear() if self.plan.strategy == Strategy.GEMM else self.weight_gradient()
-        return {
-            **body,
-            "name": self.name,
-            "plan": self.plan,
-            "ops": [format_node(n) for n in self.plan.ops],
-            "args": list(self.args.values()),
-            "s": self.s,
-            "acc": self.acc,
-        }
+    def target_context(self) -> dict:
+        return {}

@@ -215,5 +215,9 @@ class GemmKernel(KernelBuilder):
             "args": list(self.args.values()),
             "s": self.s,
             "acc": self.acc,
-            "threads_cols": self.threads_cols,
+            **self.target_context(),
         }
+
+    def target_context(self) -> dict:
+        """What only this target's template needs."""
+        return {"threads_cols": self.threads_cols}

@@ -37,10 +37,19 @@ class CppProgram:
     """The kernels of one level-1 program, compiled for this CPU."""
 
     def __init__(self, program: Program, config: Config = DEFAULT):
-        self.program = program
-        self.plans = plan_program(program, config)
-        self.source, self.kernels = render_module(self.plans)
-        library = load_library(self.source, program.name, self.plans.format())
+        self._load(plan_program(program, config))
+
+    @classmethod
+    def from_plans(cls, plans: PlanProgram) -> CppProgram:
+        """The kernels of ``plans`` as they are (C++ schedules chosen by the caller)."""
+        compiled = cls.__new__(cls)
+        compiled._load(plans)
+        return compiled
+
+    def _load(self, plans: PlanProgram) -> None:
+        self.plans = plans
+        self.source, self.kernels = render_module(plans)
+        library = load_library(self.source, plans.name, plans.format())
         self.functions = []
         for kernel in self.kernels:
             function = getattr(library, kernel.name)

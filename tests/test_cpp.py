@@ -15,7 +15,7 @@ import torch
 import formulas
 import pigeon
 import pigeon.nn as pnn
-from pigeon.codegen import render, render_module, schedule_variants
+from pigeon.codegen import render, schedule_variants
 from pigeon.examples import hgt, rgat, rgcn
 from pigeon.ir.lower import lower
 from pigeon.ir.plans import CpuGemmSchedule, CpuTraversalSchedule, PlanProgram
@@ -165,16 +165,7 @@ def test_every_cpu_knob_value_keeps_the_numbers(schedule_type, knob, value):
         return PlanProgram(plans.name, plans.inputs, kernels, plans.outputs)
 
     def run(program, inputs):
-        compiled = cpp.CppProgram.__new__(cpp.CppProgram)
-        compiled.program, compiled.plans = program, with_knob(program)
-        compiled.source, compiled.kernels = render_module(compiled.plans)
-        library = cpp_compiler.load_library(compiled.source)
-        compiled.functions = []
-        for k in compiled.kernels:
-            f = getattr(library, k.name)
-            f.argtypes = [cpp._ctype(a.ctype) for a in k.args] + [cpp.ctypes.c_int]
-            compiled.functions.append(f)
-        return compiled(g, *inputs)
+        return cpp.CppProgram.from_plans(with_knob(program))(g, *inputs)
 
     forward = run(grad.forward, tensors)
     for a, b in zip(forward, execute(grad.forward, g, *tensors)):
