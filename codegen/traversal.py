@@ -419,11 +419,16 @@ class TraversalKernel(KernelBuilder):
         if not (self.cpu and edge_targets and last and self._independent_of(edge_targets, last)):
             last = None
         online = self.online_softmax_pairs() if self.cpu else {}
+        weighted = self.softmax_aggregates(online)
+        if last in {agg for agg, _, _ in weighted.values()}:
+            last = None  # the edge outputs need the final sum of the softmax: a pass of their own
+        in_online_pass = set(online.values()) | {agg for agg, _, _ in weighted.values()}
         for node in self.computed():
-            if node.name in online.values():
+            if node.name in in_online_pass:
                 continue  # computed in one pass with its maximum
             if node.name in online:
-                self._online_softmax(node, self.nodes[online[node.name]], edge_loop, edge_rows)
+                self._online_softmax(node, self.nodes[online[node.name]], edge_loop, edge_rows,
+                                     weighted.get(node.name))
             elif self.is_dst_reduce(node):
                 merged = (edge_targets, edge_outputs) if node.name == last else None
                 self._dst_reduce(node, edge_loop, edge_rows, merged)
@@ -506,31 +511,82 @@ class TraversalKernel(KernelBuilder):
                 pairs[top.name] = total.name
         return pairs
 
-    def _online_softmax(self, top: Node, total: Node, edge_loop, edge_rows: dict[Domain, str]) -> None:
+    def softmax_aggregates(self, online: dict[str, str]) -> dict[str, tuple[str, str, str]]:
+        """max reduction (of an online pair) -> (aggregate, softmax, x): the sum over the same
+        edges of ``softmax * x``, where softmax = exp(score - max) / sum and x needs none of the
+        three. Its pass is theirs: the running aggregate is rescaled with the sum, then divided
+        by it once at the end."""
+        found: dict[str, tuple[str, str, str]] = {}
+        order = [n.name for n in self.computed()]
+        for top, total in online.items():
+            numerator = self.nodes[total].args[0]
+            after = {n for n in order[order.index(top):] if self.nodes[n].type.domain != Domain.EDGE}
+            for agg in self.computed():
+                product = self.nodes[agg.args[0]]
+                if not (self.is_dst_reduce(agg) and agg.attrs["kind"] == "sum" and product.op == Op.MUL
+                        and product.type.shape == agg.type.shape):
+                    continue
+                for softmax, x in (product.args, product.args[::-1]):
+                    ratio = self.nodes[softmax]
+                    if ratio.op != Op.DIV or ratio.args[0] != numerator:
+                        continue
+                    denominator = self.nodes[ratio.args[1]]
+                    if (denominator.op == Op.GATHER and denominator.attrs["index"] == "dst"
+                            and denominator.args[0] == total and not self._ancestors([x]) & after):
+                        found[top] = (agg.name, softmax, x)
+                        break
+                if top in found:
+                    break
+        return found
+
+    def _online_softmax(self, top: Node, total: Node, edge_loop, edge_rows: dict[Domain, str],
+                        weighted: tuple[str, str, str] | None = None) -> None:
         c, acc, n = self.code, self.acc, top.type.numel
         score = top.args[0]
         c.add(f"// {format_node(top)}")
         c.add(f"// {format_node(total)}")
-        c.add("// both in one pass (online softmax): the running sum is rescaled whenever the maximum grows")
+        c.add("// in one pass (online softmax): the running sum is rescaled whenever the maximum grows")
         c.add(f"{acc} a_{top.name}[{n}], a_{total.name}[{n}];")
         c.add(f"for (int s = 0; s < {n}; ++s) a_{top.name}[s] = -PG_INFINITY, a_{total.name}[s] = ({acc})0;")
+        if weighted:
+            agg, softmax, x = weighted
+            width, head = self.numel(agg), broadcast_index("j", self.shape(agg), self.shape(softmax))
+            c.add(f"// {format_node(self.nodes[agg])}: also in this pass, rescaled with the sum")
+            c.add(f"{acc} a_{agg}[{width}];")
+            c.add(f"for (int s = 0; s < {width}; ++s) a_{agg}[s] = ({acc})0;")
         saved = dict(self.layout)
-        edge_loop([score])
+        edge_loop([score] + ([x] if weighted else []))
+        if weighted:
+            c.add(f"{acc} rescale[{n}], weight[{n}];  // of the aggregate so far, and of this edge")
         c.open(f"for (int f = 0; f < {n}; ++f)")
         c.add(f"const {acc} x = {self.read(score, 'f', edge_rows, None)};")
         c.open(f"if (x > a_{top.name}[f])")
-        c.add(f"a_{total.name}[f] = a_{total.name}[f] * exp(a_{top.name}[f] - x) + ({acc})1;")
+        c.add(f"const {acc} scale = exp(a_{top.name}[f] - x);")
+        c.add(f"a_{total.name}[f] = a_{total.name}[f] * scale + ({acc})1;")
         c.add(f"a_{top.name}[f] = x;")
+        if weighted:
+            c.add(f"rescale[f] = scale, weight[f] = ({acc})1;")
         c.otherwise()
-        c.add(f"a_{total.name}[f] += exp(x - a_{top.name}[f]);")
+        c.add(f"const {acc} w = exp(x - a_{top.name}[f]);")
+        c.add(f"a_{total.name}[f] += w;")
+        if weighted:
+            c.add(f"rescale[f] = ({acc})1, weight[f] = w;")
         c.close()
         c.close()
+        if weighted:
+            value = self.read(x, broadcast_index("j", self.shape(agg), self.shape(x)), edge_rows, None)
+            c.add("#pragma omp simd")
+            c.add(f"for (int j = 0; j < {width}; ++j) a_{agg}[j] = a_{agg}[j] * rescale[{head}] + weight[{head}] * {value};")
         self.close_edge_loop()
         self.layout = saved
         c.add(f"{acc} r_{top.name}[{n}], r_{total.name}[{n}];")
         c.add(f"for (int s = 0; s < {n}; ++s) r_{top.name}[s] = degree > 0 ? a_{top.name}[s] : ({acc})0, "
               f"r_{total.name}[s] = a_{total.name}[s];")
         self.layout[top.name] = self.layout[total.name] = "repl"
+        if weighted:
+            c.add(f"{acc} v_{agg}[{width}];")
+            c.add(f"for (int j = 0; j < {width}; ++j) v_{agg}[j] = degree > 0 ? a_{agg}[j] / r_{total.name}[{head}] : ({acc})0;")
+            self.layout[agg] = "dist"
 
     def _dst_reduce(self, node: Node, edge_loop, edge_rows: dict[Domain, str], merged=None) -> None:
         """A reduction over the incoming edges; ``merged`` = (edge values, code emitting their
