@@ -63,11 +63,12 @@ class CppProgram:
             raise ValueError(f"the cpp backend runs generated kernels on CPU tensors; the graph is on {g.device}")
         memory = {n.name: t.contiguous() for n, t in zip(self.plans.inputs, tensors)}
         threads = torch.get_num_threads()
-        for kernel, function in zip(self.kernels, self.functions):
-            launcher.allocate_outputs(kernel, g, memory)
-            if launcher.grid(kernel, g) is None:
+        for launch, function in zip(g.cached(("launches", self), lambda: launcher.bind(self.kernels, g)),
+                                    self.functions):
+            launch.allocate_outputs(memory, g.device)
+            if launch.grid is None:
                 continue  # no rows: outputs stay as allocated (zeros where the kernel accumulates)
-            args = launcher.arguments(kernel, g, memory)  # the tensors stay alive until the call returns
+            args = launch.arguments(memory)  # the tensors stay alive until the call returns
             function(*[a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args], threads)
         return tuple(memory[o] for o in self.plans.outputs)
 

@@ -2,7 +2,10 @@
 current stream."""
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -17,6 +20,35 @@ from .graph import Graph
 from .kernel_cache import KERNELS
 from .reference import check_inputs
 from .tuning import DEFAULT, Config
+
+
+@dataclass
+class KernelTiming:
+    """One launch of a generated kernel, timed with CUDA events (``ms`` once synchronised)."""
+
+    kernel: Any  # the KernelPlan
+    graph: Graph
+    start: Any
+    end: Any
+
+    @property
+    def ms(self) -> float:
+        self.end.synchronize()
+        return self.start.elapsed_time(self.end)
+
+
+_TIMINGS: list[list[KernelTiming]] = []
+
+
+@contextlib.contextmanager
+def kernel_timer() -> Iterator[list[KernelTiming]]:
+    """Every generated kernel launched inside the block, timed one by one with CUDA events."""
+    timings: list[KernelTiming] = []
+    _TIMINGS.append(timings)
+    try:
+        yield timings
+    finally:
+        _TIMINGS.remove(timings)
 
 
 def device_arch(device: torch.device) -> str:
@@ -35,23 +67,48 @@ class CudaProgram:
         source, self.kernels = render_module(self.plans)
         self.module = KERNELS.module(source, device_arch(device), program.name, self.plans.format())
         self.functions = [self.module.get_function(k.name) for k in self.kernels]
+        import cupy
+        self.device = cupy.cuda.Device(device.index if device.index is not None else torch.cuda.current_device())
 
     def __call__(self, g: Graph, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        import cupy
-
         check_inputs(Program(self.plans.name, self.plans.inputs, ()), g, tensors)
         memory = {n.name: t.contiguous() for n, t in zip(self.plans.inputs, tensors)}
-        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(g.device).cuda_stream)
-        with cupy.cuda.Device(g.device.index or 0):
-            for kernel, function in zip(self.kernels, self.functions):
-                launcher.allocate_outputs(kernel, g, memory)
-                shape = launcher.grid(kernel, g)
-                if shape is None:
+        stream = _stream(torch.cuda.current_stream(g.device))
+        launches = g.cached(("launches", self), lambda: launcher.bind(self.kernels, g))
+        with self.device:
+            for launch, function in zip(launches, self.functions):
+                launch.allocate_outputs(memory, g.device)
+                if launch.grid is None:
                     continue
                 args = [np.uint64(a.data_ptr()) if isinstance(a, torch.Tensor) else np.int64(a)
-                        for a in launcher.arguments(kernel, g, memory)]
-                function(shape, (kernel.launch.block, 1, 1), args, stream=stream)
+                        for a in launch.arguments(memory)]
+                if _TIMINGS:
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                function(launch.grid, (launch.kernel.launch.block, 1, 1), args, stream=stream)
+                if _TIMINGS:
+                    end.record()
+                    for timings in _TIMINGS:
+                        timings.append(KernelTiming(launch.kernel, g, start, end))
         return tuple(memory[o] for o in self.plans.outputs)
+
+
+_STREAMS: dict[int, Any] = {}
+
+
+def _stream(stream: torch.cuda.Stream) -> Any:
+    """torch's stream as a CuPy stream (made once per stream)."""
+    import cupy
+
+    handle = stream.cuda_stream
+    if handle not in _STREAMS:
+        try:
+            _STREAMS[handle] = cupy.cuda.Stream.from_external(stream)
+        except (AttributeError, TypeError, ValueError):  # CuPy before 14, or torch without the stream protocol
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                _STREAMS[handle] = cupy.cuda.ExternalStream(handle)
+    return _STREAMS[handle]
 
 
 _PROGRAMS: dict[tuple[int, str, Config], tuple[Program, CudaProgram]] = {}

@@ -3,7 +3,8 @@ its grid. Shared by every back end that runs generated kernels (CUDA, C++, and t
 harness of the tests), so they launch exactly the same way."""
 from __future__ import annotations
 
-from typing import Union
+from dataclasses import dataclass
+from typing import Sequence, Union
 
 import torch
 
@@ -31,13 +32,54 @@ def rows(g: Graph, domain: Domain) -> int:
 
 def arguments(kernel: KernelSource, g: Graph, memory: dict[str, torch.Tensor]) -> list[Argument]:
     """The kernel's arguments, in order: tensors (passed by address) and integers."""
-    out: list[Argument] = []
+    return Launch(kernel, g).arguments(memory)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """An argument filled per call: the value named ``key`` in the program's memory."""
+
+    key: str
+
+
+class Launch:
+    """One kernel bound to one graph: its grid and the graph's arguments, worked out once, so a
+    call only allocates the outputs and fills in the values of the program's memory."""
+
+    def __init__(self, kernel: KernelSource, g: Graph):
+        self.kernel = kernel
+        self.grid = grid(kernel, g)
+        self.args: list[Argument | Slot | None] = _graph_arguments(kernel, g)
+        self.outputs = [(name, expected_shape(g, t), TORCH_DTYPES[t.dtype], name in kernel.zero_filled)
+                        for name in kernel.plan.writes for t in [kernel.plan.value_type(name)]]
+
+    def allocate_outputs(self, memory: dict[str, torch.Tensor], device: torch.device) -> None:
+        """Buffers for every value the kernel stores (zeroed where it accumulates with atomics)."""
+        for name, shape, dtype, zeroed in self.outputs:
+            memory[name] = (torch.zeros if zeroed else torch.empty)(shape, dtype=dtype, device=device)
+
+    def arguments(self, memory: dict[str, torch.Tensor]) -> list[Argument]:
+        out = []
+        for arg in self.args:
+            if isinstance(arg, Slot):
+                value = memory[arg.key]
+                if not value.is_contiguous():
+                    raise ValueError(f"{self.kernel.name}: %{arg.key} is not contiguous")
+                arg = value
+            out.append(arg)
+        return out
+
+
+def bind(kernels: Sequence[KernelSource], g: Graph) -> list[Launch]:
+    """The launches of a program's kernels on ``g``."""
+    return [Launch(k, g) for k in kernels]
+
+
+def _graph_arguments(kernel: KernelSource, g: Graph) -> list[Argument | Slot | None]:
+    out: list[Argument | Slot | None] = []
     for arg in kernel.args:
         if arg.kind in ("read", "write"):
-            value = memory[arg.key]
-            if not value.is_contiguous():
-                raise ValueError(f"{kernel.name}: %{arg.key} is not contiguous")
-            out.append(value)
+            out.append(Slot(arg.key))
         elif arg.kind == "index":
             out.append(layouts.index_array(g, *arg.key))
         elif arg.kind == "degree":
