@@ -21,7 +21,9 @@ class KernelArg:
     domain): the order that groups a GEMM's rows by type), "offsets" (key = (by, domain): where
     each type's rows start in that order), "tile_count" (key as "tiles": its number of tiles),
     "type_count" (key as "offsets": the number of types), "index_order" (key = (index, domain):
-    the rows of the domain sorted by the row the index sends them to).
+    the rows of the domain sorted by the row the index sends them to), "work" (key =
+    (rows_per_block, hub_degree): the destinations each block takes, see
+    ``runtime.layouts.dst_work``).
     """
 
     name: str
@@ -36,7 +38,7 @@ class Launch:
 
     grid "rows": ceil(rows(domain) / rows_per_block) blocks; "tiles": (number of row tiles,
     column tiles, batch) for a GEMM; "segments": (column tiles, row tiles per type, types)
-    for a weight gradient.
+    for a weight gradient; "work": one block per ``rows_per_block`` entries of the "work" list.
     """
 
     grid: str

@@ -385,14 +385,16 @@ class TraversalKernel(KernelBuilder):
         else:
             c.add(f"const long long degree = valid ? {indptr}[v + 1] - begin : 0;")
             c.add("const long long max_degree = pg_warp_max(degree);  // the same trip count for the whole warp")
+            c.add(f"__shared__ {self.acc} pg_parts[{self.block}];  // a hub's partial results, one per thread")
 
         def edge_loop(body_targets: list[str]) -> None:
             if self.cpu:
                 c.open("for (long long i = 0; i < degree; ++i)")
                 c.add(f"const long long e = {eids}[begin + i];")
                 self._loop_start, self._loop_rows = len(c.lines), {}
-            else:
-                c.open("for (long long i = 0; i < max_degree; ++i)")
+            else:  # the same trip count for every group of a block: groups of one warp shuffle together
+                c.open("for (long long i0 = 0; i0 < max_degree; i0 += parts)")
+                c.add("const long long i = i0 + part;")
                 c.add("const bool live = i < degree;")
                 c.add(f"const long long e = live ? {eids}[begin + i] : 0;")
             for node in self.closure(body_targets):
@@ -418,7 +420,7 @@ class TraversalKernel(KernelBuilder):
         last = reductions[-1].name if reductions else None
         if not (self.cpu and edge_targets and last and self._independent_of(edge_targets, last)):
             last = None
-        online = self.online_softmax_pairs() if self.cpu else {}
+        online = self.online_softmax_pairs()
         weighted = self.softmax_aggregates(online)
         if last in {agg for agg, _, _ in weighted.values()}:
             last = None  # the edge outputs need the final sum of the softmax: a pass of their own
@@ -440,13 +442,14 @@ class TraversalKernel(KernelBuilder):
             edge_outputs()
             self.close_edge_loop()
             self.layout = saved
+        owner = "valid" if self.cpu else "valid && part == 0"  # a hub's first group stores for all
         for node in scatters:  # reductions of destination values, once per destination
             if node.name not in edge_sinks:
-                self.scatter(node, dst_rows, "valid")
+                self.scatter(node, dst_rows, owner)
         for w in self.plan.writes:
             node = self.nodes[w]
             if node.type.domain == Domain.DST and not (node.op == Op.REDUCE and not self.is_dst_reduce(node)):
-                self.store(w, dst_rows, "v", "valid")
+                self.store(w, dst_rows, "v", owner)
 
     def row_read(self, memory: str, row: str) -> None:
         """Remember the rows read through an index in the open loop (C++): they are prefetched."""
@@ -548,17 +551,25 @@ class TraversalKernel(KernelBuilder):
         c.add("// in one pass (online softmax): the running sum is rescaled whenever the maximum grows")
         c.add(f"{acc} a_{top.name}[{n}], a_{total.name}[{n}];")
         c.add(f"for (int s = 0; s < {n}; ++s) a_{top.name}[s] = -PG_INFINITY, a_{total.name}[s] = ({acc})0;")
+        slots = 0
         if weighted:
             agg, softmax, x = weighted
-            width, head = self.numel(agg), broadcast_index("j", self.shape(agg), self.shape(softmax))
+            width = self.numel(agg)
+            slots = width if self.cpu else self.chunks(width)
             c.add(f"// {format_node(self.nodes[agg])}: also in this pass, rescaled with the sum")
-            c.add(f"{acc} a_{agg}[{width}];")
-            c.add(f"for (int s = 0; s < {width}; ++s) a_{agg}[s] = ({acc})0;")
+            c.add(f"{acc} a_{agg}[{slots}];")
+            c.add(f"for (int s = 0; s < {slots}; ++s) a_{agg}[s] = ({acc})0;")
         saved = dict(self.layout)
         edge_loop([score] + ([x] if weighted else []))
+        if not self.readable_anywhere(score):
+            raise CodegenError(f"{self.plan.name}: the score %{score} of an online softmax is not held by every lane")
         if weighted:
             c.add(f"{acc} rescale[{n}], weight[{n}];  // of the aggregate so far, and of this edge")
         c.open(f"for (int f = 0; f < {n}; ++f)")
+        if not self.cpu:  # an edge past this destination's last changes nothing
+            if weighted:
+                c.add(f"rescale[f] = ({acc})1, weight[f] = ({acc})0;")
+            c.add("if (!live) continue;")
         c.add(f"const {acc} x = {self.read(score, 'f', edge_rows, None)};")
         c.open(f"if (x > a_{top.name}[f])")
         c.add(f"const {acc} scale = exp(a_{top.name}[f] - x);")
@@ -574,19 +585,69 @@ class TraversalKernel(KernelBuilder):
         c.close()
         c.close()
         if weighted:
-            value = self.read(x, broadcast_index("j", self.shape(agg), self.shape(x)), edge_rows, None)
-            c.add("#pragma omp simd")
-            c.add(f"for (int j = 0; j < {width}; ++j) a_{agg}[j] = a_{agg}[j] * rescale[{head}] + weight[{head}] * {value};")
+            if self.cpu:
+                head = broadcast_index("j", self.shape(agg), self.shape(softmax))
+                value = self.read(x, broadcast_index("j", self.shape(agg), self.shape(x)), edge_rows, None)
+                c.add("#pragma omp simd")
+                c.add(f"for (int j = 0; j < {width}; ++j) a_{agg}[j] = a_{agg}[j] * rescale[{head}] + weight[{head}] * {value};")
+            else:
+                head = broadcast_index("f", self.shape(agg), self.shape(softmax))
+                own = self.shape(x) == self.shape(agg) and self.local_source(x) == x
+                value = self.read(x, "f" if own else broadcast_index("f", self.shape(agg), self.shape(x)), edge_rows,
+                                  "k" if own else None)
+                c.open(f"for (int k = 0; k < {slots}; ++k)")
+                c.add(f"const int f = {self.dist_index('lane', 'k')};")
+                c.add(f"if (f < {width}) a_{agg}[k] = a_{agg}[k] * rescale[{head}] + weight[{head}] * {value};")
+                c.close()
         self.close_edge_loop()
         self.layout = saved
+        if not self.cpu:
+            self._combine_online_parts(top.name, total.name, n, weighted, slots)
         c.add(f"{acc} r_{top.name}[{n}], r_{total.name}[{n}];")
         c.add(f"for (int s = 0; s < {n}; ++s) r_{top.name}[s] = degree > 0 ? a_{top.name}[s] : ({acc})0, "
               f"r_{total.name}[s] = a_{total.name}[s];")
         self.layout[top.name] = self.layout[total.name] = "repl"
         if weighted:
-            c.add(f"{acc} v_{agg}[{width}];")
-            c.add(f"for (int j = 0; j < {width}; ++j) v_{agg}[j] = degree > 0 ? a_{agg}[j] / r_{total.name}[{head}] : ({acc})0;")
+            c.add(f"{acc} v_{agg}[{slots}];")
+            if self.cpu:
+                c.add(f"for (int j = 0; j < {width}; ++j) v_{agg}[j] = degree > 0 ? a_{agg}[j] / r_{total.name}[{head}] : ({acc})0;")
+            else:
+                c.open(f"for (int k = 0; k < {slots}; ++k)")
+                c.add(f"const int f = {self.dist_index('lane', 'k')};")
+                c.add(f"v_{agg}[k] = degree > 0 && f < {width} ? a_{agg}[k] / r_{total.name}[{head}] : ({acc})0;")
+                c.close()
             self.layout[agg] = "dist"
+            if not self.cpu and self.read_elsewhere(agg):
+                self.gather_lanes(agg, width)
+
+    def _combine_online_parts(self, top: str, total: str, n: int, weighted, slots: int) -> None:
+        """The groups of a hub's block merge their running maxima, sums and aggregates: each
+        part's sum and aggregate are rescaled to the common maximum, then added."""
+        c, acc = self.code, self.acc
+        c.open("if (parts > 1)")
+        c.add(f"{acc} factor[{n}];  // this group's rescaling to the block's maximum")
+        c.open(f"for (int f = 0; f < {n}; ++f)")
+        c.add(f"const {acc} top = pg_parts_max(a_{top}[f], pg_parts, {self.tpr});")
+        c.add(f"factor[f] = a_{top}[f] == -PG_INFINITY ? ({acc})0 : exp(a_{top}[f] - top);")
+        c.add(f"a_{total}[f] = pg_parts_sum(a_{total}[f] * factor[f], pg_parts, {self.tpr});")
+        c.add(f"a_{top}[f] = top;")
+        c.close()
+        if weighted:
+            agg, softmax, _ = weighted
+            head = broadcast_index("f", self.shape(agg), self.shape(softmax))
+            c.open(f"for (int k = 0; k < {slots}; ++k)")
+            c.add(f"const int f = {self.dist_index('lane', 'k')};")
+            c.add(f"a_{agg}[k] = pg_parts_sum(f < {self.numel(agg)} ? a_{agg}[k] * factor[{head}] : ({acc})0, "
+                  f"pg_parts, {self.tpr});")
+            c.close()
+        c.close()
+
+    def combine_parts(self, array: str, width: int, kind: str) -> None:
+        """CUDA: the groups of a hub's block combine their partial ``array`` (every group gets
+        the total, or the maximum, of its lane's slots)."""
+        if not self.cpu:
+            self.code.add(f"if (parts > 1) for (int s = 0; s < {width}; ++s) "
+                          f"{array}[s] = pg_parts_{kind}({array}[s], pg_parts, {self.tpr});")
 
     def _dst_reduce(self, node: Node, edge_loop, edge_rows: dict[Domain, str], merged=None) -> None:
         """A reduction over the incoming edges; ``merged`` = (edge values, code emitting their
@@ -623,10 +684,11 @@ class TraversalKernel(KernelBuilder):
             merged[1]()
         self.close_edge_loop()
         self.layout = saved
+        width = self.chunks(n) if dist else n
+        self.combine_parts(f"a_{node.name}", width, "max" if kind == "max" else "sum")
         finish = {"max": f"degree > 0 ? a_{node.name}[s] : ({self.acc})0",
                   "mean": f"degree > 0 ? a_{node.name}[s] / ({self.acc})degree : ({self.acc})0",
                   "sum": f"a_{node.name}[s]"}[kind]
-        width = self.chunks(n) if dist else n
         name = "v" if dist else "r"
         c.add(f"{self.acc} {name}_{node.name}[{width}];")
         c.add(f"for (int s = 0; s < {width}; ++s) {name}_{node.name}[s] = {finish};")
@@ -645,7 +707,8 @@ class TraversalKernel(KernelBuilder):
             self.straight_line(domain)
         else:
             raise CodegenError(f"{self.plan.name}: {strategy.value} is not a traversal")
-        rows_arg = self._arg("num_rows", "const long long", "rows", domain)
+        per_work_list = strategy == Strategy.DST_PARALLEL and not self.cpu
+        rows_arg = None if per_work_list else self._arg("num_rows", "const long long", "rows", domain)
         if self.cpu:
             order = index = None
             if self.ordered_by is not None:
@@ -657,6 +720,10 @@ class TraversalKernel(KernelBuilder):
                     "target_index": index, "private": private, "acc": self.acc, "body": self.code.lines,
                     "launch": Launch("rows", 1, 0, domain)}
         edges_per_thread = self.s.edges_per_thread if strategy == Strategy.EDGE_PARALLEL else 1
+        work = None
+        if per_work_list:
+            work = self._arg("p_work", "const long long* __restrict__", "work",
+                             (self.rows_per_block, self.s.hub_degree))
         return {
             "name": self.name,
             "plan": self.plan,
@@ -667,5 +734,7 @@ class TraversalKernel(KernelBuilder):
             "rows_per_block": self.rows_per_block,
             "rows_per_thread": edges_per_thread,
             "body": self.code.lines,
-            "launch": Launch("rows", self.block, 0, domain, self.rows_per_block * edges_per_thread),
+            "work": work,
+            "hub_degree": self.s.hub_degree,
+            "launch": Launch("work" if work else "rows", self.block, 0, domain, self.rows_per_block * edges_per_thread),
         }

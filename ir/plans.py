@@ -63,10 +63,13 @@ class TraversalSchedule(Schedule):
     rows_per_block: int = 8  # rows one block handles
     edges_per_thread: int = 1  # rows one thread group takes in turn (edge-parallel kernels)
     vector_width: int = 1  # consecutive features each lane owns
+    # per-destination kernels: a destination with more incoming edges than this takes a whole
+    # block, whose thread groups split its edges (hubs would otherwise run on one group)
+    hub_degree: int = 256
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "threads_per_row": (1, 4, 8, 16, 32), "rows_per_block": (1, 2, 4, 8, 16),
-        "edges_per_thread": (1, 2, 4), "vector_width": (1, 2, 4),
+        "edges_per_thread": (1, 2, 4), "vector_width": (1, 2, 4), "hub_degree": (64, 256, 1024),
     }
 
 

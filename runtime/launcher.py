@@ -102,6 +102,8 @@ def _graph_arguments(kernel: KernelSource, g: Graph) -> list[Argument | Slot | N
             out.append(layouts.gemm_tiles(g, by, domain, tile_rows).shape[0])
         elif arg.kind == "index_order":
             out.append(layouts.index_order(g, *arg.key))
+        elif arg.kind == "work":
+            out.append(layouts.dst_work(g, *arg.key))
         elif arg.kind == "type_count":
             out.append(layouts.type_offsets(g, *arg.key).numel() - 1)
         else:
@@ -115,6 +117,10 @@ def grid(kernel: KernelSource, g: Graph) -> tuple[int, int, int] | None:
     if launch.grid == "rows":
         n = rows(g, launch.domain)
         return ((n + launch.rows_per_block - 1) // launch.rows_per_block, 1, 1) if n else None
+    if launch.grid == "work":
+        work_arg = next(a for a in kernel.args if a.kind == "work")
+        entries = layouts.dst_work(g, *work_arg.key).numel()
+        return (entries // launch.rows_per_block, 1, 1) if entries else None
     if launch.grid == "tiles":
         tiles_arg = next(a for a in kernel.args if a.kind == "tiles")
         _, by, domain, tile_rows = tiles_arg.key

@@ -105,6 +105,23 @@ def num_rows(g: Graph, domain: Domain) -> int:
             Domain.ETYPE: g.num_etypes, Domain.NTYPE: g.num_ntypes, Domain.GLOBAL: 0}[domain]
 
 
+def dst_work(g: Graph, rows_per_block: int, hub_degree: int) -> torch.Tensor:
+    """The destinations each block of a per-destination kernel takes, ``rows_per_block`` entries
+    per block: a destination with more than ``hub_degree`` incoming edges fills a block alone
+    (its id in every entry: the block's groups split its edges); the others follow in order,
+    one per group, padded with -1."""
+    def build() -> torch.Tensor:
+        indptr = csr(g).indptr
+        counts = indptr[1:] - indptr[:-1]
+        rows = torch.arange(g.num_dst_nodes, device=indptr.device)
+        hub = counts > hub_degree if rows_per_block > 1 else torch.zeros_like(counts, dtype=torch.bool)
+        light, hubs = rows[~hub], rows[hub]
+        pad = (-light.numel()) % rows_per_block
+        light = torch.cat([light, light.new_full((pad,), -1)])
+        return torch.cat([light, hubs.repeat_interleave(rows_per_block)]).contiguous()
+    return g.cached(("dst_work", rows_per_block, hub_degree), build)
+
+
 def degree(g: Graph, by: str) -> torch.Tensor:
     """Per edge, the number of incoming edges of its destination (of its edge type for 'dst_etype')."""
     def build() -> torch.Tensor:

@@ -82,6 +82,28 @@ __device__ __forceinline__ long long pg_warp_max(long long v) {
     return v;
 }
 
+// The thread groups of a block that share one destination (a hub) combine their partial
+// results: each thread gets the sum (or maximum) over the groups of its lane's value. Every
+// thread of the block must call them; the groups are added in order, so results do not vary.
+template <typename T>
+__device__ __forceinline__ T pg_parts_sum(T v, T* scratch, int width) {
+    __syncthreads();  // the scratch's previous use is over
+    scratch[threadIdx.x] = v;
+    __syncthreads();
+    T total = (T)0;
+    for (int t = threadIdx.x % width; t < (int)blockDim.x; t += width) total += scratch[t];
+    return total;
+}
+template <typename T>
+__device__ __forceinline__ T pg_parts_max(T v, T* scratch, int width) {
+    __syncthreads();
+    scratch[threadIdx.x] = v;
+    __syncthreads();
+    T top = scratch[threadIdx.x % width];
+    for (int t = threadIdx.x % width + width; t < (int)blockDim.x; t += width) top = scratch[t] > top ? scratch[t] : top;
+    return top;
+}
+
 // Elementwise helpers used by generated expressions.
 template <typename T> __device__ __forceinline__ T pg_max(T a, T b) { return a > b ? a : b; }
 template <typename T> __device__ __forceinline__ T pg_sigmoid(T x) { return (T)1 / ((T)1 + exp(-x)); }
