@@ -3,7 +3,7 @@
 # benchmark against the peers installed there, and the tuner. Logs go to $OUT (default gpu-out).
 #   bash benchmarks/gpu_check.sh            # from the repository root, on a machine with a GPU
 # STAGES picks stages (default "tests kernels bench tune"); BENCH_DATASETS, KERNEL_DATASETS and
-# TUNE_DATASETS pick graphs.
+# TUNE_DATASETS pick graphs, BENCH_SYSTEMS the peers (names without spaces, such as PyTorch).
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -26,7 +26,8 @@ fi
 if stage bench; then
     echo "== pigeon bench --device cuda"
     timeout "${BENCH_TIMEOUT:-200}" pigeon bench --device cuda --datasets ${BENCH_DATASETS:-aifb} --scale 1.0 \
-        --feats 64 --repeat 10 --timeout 60 --out "$OUT/bench" >"$OUT/bench.log" 2>&1
+        --feats 64 --repeat 10 --timeout 60 ${BENCH_SYSTEMS:+--systems $BENCH_SYSTEMS} \
+        --out "$OUT/bench" >"$OUT/bench.log" 2>&1
     tail -50 "$OUT/bench.log"
 fi
 if stage tune; then

@@ -60,6 +60,32 @@ def _gemm_shape(kernel, rows: int) -> tuple[int, int, int, int] | None:
     return rows, x[-1], out[-1], batch
 
 
+def kernel_table(timed: list, stats, repeat: int, bandwidth: float) -> list[str]:
+    """One line per kernel (median over its launches) from (KernelSource, ms) pairs of
+    ``repeat`` steps: time, achieved bandwidth and FLOP rate against the ceilings."""
+    per_kernel = defaultdict(list)
+    kernels = {}
+    for kernel, ms in timed:
+        per_kernel[kernel.name].append(ms)
+        kernels[kernel.name] = kernel
+    total = sum(statistics.median(v) * len(v) / repeat for v in per_kernel.values())
+    lines = [f"  {total:.3f} ms per step in generated kernels",
+             f"  {'kernel':<44} {'strategy':<14} {'ms':>8} {'GB/s':>8} {'% copy':>7} {'GFLOP/s':>9} {'% matmul':>9}"]
+    for name, ms_list in per_kernel.items():
+        plan = kernels[name].plan
+        ms = statistics.median(ms_list)
+        cost = kernel_cost(plan, stats)
+        gbs = cost.bytes / (ms / 1e3) / 1e9
+        gflops = cost.flops / (ms / 1e3) / 1e9
+        shape = _gemm_shape(plan, stats.rows(plan.domain))
+        vs_matmul = ""
+        if shape is not None and shape[0] > 0 and torch.cuda.is_available():
+            vs_matmul = f"{100 * gflops * 1e9 / matmul_rate(*shape):8.1f}%"
+        lines.append(f"  {name[:44]:<44} {plan.strategy.value:<14} {ms:8.3f} {gbs:8.1f} "
+                     f"{100 * gbs * 1e9 / bandwidth:6.1f}% {gflops:9.1f} {vs_matmul:>9}")
+    return lines
+
+
 def profile(model: str, dataset: str, feats: int, bandwidth: float, repeat: int = 5) -> list[str]:
     bench = bench_graph(dataset, 1.0, feats, "cuda")
     g = bench.graph
@@ -80,28 +106,9 @@ def profile(model: str, dataset: str, feats: int, bandwidth: float, repeat: int 
             for _ in range(repeat):
                 step()
             torch.cuda.synchronize()
-        per_kernel = defaultdict(list)
-        plans = {}
-        for t in timings:
-            per_kernel[t.kernel.name].append(t.ms)
-            plans[t.kernel.name] = t.kernel
-        total = sum(statistics.median(v) * len(v) / repeat for v in per_kernel.values())
         lines.append(f"\n{model} {mode} on {dataset} ({g.num_nodes} nodes, {g.num_edges} edges, "
-                     f"{g.num_etypes} relations), {feats} features: a step takes {wall_ms:.3f} ms, "
-                     f"{total:.3f} ms of it in generated kernels")
-        lines.append(f"  {'kernel':<34} {'strategy':<14} {'ms':>8} {'GB/s':>8} {'% copy':>7} {'GFLOP/s':>9} {'% matmul':>9}")
-        for name, ms_list in per_kernel.items():
-            kernel = plans[name]
-            ms = statistics.median(ms_list)
-            cost = kernel_cost(kernel, stats)
-            gbs = cost.bytes / (ms / 1e3) / 1e9
-            gflops = cost.flops / (ms / 1e3) / 1e9
-            shape = _gemm_shape(kernel, stats.rows(kernel.domain))
-            vs_matmul = ""
-            if shape is not None and shape[0] > 0:
-                vs_matmul = f"{100 * gflops * 1e9 / matmul_rate(*shape):8.1f}%"
-            lines.append(f"  {name:<34} {kernel.strategy.value:<14} {ms:8.3f} {gbs:8.1f} "
-                         f"{100 * gbs * 1e9 / bandwidth:6.1f}% {gflops:9.1f} {vs_matmul:>9}")
+                     f"{g.num_etypes} relations), {feats} features: a step takes {wall_ms:.3f} ms")
+        lines += kernel_table([(t.kernel, t.ms) for t in timings], stats, repeat, bandwidth)
     return lines
 
 

@@ -193,8 +193,35 @@ class TraversalKernel(KernelBuilder):
             c.add(f"r_{node.name}[o] = total;")
             c.close()
             return
+        anywhere = all(self.readable_anywhere(a) for a in node.args)
+        if anywhere and node.op == Op.DOT and n_out > REPLICATE_UP_TO:
+            # many outputs: each lane computes its own, in registers (a replicated array indexed
+            # at run time would live in local memory)
+            c.lines.pop()
+            inner = full[-1]
+            self.layout[node.name] = "dist"
+            c.add(f"{self.acc} v_{node.name}[{self.chunks(n_out)}];")
+            c.open(f"for (int k = 0; k < {self.chunks(n_out)}; ++k)")
+            c.add(f"const int o = {self.dist_index('lane', 'k')};")
+            c.add(f"{self.acc} total = ({self.acc})0;")
+            c.add(f"if (o < {n_out}) for (int j = 0; j < {inner}; ++j) total += {term(f'(o * {inner} + j)', None)};")
+            c.add(f"v_{node.name}[k] = total;")
+            c.close()
+            if self.read_elsewhere(node.name):
+                self.gather_lanes(node.name, n_out)
+            return
+        memory_only = all(self.local_source(a) is None for a in node.args)
+        if anywhere and node.op == Op.DOT and memory_only and self.tpr > 1:
+            # operands in memory: the lanes split each output's sum and combine with shuffles
+            inner = full[-1]
+            c.open(f"for (int o = 0; o < {n_out}; ++o)")
+            c.add(f"{self.acc} total = ({self.acc})0;")
+            c.add(f"for (int j = lane; j < {inner}; j += {self.tpr}) total += {term(f'(o * {inner} + j)', None)};")
+            c.add(f"r_{node.name}[o] = pg_group_sum(total, {self.tpr});")
+            c.close()
+            return
         c.add(f"for (int o = 0; o < {n_out}; ++o) r_{node.name}[o] = ({self.acc})0;")
-        if all(self.readable_anywhere(a) for a in node.args):
+        if anywhere:
             c.add(f"for (int f = 0; f < {n_in}; ++f) r_{node.name}[{target('f')}] += {term('f', None)};")
             return
         c.open(f"for (int k = 0; k < {self.chunks(n_in)}; ++k)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,47 @@ def compile_ptx(source: str, arch: str, name: str = "pigeon", description: str =
     finally:
         nvrtc.destroyProgram(program)
     return ptx.decode() if isinstance(ptx, bytes) else ptx
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What ptxas reports for one kernel compiled to machine code (SASS)."""
+
+    registers: int
+    stack_bytes: int  # the stack frame: local memory, such as arrays indexed at run time
+    spill_bytes: int  # spill stores plus spill loads
+    shared_bytes: int
+
+
+def kernel_resources(source: str, arch: str = "sm_90", name: str = "pigeon") -> dict[str, Resources]:
+    """Per kernel of ``source``: the registers, stack frame, spills and shared memory that
+    ptxas reports when NVRTC compiles it to machine code for ``arch``; needs no GPU."""
+    _cupy()
+    from cupy.cuda import nvrtc
+
+    program = nvrtc.createProgram(source, f"{name}.cu", [], [])
+    try:
+        nvrtc.compileProgram(program, [f"-arch={arch}", "-std=c++17", "--ptxas-options=-v"])
+        log = nvrtc.getProgramLog(program)
+    except nvrtc.NVRTCError:
+        log = nvrtc.getProgramLog(program)
+        raise CompileError(f"NVRTC could not compile {name} for {arch}:\n{log}\n{excerpt(source, log)}") from None
+    finally:
+        nvrtc.destroyProgram(program)
+    return parse_ptxas_report(log.decode() if isinstance(log, bytes) else log)
+
+
+def parse_ptxas_report(log: str) -> dict[str, Resources]:
+    import re
+
+    found: dict[str, Resources] = {}
+    for block in re.split(r"Compiling entry function ", log)[1:]:
+        name = re.match(r"'(\w+)'", block).group(1)
+        number = lambda pattern: int(m.group(1)) if (m := re.search(pattern, block)) else 0  # noqa: E731
+        found[name] = Resources(number(r"Used (\d+) registers"), number(r"(\d+) bytes stack frame"),
+                                number(r"(\d+) bytes spill stores") + number(r"(\d+) bytes spill loads"),
+                                number(r"(\d+) bytes smem"))
+    return found
 
 
 def _checksum(text: str) -> str:

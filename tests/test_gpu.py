@@ -18,11 +18,28 @@ def layers(g, feats=32):
     }
 
 
+def hub_graph():
+    """A few thousand edges into two destinations (beyond the default hub degree), many light ones."""
+    gen = torch.Generator().manual_seed(3)
+    n, light = 500, 3000
+    src = torch.cat([torch.randint(0, n, (light,), generator=gen), torch.randint(0, n, (2500,), generator=gen),
+                     torch.full((700,), 9)])
+    dst = torch.cat([torch.randint(0, n, (light,), generator=gen), torch.full((2500,), 4), torch.full((700,), 9)])
+    etype = torch.randint(0, 7, (src.numel(),), generator=gen)
+    ntype = torch.randint(0, 3, (n,), generator=gen)
+    return pigeon.Graph.from_edges(src, dst, etype, n, ntype, num_etypes=7, num_ntypes=3)
+
+
+GRAPHS = {"aifb": lambda: pigeon.datasets.synthetic("aifb", scale=0.2, seed=1).graph, "hub": hub_graph}
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("name", ["rgcn", "rgat", "hgt"])
-def test_layers_on_the_gpu_match_the_reference(name, dtype, tmp_path, monkeypatch):
+def test_layers_on_the_gpu_match_the_reference(name, dtype, graph, tmp_path, monkeypatch):
     monkeypatch.setenv("PIGEON_CACHE_DIR", str(tmp_path))
-    g = pigeon.datasets.synthetic("aifb", scale=0.2, seed=1).graph
+    torch.manual_seed(0)
+    g = GRAPHS[graph]()
     layer = layers(g)[name].to(dtype)
     h = torch.randn(g.num_nodes, 32, dtype=dtype)
     with pigeon.use_backend("reference"):
