@@ -6,6 +6,7 @@ import torch
 import pigeon
 import pigeon.datasets
 import pigeon.nn as pnn
+from pigeon.runtime import cuda, kernel_cache
 
 pytestmark = pytest.mark.gpu
 
@@ -38,6 +39,8 @@ GRAPHS = {"aifb": lambda: pigeon.datasets.synthetic("aifb", scale=0.2, seed=1).g
 @pytest.mark.parametrize("name", ["rgcn", "rgat", "hgt"])
 def test_layers_on_the_gpu_match_the_reference(name, dtype, graph, tmp_path, monkeypatch):
     monkeypatch.setenv("PIGEON_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(kernel_cache.KERNELS, "_modules", {})  # compiled again, into this test's disk cache
+    monkeypatch.setattr(cuda, "_PROGRAMS", {})
     torch.manual_seed(0)
     g = GRAPHS[graph]()
     layer = layers(g)[name].to(dtype)
