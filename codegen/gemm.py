@@ -18,6 +18,8 @@ from pigeon.ir.types import Domain
 from .builder import Code, CodegenError, KernelBuilder
 from .kernel import Launch
 
+UNSPLIT = 1 << 62  # rows per weight-gradient block: all of a type's rows
+
 
 class GemmKernel(KernelBuilder):
     exclusive_rows = False  # whether one thread alone computes every element of a row it touches
@@ -168,7 +170,9 @@ class GemmKernel(KernelBuilder):
         batched = bool(self.anchor.attrs["batched"])
         in_size, out_size = x_type.shape[-1], dy_type.shape[-1]
         batch = prod(x_type.shape[:-1])
-        offsets = self._arg("p_offsets", "const long long* __restrict__", "offsets", (self.by, self.rows_domain))
+        # 16-bit gradients are not split: partial sums added in 16-bit storage would lose precision
+        split = self.s.split_rows if self.storage in ("float", "double") else UNSPLIT
+        tiles = self._arg("p_tiles", "const long long* __restrict__", "tiles", ("rows", self.by, self.rows_domain, split))
         perm = self.order_arg()
         pos_row = lambda pos: f"{perm}[{pos}]" if perm else pos  # noqa: E731
         steps_per_row = 1 if batched else batch  # unbatched weights sum over the batch axes too
@@ -195,12 +199,13 @@ class GemmKernel(KernelBuilder):
         if self.plan.writes != (self.anchor.name,):
             raise CodegenError(f"{self.plan.name}: a weight gradient kernel stores only its gradient")
         per_type = dw_type.numel
-        store = (f"pg_store(p_{self.anchor.name} + type_id * {per_type} + {'b * ' + str(in_size * out_size) + ' + ' if batched else ''}"
-                 f"i * {out_size} + o, acc[ii][jj]);")
+        self.zero_filled.append(self.anchor.name)
+        store = (f"pg_atomic_add(p_{self.anchor.name} + type_id * {per_type} + "
+                 f"{'b * ' + str(in_size * out_size) + ' + ' if batched else ''}i * {out_size} + o, acc[ii][jj]);")
         return {
             "kind": "wgrad", "in_size": in_size, "out_size": out_size, "steps_per_row": steps_per_row,
-            "offsets": offsets, "load": c.lines, "store": store,
-            "launch": Launch("segments", self.block, self._shared_bytes(), self.rows_domain,
+            "tiles": tiles, "load": c.lines, "store": store, "split_rows": None if split == UNSPLIT else split,
+            "launch": Launch("split", self.block, self._shared_bytes(), self.rows_domain,
                              col_tiles=-(-out_size // self.s.tile_cols), row_tiles=-(-in_size // self.s.tile_rows),
                              batch=batch if batched else 1),
         }

@@ -38,7 +38,8 @@ class Launch:
 
     grid "rows": ceil(rows(domain) / rows_per_block) blocks; "tiles": (number of row tiles,
     column tiles, batch) for a GEMM; "segments": (column tiles, row tiles per type, types)
-    for a weight gradient; "work": one block per ``rows_per_block`` entries of the "work" list.
+    for a weight gradient (C++); "split": (row chunks of at most ``split_rows`` of one type times
+    batch, row tiles, column tiles) for a CUDA weight gradient; "work": one block per ``rows_per_block`` entries of the "work" list.
     """
 
     grid: str

@@ -50,10 +50,14 @@ class GemmSchedule(Schedule):
     thread_rows: int = 4  # output rows per thread
     thread_cols: int = 4  # output columns per thread
     vector_width: int = 1  # elements per load
+    # weight gradients (split-K): each block sums at most this many rows of one type and adds its
+    # partial gradient atomically, so a relation with many rows runs on many blocks
+    split_rows: int = 4096
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "tile_rows": (16, 32, 64, 128), "tile_cols": (16, 32, 64, 128), "tile_k": (8, 16, 32),
         "thread_rows": (1, 2, 4, 8), "thread_cols": (1, 2, 4, 8), "vector_width": (1, 2, 4),
+        "split_rows": (1024, 4096, 16384),
     }
 
 

@@ -126,6 +126,11 @@ def grid(kernel: KernelSource, g: Graph) -> tuple[int, int, int] | None:
         _, by, domain, tile_rows = tiles_arg.key
         tiles = layouts.gemm_tiles(g, by, domain, tile_rows).shape[0]
         return (tiles, launch.col_tiles, launch.batch) if tiles else None
+    if launch.grid == "split":
+        tiles_arg = next(a for a in kernel.args if a.kind == "tiles")
+        _, by, domain, tile_rows = tiles_arg.key
+        chunks = layouts.gemm_tiles(g, by, domain, tile_rows).shape[0]
+        return (chunks * launch.batch, launch.row_tiles, launch.col_tiles) if chunks else None
     if launch.grid == "segments":
         offsets_arg = next(a for a in kernel.args if a.kind == "offsets")
         types = layouts.type_offsets(g, *offsets_arg.key).numel() - 1

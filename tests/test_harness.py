@@ -115,6 +115,7 @@ VARIANTS = {
     "two_rows_per_thread": dict(edges_per_thread=2, rows_per_block=2),
     "small_gemm_tiles": dict(tile_rows=16, tile_cols=16, tile_k=8, thread_rows=2, thread_cols=2),
     "hubs_shared_by_a_block": dict(hub_degree=4),
+    "weight_gradients_split_in_chunks": dict(split_rows=8),
     "hubs_shared_by_narrow_groups": dict(hub_degree=2, threads_per_row=4, vector_width=2, rows_per_block=16),
     "wide_gemm_vectors": dict(tile_rows=32, tile_cols=32, tile_k=32, thread_rows=8, thread_cols=1),
 }
