@@ -162,6 +162,7 @@ def kernels(args: argparse.Namespace) -> None:
                 plans = lower(program)
                 total, seconds = None, 0.0
                 print(f"  {phase}: {len(plans.kernels)} kernels")
+                resources = _resources(plans) if args.verbose else {}
                 for k in plans.kernels:
                     c = kernel_cost(k, stats)
                     t = floor_seconds(c, "float32")
@@ -169,8 +170,27 @@ def kernels(args: argparse.Namespace) -> None:
                     total = c if total is None else total + c
                     if args.verbose:
                         print(f"    {k.name:<48} {k.strategy.value:<13} {c.flops / 1e6:>9.2f} MFLOP "
-                              f"{c.bytes / 1e6:>8.2f} MB {t * 1e6:>8.1f} us")
+                              f"{c.bytes / 1e6:>8.2f} MB {t * 1e6:>8.1f} us" + resources.get(k.name, ""))
                 print(f"    total {total.flops / 1e6:.1f} MFLOP, {total.bytes / 1e6:.1f} MB, floor {seconds * 1e6:.1f} us")
+
+
+def _resources(plans) -> dict[str, str]:
+    """Per kernel, what ptxas reports for sm_90 (registers, stack frame, spills, shared memory)
+    and the theoretical occupancy; empty without NVRTC."""
+    from pigeon.codegen import render_module
+    from pigeon.runtime.kernel_cache import kernel_resources, occupancy
+
+    source, rendered = render_module(plans)
+    try:
+        report = kernel_resources(source, "sm_90", plans.name)
+    except ImportError:
+        return {}
+    out = {}
+    for k in rendered:
+        r = report[k.name]
+        out[k.plan.name] = (f"  sm_90: {r.registers:>3} regs, {r.stack_bytes:>4} B stack, {r.spill_bytes:>4} B spills, "
+                            f"{r.shared_bytes:>5} B smem, occupancy {occupancy(r, k.launch.block):.0%}")
+    return out
 
 
 def tune(args: argparse.Namespace) -> None:

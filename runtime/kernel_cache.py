@@ -85,6 +85,17 @@ class Resources:
     shared_bytes: int
 
 
+def occupancy(resources: Resources, block: int, shared_per_sm: int = 228 * 1024) -> float:
+    """Theoretical occupancy (resident warps over the 64 a multiprocessor holds) of a kernel with
+    these resources in blocks of ``block`` threads on compute capability 9.0."""
+    warps = -(-block // 32)
+    regs_per_warp = -(-max(resources.registers, 1) * 32 // 256) * 256  # allocated in units of 256
+    by_registers = (65536 // regs_per_warp) // warps
+    by_shared = shared_per_sm // resources.shared_bytes if resources.shared_bytes else 32
+    blocks = min(by_registers, by_shared, 32, 64 // warps)
+    return blocks * warps / 64
+
+
 def kernel_resources(source: str, arch: str = "sm_90", name: str = "pigeon") -> dict[str, Resources]:
     """Per kernel of ``source``: the registers, stack frame, spills and shared memory that
     ptxas reports when NVRTC compiles it to machine code for ``arch``; needs no GPU."""
