@@ -10,7 +10,7 @@ import torch
 import formulas
 import pigeon
 import pigeon.nn as pnn
-from pigeon.codegen import render, schedule_variants
+from pigeon.codegen import render, render_module, schedule_variants
 from pigeon.examples import hgt, rgat, rgcn
 from pigeon.ir.lower import lower
 from pigeon.ir.plans import PlanProgram
@@ -107,6 +107,38 @@ def test_kernels_on_a_graph_without_edges():
 @pytest.mark.parametrize("model", [rgcn.rgcn, hgt.hgt], ids=lambda m: m.name)
 def test_atomic_destination_reductions(model):
     check(model, GRAPHS["many_etypes"](), torch.float64, dst_reductions="atomic")
+
+
+def _split_weight_gradients(kernel):
+    if "split_rows" not in kernel.schedule.CHOICES:
+        return kernel
+    return dataclasses.replace(kernel, schedule=dataclasses.replace(kernel.schedule, split_rows=8))
+
+
+@pytest.mark.parametrize("case", ["rgcn destination sums", "hgt weight gradients"])
+def test_a_missing_atomic_is_caught(case):
+    """Blocks run at once: with the atomic adds of a program made plain adds (their read and
+    write apart), the harness sees lost updates."""
+    g = GRAPHS["hub"]()
+    torch.manual_seed(0)
+    if case.startswith("rgcn"):
+        grad, tensors = _programs(rgcn.rgcn, g, torch.float64)
+        program, inputs, plans = grad.forward, tensors, lower(grad.forward, "atomic")
+    else:
+        grad, tensors = _programs(hgt.hgt, g, torch.float64)
+        forward = execute(grad.forward, g, *tensors)
+        upstream = [torch.randn(o.shape, dtype=torch.float64) for o in forward[: grad.num_outputs]]
+        program, inputs = grad.backward, [*forward[grad.num_outputs:], *upstream]
+        plans = lower(program)
+        plans = PlanProgram(plans.name, plans.inputs, tuple(_split_weight_gradients(k) for k in plans.kernels),
+                            plans.outputs)
+    source, _ = render_module(plans)
+    assert "pg_atomic_add(p_" in source
+    expected = execute(program, g, *inputs)
+    # the kernels' calls (on p_ arguments), not the helpers' definitions
+    racy = HarnessProgram(plans, edit=lambda s: s.replace("pg_atomic_add(p_", "pg_racy_add(p_"))(g, *inputs)
+    assert any(not torch.allclose(a, b, rtol=1e-9, atol=1e-9) for a, b in zip(racy, expected))
+    _close(HarnessProgram(plans)(g, *inputs), expected, torch.float64, "atomic adds kept")
 
 
 VARIANTS = {

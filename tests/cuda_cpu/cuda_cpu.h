@@ -1,16 +1,21 @@
 // CUDA on the CPU, for tests: lets generated .cu source compile with g++ -std=c++20.
-// Blocks run one after another; the threads of a block run as real threads, with a barrier
-// for __syncthreads and one per warp for shuffles; __shared__ arrays are static (one block at a
-// time uses them); atomics go through std::atomic_ref. A thread that returns early drops out of
-// its block's and its warp's barriers.
+// Several blocks run at once, in a shuffled order, each on a team of real threads (one per CUDA
+// thread), with a barrier for __syncthreads and one per warp for shuffles; each team has its own
+// __shared__ arrays (the runner rewrites their declarations into pg_shared calls); atomics go
+// through std::atomic_ref. A thread that returns early drops out of its block's and its warp's
+// barriers.
 #pragma once
 #include <atomic>
 #include <barrier>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <algorithm>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -34,6 +39,37 @@ struct pg_warp_state {
     std::unique_ptr<std::barrier<>> barrier;
     alignas(8) unsigned char slot[32][8];
 };
+// The threads that run one block at a time, with what a block shares.
+struct pg_team {
+    std::unique_ptr<std::barrier<>> block_barrier;
+    std::vector<pg_warp_state> warps;
+    std::function<void()> fresh;
+    std::unique_ptr<std::barrier<std::function<void()>>> next_block;
+    std::mutex shared_lock;
+    std::vector<std::unique_ptr<std::max_align_t[]>> shared;
+};
+inline thread_local pg_team* pg_current_team;
+inline unsigned int pg_launch_seed = 1;
+
+// A block's __shared__ array `id` (one per declaration in the source).
+template <typename T> T& pg_shared(int id) {
+    pg_team& team = *pg_current_team;
+    std::lock_guard<std::mutex> lock(team.shared_lock);
+    if ((int)team.shared.size() <= id) team.shared.resize(id + 1);
+    if (!team.shared[id])
+        team.shared[id].reset(new std::max_align_t[(sizeof(T) + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t)]);
+    return *reinterpret_cast<T*>(team.shared[id].get());
+}
+
+// A plain, non-atomic add whose read and write lie apart: what a missing atomic does, made
+// likely to lose an update. Tests swap it in for an atomic add to show the harness sees races.
+template <typename T> void pg_racy_add(T* p, T v) {
+    const T old = *p;
+    std::this_thread::yield();
+    *p = old + v;
+}
+inline void pg_racy_add(float* p, double v) { pg_racy_add(p, (float)v); }
+
 inline thread_local std::barrier<>* pg_block_barrier;
 inline thread_local pg_warp_state* pg_warp;
 inline thread_local int pg_lane;
@@ -86,37 +122,53 @@ inline uint16_t pg_float_to_half_bits(float f) {
     return (uint16_t)(sign | ((rounded - (112u << 23)) >> 13));
 }
 
-// Runs `body` as a grid of blocks; returns after the last block.
+// Runs `body` as a grid of blocks; returns after the last block. PG_TEAMS blocks run at once,
+// each on its own team of threads, in a shuffled order: a missing atomic between blocks shows.
+#ifndef PG_TEAMS
+#define PG_TEAMS 3
+#endif
 inline void pg_launch(dim3 grid, dim3 block, const std::function<void()>& body) {
     const unsigned int threads = block.x * block.y * block.z, warps = (threads + 31) / 32;
     blockDim = block;
     gridDim = grid;
-    std::unique_ptr<std::barrier<>> block_barrier;
-    std::vector<pg_warp_state> warp_states(warps);
-    auto fresh = [&]() noexcept {  // new barriers for each block: early returns only drop out of one
-        block_barrier = std::make_unique<std::barrier<>>(threads);
-        for (unsigned int w = 0; w < warps; ++w)
-            warp_states[w].barrier = std::make_unique<std::barrier<>>(std::min(32u, threads - 32 * w));
-    };
-    fresh();
-    std::barrier<std::function<void()>> next_block(threads, std::function<void()>(fresh));
+    std::vector<dim3> order;
+    for (unsigned int z = 0; z < grid.z; ++z)
+        for (unsigned int y = 0; y < grid.y; ++y)
+            for (unsigned int x = 0; x < grid.x; ++x) order.push_back({x, y, z});
+    std::shuffle(order.begin(), order.end(), std::mt19937(pg_launch_seed++));
+    const unsigned int teams = (unsigned int)std::min<size_t>(PG_TEAMS, order.size());
+    std::vector<std::unique_ptr<pg_team>> team;
+    for (unsigned int k = 0; k < teams; ++k) {
+        team.push_back(std::make_unique<pg_team>());
+        pg_team* tm = team.back().get();
+        tm->warps = std::vector<pg_warp_state>(warps);
+        tm->fresh = [tm, threads, warps]() noexcept {  // new barriers per block: early returns drop out of one
+            tm->block_barrier = std::make_unique<std::barrier<>>(threads);
+            for (unsigned int w = 0; w < warps; ++w)
+                tm->warps[w].barrier = std::make_unique<std::barrier<>>(std::min(32u, threads - 32 * w));
+        };
+        tm->fresh();
+        tm->next_block = std::make_unique<std::barrier<std::function<void()>>>(threads, tm->fresh);
+    }
     std::vector<std::thread> pool;
-    for (unsigned int t = 0; t < threads; ++t) {
-        pool.emplace_back([&, t] {
-            threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
-            pg_lane = (int)(t % 32);
-            for (unsigned int z = 0; z < grid.z; ++z)
-                for (unsigned int y = 0; y < grid.y; ++y)
-                    for (unsigned int x = 0; x < grid.x; ++x) {
-                        blockIdx = {x, y, z};
-                        pg_block_barrier = block_barrier.get();
-                        pg_warp = &warp_states[t / 32];
-                        body();
-                        pg_block_barrier->arrive_and_drop();
-                        pg_warp->barrier->arrive_and_drop();
-                        next_block.arrive_and_wait();
-                    }
-        });
+    for (unsigned int k = 0; k < teams; ++k) {
+        for (unsigned int t = 0; t < threads; ++t) {
+            pool.emplace_back([&, k, t] {
+                pg_team* tm = team[k].get();
+                pg_current_team = tm;
+                threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+                pg_lane = (int)(t % 32);
+                for (size_t i = k; i < order.size(); i += teams) {
+                    blockIdx = order[i];
+                    pg_block_barrier = tm->block_barrier.get();
+                    pg_warp = &tm->warps[t / 32];
+                    body();
+                    pg_block_barrier->arrive_and_drop();
+                    pg_warp->barrier->arrive_and_drop();
+                    tm->next_block->arrive_and_wait();
+                }
+            });
+        }
     }
     for (auto& th : pool) th.join();
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -35,9 +36,18 @@ def _wrapper(kernel: KernelSource) -> str:
             f"    pg_launch(dim3{{gx, gy, gz}}, dim3{{block, 1, 1}}, [&] {{ {kernel.name}({', '.join(casts)}); }});\n}}\n")
 
 
+SHARED = re.compile(r"__shared__\s+([\w:]+)\s+(\w+)((?:\[[^\]]+\])+);")
+
+
+def per_block_shared(source: str) -> str:
+    """``__shared__ T name[N]...;`` as a reference to the running block's own array, so that
+    blocks can run at once."""
+    return SHARED.sub(lambda m: f"auto& {m.group(2)} = pg_shared<{m.group(1)}{m.group(3)}>(__COUNTER__);", source)
+
+
 def compile_module(source: str, kernels: list[KernelSource]) -> ctypes.CDLL:
     """The shared library of a module (cached by the hash of its source)."""
-    text = source + "\n" + "".join(_wrapper(k) for k in kernels)
+    text = per_block_shared(source) + "\n" + "".join(_wrapper(k) for k in kernels)
     digest = hashlib.sha256((text + HEADER.read_text()).encode()).hexdigest()[:16]
     BUILD.mkdir(parents=True, exist_ok=True)
     library = BUILD / f"module_{digest}.so"
@@ -57,10 +67,11 @@ def compile_module(source: str, kernels: list[KernelSource]) -> ctypes.CDLL:
 class HarnessProgram:
     """A plan program whose kernels run on the CPU through the harness."""
 
-    def __init__(self, plans: PlanProgram):
+    def __init__(self, plans: PlanProgram, edit=None):
+        """``edit``: a change made to the generated source before it compiles (mutation tests)."""
         self.plans = plans
         source, self.kernels = render_module(plans)
-        self.library = compile_module(source, self.kernels)
+        self.library = compile_module(edit(source) if edit else source, self.kernels)
 
     def __call__(self, g: Graph, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from pigeon.ir.program import Program
