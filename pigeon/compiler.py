@@ -114,10 +114,10 @@ class CompiledFunction:
         tuned = False
         if config is None:
             params = dict(self._bind(g, args, kwargs))
-            training = torch.is_grad_enabled() and any(
-                isinstance(v, torch.Tensor) and v.requires_grad for v in params.values())
+            wrt = tuple(n.name for n in program.inputs if isinstance(params.get(n.name), torch.Tensor)
+                        and params[n.name].requires_grad) if torch.is_grad_enabled() else ()
             found = CACHE.lookup(tuning_key(program, g, program.inputs[0].type.dtype if program.inputs else "",
-                                            "train" if training else "infer"))
+                                            "train" if wrt else "infer", backend, wrt))
             config, tuned = (found, True) if found is not None else (DEFAULT, False)
         config = config.merged(disabled_passes())
         key = (id(program), stats.bucket(), config, backend, tuned)

@@ -93,7 +93,9 @@ class Tuner:
         self.program = fn.program(g, *self.args, **self.kwargs)
         self.stats = graph_stats(g)
         dtype = self.program.inputs[0].type.dtype if self.program.inputs else "float32"
-        self.key = tuning_key(self.program, g, dtype, mode)
+        exe = fn.executable(g, *self.args, config=DEFAULT, **self.kwargs)
+        self.key = tuning_key(self.program, g, dtype, mode, exe.backend,
+                              self._trained_inputs(exe) if mode == "train" else ())
 
     # ---- candidates ---------------------------------------------------------------------------
 

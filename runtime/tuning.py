@@ -116,11 +116,31 @@ def program_hash(program: Program) -> str:
     return hit[1]
 
 
-def tuning_key(program: Program, g: Graph, dtype: str, mode: str) -> str:
-    from pigeon import __version__
+@functools.lru_cache(maxsize=None)
+def code_version() -> str:
+    """A hash of the compiler's own source (passes, code generation, templates, runtime): tuning
+    entries made by other code are not used."""
+    import pigeon
+    import pigeon.codegen
+    import pigeon.ir
+    import pigeon.runtime
+    import pigeon.templates
 
-    parts = [program_hash(program), ",".join(map(str, graph_signature(g))), device_name(g.device), dtype, mode,
-             __version__]
+    digest = hashlib.sha256()
+    for package in (pigeon, pigeon.ir, pigeon.codegen, pigeon.runtime, pigeon.templates):
+        folder = Path(package.__file__).parent
+        for path in sorted(folder.rglob("*")):
+            if path.suffix in (".py", ".j2", ".cuh", ".h") and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def tuning_key(program: Program, g: Graph, dtype: str, mode: str, backend: str, wrt: tuple[str, ...] = ()) -> str:
+    """What a tuning entry is for: the program, the graph's shape, the device, dtype and back end,
+    inference or training (with the inputs that get gradients), and the compiler's code."""
+    trained = "train[" + ",".join(sorted(wrt)) + "]" if mode == "train" else mode
+    parts = [program_hash(program), ",".join(map(str, graph_signature(g))), device_name(g.device), dtype, backend,
+             trained, code_version()]
     return "|".join(parts)
 
 

@@ -15,7 +15,7 @@ from pigeon.examples import rgat, rgcn
 from pigeon.ir.lower import lower
 from pigeon.ir.plans import TraversalSchedule
 from pigeon.runtime.tuner import Tuner
-from pigeon.runtime.tuning import CACHE, DEFAULT, Config, TuningCache, tuning_key
+from pigeon.runtime.tuning import CACHE, DEFAULT, Config, TuningCache, code_version, tuning_key
 from random_graphs import random_graph
 
 
@@ -161,7 +161,18 @@ def test_a_tuned_configuration_gives_the_same_numbers():
         tuned = rgat.rgat(g, *args)
     assert rgat.rgat.last_executable.tuned and rgat.rgat.last_executable.config == result.best.config
     torch.testing.assert_close(tuned, default, rtol=1e-12, atol=1e-12)
-    assert CACHE.lookup(tuning_key(rgat.rgat.program(g, *args), g, "float64", "infer")) == result.best.config
+    backend = rgat.rgat.last_executable.backend
+    assert CACHE.lookup(tuning_key(rgat.rgat.program(g, *args), g, "float64", "infer", backend)) == result.best.config
+
+
+def test_the_tuning_key_tells_apart_what_changes_the_best_choice():
+    g = graph()
+    program = rgat.rgat.program(g, *inputs(rgat.rgat, g))
+    keys = {tuning_key(program, g, "float64", "infer", "cpp"), tuning_key(program, g, "float64", "infer", "reference"),
+            tuning_key(program, g, "float64", "train", "cpp", ("weight",)),
+            tuning_key(program, g, "float64", "train", "cpp", ("h", "weight"))}
+    assert len(keys) == 4
+    assert all(k.endswith("|" + code_version()) for k in keys) and len(code_version()) == 12
 
 
 def test_tune_a_layer():
