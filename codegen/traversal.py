@@ -406,12 +406,36 @@ class TraversalKernel(KernelBuilder):
         edge_rows = {**dst_rows, Domain.EDGE: "e"}
         indptr = self._arg("p_indptr", "const long long* __restrict__", "indptr")
         eids = self._arg("p_eids", "const long long* __restrict__", "eids")
+        scatters = [n for n in self.computed() if n.op == Op.REDUCE and not self.is_dst_reduce(n)]
+        edge_sinks = [n.name for n in scatters if self.nodes[n.args[0]].type.domain == Domain.EDGE]
+        edge_writes = [w for w in self.plan.writes if self.nodes[w].type.domain == Domain.EDGE
+                       and self.nodes[w].op != Op.REDUCE]
+        edge_targets = [self.nodes[s].args[0] for s in edge_sinks] + edge_writes
+        reductions = [n for n in self.computed() if self.is_dst_reduce(n)]
+        online = self.online_softmax_pairs()
+        weighted = self.softmax_aggregates(online)
+        in_online_pass = set(online.values()) | {agg for agg, _, _ in weighted.values()}
+        passes = len([r for r in reductions if r.name not in in_online_pass])
+        # one pass over the edges and nothing stored per edge: a hub may be split over several
+        # blocks, whose results the last one to finish combines
+        self.split = not self.cpu and passes == 1 and not edge_targets
         c.add(f"const long long begin = {indptr}[v];")
         if self.cpu:
             c.add(f"const long long degree = {indptr}[v + 1] - begin;")
         else:
             c.add(f"const long long degree = valid ? {indptr}[v + 1] - begin : 0;")
-            c.add("const long long max_degree = pg_warp_max(degree);  // the same trip count for the whole warp")
+            c.add("long long edge_lo = 0, edge_hi = degree;  // the edges this group's block takes")
+            if self.split:
+                chunks = self._arg("p_chunks", "const long long* __restrict__", "work_chunks", self.work_key())
+                c.add(f"const long long* chunk_row = {chunks} + 4 * (long long)blockIdx.x;")
+                c.add("const long long chunk = chunk_row[0], chunks = chunk_row[1];")
+                c.add("// a hub split over several blocks: this block takes one of equal ranges of its edges")
+                c.open("if (chunks > 1)")
+                c.add("const long long share = (degree + chunks - 1) / chunks;")
+                c.add("edge_lo = chunk * share < degree ? chunk * share : degree;")
+                c.add("edge_hi = edge_lo + share < degree ? edge_lo + share : degree;")
+                c.close()
+            c.add("const long long edge_end = pg_warp_max(edge_hi);  // the same trip count for the whole warp")
             c.add(f"__shared__ {self.acc} pg_parts[{self.block}];  // a hub's partial results, one per thread")
 
         def edge_loop(body_targets: list[str]) -> None:
@@ -420,20 +444,14 @@ class TraversalKernel(KernelBuilder):
                 c.add(f"const long long e = {eids}[begin + i];")
                 self._loop_start, self._loop_rows = len(c.lines), {}
             else:  # the same trip count for every group of a block: groups of one warp shuffle together
-                c.open("for (long long i0 = 0; i0 < max_degree; i0 += parts)")
+                c.open("for (long long i0 = edge_lo; i0 < edge_end; i0 += parts)")
                 c.add("const long long i = i0 + part;")
-                c.add("const bool live = i < degree;")
+                c.add("const bool live = i < edge_hi;")
                 c.add(f"const long long e = live ? {eids}[begin + i] : 0;")
             for node in self.closure(body_targets):
                 if node.op == Op.REDUCE:
                     continue
                 self.compute(node, edge_rows)
-
-        scatters = [n for n in self.computed() if n.op == Op.REDUCE and not self.is_dst_reduce(n)]
-        edge_sinks = [n.name for n in scatters if self.nodes[n.args[0]].type.domain == Domain.EDGE]
-        edge_writes = [w for w in self.plan.writes if self.nodes[w].type.domain == Domain.EDGE
-                       and self.nodes[w].op != Op.REDUCE]
-        edge_targets = [self.nodes[s].args[0] for s in edge_sinks] + edge_writes
 
         def edge_outputs() -> None:
             for s in edge_sinks:
@@ -443,15 +461,11 @@ class TraversalKernel(KernelBuilder):
 
         # On a CPU the edge stores and scatters join the last reduction's pass over the edges
         # when they need nothing that pass computes.
-        reductions = [n for n in self.computed() if self.is_dst_reduce(n)]
         last = reductions[-1].name if reductions else None
         if not (self.cpu and edge_targets and last and self._independent_of(edge_targets, last)):
             last = None
-        online = self.online_softmax_pairs()
-        weighted = self.softmax_aggregates(online)
         if last in {agg for agg, _, _ in weighted.values()}:
             last = None  # the edge outputs need the final sum of the softmax: a pass of their own
-        in_online_pass = set(online.values()) | {agg for agg, _, _ in weighted.values()}
         for node in self.computed():
             if node.name in in_online_pass:
                 continue  # computed in one pass with its maximum
@@ -630,6 +644,9 @@ class TraversalKernel(KernelBuilder):
         self.layout = saved
         if not self.cpu:
             self._combine_online_parts(top.name, total.name, n, weighted, slots)
+            self.combine_blocks([(f"a_{top.name}", n), (f"a_{total.name}", n)]
+                                + ([(f"a_{weighted[0]}", slots)] if weighted else []), "online",
+                                (top.name, total.name, n, weighted, slots))
         c.add(f"{acc} r_{top.name}[{n}], r_{total.name}[{n}];")
         c.add(f"for (int s = 0; s < {n}; ++s) r_{top.name}[s] = degree > 0 ? a_{top.name}[s] : ({acc})0, "
               f"r_{total.name}[s] = a_{total.name}[s];")
@@ -676,6 +693,64 @@ class TraversalKernel(KernelBuilder):
             self.code.add(f"if (parts > 1) for (int s = 0; s < {width}; ++s) "
                           f"{array}[s] = pg_parts_{kind}({array}[s], pg_parts, {self.tpr});")
 
+    def work_key(self) -> tuple:
+        return (self.rows_per_block, self.s.hub_degree, getattr(self, "split", False))
+
+    def combine_blocks(self, arrays: list[tuple[str, int]], kind: str, online=None) -> None:
+        """CUDA, a hub split over several blocks: each block stores its (block-combined) partial
+        ``arrays``; the last block to finish combines every block's and goes on alone."""
+        if self.cpu or not self.split:
+            return
+        c, acc, tpr = self.code, self.acc, self.tpr
+        per_lane = sum(width for _, width in arrays)
+        partials = self._arg("p_hub_partials", f"{acc}* __restrict__", "hub_partials",
+                             (*self.work_key(), tpr * per_lane, "float64" if acc == "double" else "float32"))
+        counters = self._arg("p_hub_counters", "int* __restrict__", "hub_counters", self.work_key())
+        c.add("// a hub split over several blocks: the last of them to finish combines their results")
+        c.open("if (chunks > 1)")
+        c.add("const long long hub = chunk_row[2], first = chunk_row[3];")
+        c.add(f"volatile {acc}* partial = {partials} + (first + chunk) * {tpr * per_lane} + lane * {per_lane};")
+        offset, offsets = 0, {}
+        for array, width in arrays:
+            c.add(f"if (part == 0) for (int s = 0; s < {width}; ++s) partial[{offset} + s] = {array}[s];")
+            offsets[array] = offset
+            offset += width
+        c.add(f"if (!pg_last_block({counters} + hub, (int)chunks)) return;")
+        def at(array: str, slot: str) -> str:  # block b's partial, read past the caches
+            return (f"((volatile {acc}*){partials})[(first + b) * {tpr * per_lane} + lane * {per_lane} "
+                    f"+ {offsets[array]} + {slot}]")
+        if kind != "online":
+            for array, width in arrays:
+                c.open(f"for (int s = 0; s < {width}; ++s)")
+                c.add(f"{acc} total = {'-PG_INFINITY' if kind == 'max' else f'({acc})0'};")
+                op = "total = pg_max(total, {v})" if kind == "max" else "total += {v}"
+                c.add("for (long long b = 0; b < chunks; ++b) " + op.format(v=at(array, "s")) + ";")
+                c.add(f"{array}[s] = total;")
+                c.close()
+        else:
+            top, total, n, weighted, slots = online
+            c.add(f"for (int f = 0; f < {n}; ++f) a_{top}[f] = -PG_INFINITY, a_{total}[f] = ({acc})0;")
+            if weighted:
+                c.add(f"for (int k = 0; k < {slots}; ++k) a_{weighted[0]}[k] = ({acc})0;")
+            c.add(f"for (long long b = 0; b < chunks; ++b) for (int f = 0; f < {n}; ++f) "
+                  f"a_{top}[f] = pg_max(a_{top}[f], ({acc}){at(f'a_{top}', 'f')});")
+            c.open("for (long long b = 0; b < chunks; ++b)")
+            c.add(f"{acc} factor[{n}];  // block b's rescaling to the hub's maximum")
+            c.open(f"for (int f = 0; f < {n}; ++f)")
+            c.add(f"const {acc} top = {at(f'a_{top}', 'f')};")
+            c.add(f"factor[f] = top == -PG_INFINITY ? ({acc})0 : exp(top - a_{top}[f]);")
+            c.add(f"a_{total}[f] += {at(f'a_{total}', 'f')} * factor[f];")
+            c.close()
+            if weighted:
+                agg, softmax, _ = weighted
+                head = broadcast_index("f", self.shape(agg), self.shape(softmax))
+                c.open(f"for (int k = 0; k < {slots}; ++k)")
+                c.add(f"const int f = {self.dist_index('lane', 'k')};")
+                c.add(f"if (f < {self.numel(agg)}) a_{agg}[k] += {at(f'a_{agg}', 'k')} * factor[{head}];")
+                c.close()
+            c.close()
+        c.close()
+
     def _dst_reduce(self, node: Node, edge_loop, edge_rows: dict[Domain, str], merged=None) -> None:
         """A reduction over the incoming edges; ``merged`` = (edge values, code emitting their
         stores) done in the same pass."""
@@ -713,6 +788,7 @@ class TraversalKernel(KernelBuilder):
         self.layout = saved
         width = self.chunks(n) if dist else n
         self.combine_parts(f"a_{node.name}", width, "max" if kind == "max" else "sum")
+        self.combine_blocks([(f"a_{node.name}", width)], "max" if kind == "max" else "sum")
         finish = {"max": f"degree > 0 ? a_{node.name}[s] : ({self.acc})0",
                   "mean": f"degree > 0 ? a_{node.name}[s] / ({self.acc})degree : ({self.acc})0",
                   "sum": f"a_{node.name}[s]"}[kind]
@@ -749,8 +825,7 @@ class TraversalKernel(KernelBuilder):
         edges_per_thread = self.s.edges_per_thread if strategy == Strategy.EDGE_PARALLEL else 1
         work = None
         if per_work_list:
-            work = self._arg("p_work", "const long long* __restrict__", "work",
-                             (self.rows_per_block, self.s.hub_degree))
+            work = self._arg("p_work", "const long long* __restrict__", "work", self.work_key())
         return {
             "name": self.name,
             "plan": self.plan,

@@ -42,14 +42,24 @@ class Slot:
     key: str
 
 
+@dataclass(frozen=True)
+class Scratch:
+    """An argument allocated per call: working memory of the kernel (zeroed where it counts)."""
+
+    numel: int
+    dtype: torch.dtype
+    zeroed: bool
+
+
 class Launch:
     """One kernel bound to one graph: its grid and the graph's arguments, worked out once, so a
     call only allocates the outputs and fills in the values of the program's memory."""
 
     def __init__(self, kernel: KernelSource, g: Graph):
         self.kernel = kernel
+        self.device = g.device
         self.grid = grid(kernel, g)
-        self.args: list[Argument | Slot | None] = _graph_arguments(kernel, g)
+        self.args: list[Argument | Slot | Scratch | None] = _graph_arguments(kernel, g)
         self.outputs = [(name, expected_shape(g, t), TORCH_DTYPES[t.dtype], name in kernel.zero_filled)
                         for name in kernel.plan.writes for t in [kernel.plan.value_type(name)]]
 
@@ -66,6 +76,9 @@ class Launch:
                 if not value.is_contiguous():
                     raise ValueError(f"{self.kernel.name}: %{arg.key} is not contiguous")
                 arg = value
+            elif isinstance(arg, Scratch):
+                arg = (torch.zeros if arg.zeroed else torch.empty)(max(arg.numel, 1), dtype=arg.dtype,
+                                                                     device=self.device)
             out.append(arg)
         return out
 
@@ -75,8 +88,8 @@ def bind(kernels: Sequence[KernelSource], g: Graph) -> list[Launch]:
     return [Launch(k, g) for k in kernels]
 
 
-def _graph_arguments(kernel: KernelSource, g: Graph) -> list[Argument | Slot | None]:
-    out: list[Argument | Slot | None] = []
+def _graph_arguments(kernel: KernelSource, g: Graph) -> list[Argument | Slot | Scratch | None]:
+    out: list[Argument | Slot | Scratch | None] = []
     for arg in kernel.args:
         if arg.kind in ("read", "write"):
             out.append(Slot(arg.key))
@@ -103,7 +116,14 @@ def _graph_arguments(kernel: KernelSource, g: Graph) -> list[Argument | Slot | N
         elif arg.kind == "index_order":
             out.append(layouts.index_order(g, *arg.key))
         elif arg.kind == "work":
-            out.append(layouts.dst_work(g, *arg.key))
+            out.append(layouts.dst_work(g, *arg.key).rows)
+        elif arg.kind == "work_chunks":
+            out.append(layouts.dst_work(g, *arg.key).chunks)
+        elif arg.kind == "hub_partials":
+            *work, per_block, dtype = arg.key
+            out.append(Scratch(layouts.dst_work(g, *work).split_blocks * per_block, TORCH_DTYPES[dtype], False))
+        elif arg.kind == "hub_counters":
+            out.append(Scratch(layouts.dst_work(g, *arg.key).split_hubs, torch.int32, True))
         elif arg.kind == "type_count":
             out.append(layouts.type_offsets(g, *arg.key).numel() - 1)
         else:
@@ -119,7 +139,7 @@ def grid(kernel: KernelSource, g: Graph) -> tuple[int, int, int] | None:
         return ((n + launch.rows_per_block - 1) // launch.rows_per_block, 1, 1) if n else None
     if launch.grid == "work":
         work_arg = next(a for a in kernel.args if a.kind == "work")
-        entries = layouts.dst_work(g, *work_arg.key).numel()
+        entries = layouts.dst_work(g, *work_arg.key).rows.numel()
         return (entries // launch.rows_per_block, 1, 1) if entries else None
     if launch.grid == "tiles":
         tiles_arg = next(a for a in kernel.args if a.kind == "tiles")

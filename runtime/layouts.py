@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -105,21 +106,49 @@ def num_rows(g: Graph, domain: Domain) -> int:
             Domain.ETYPE: g.num_etypes, Domain.NTYPE: g.num_ntypes, Domain.GLOBAL: 0}[domain]
 
 
-def dst_work(g: Graph, rows_per_block: int, hub_degree: int) -> torch.Tensor:
-    """The destinations each block of a per-destination kernel takes, ``rows_per_block`` entries
-    per block: a destination with more than ``hub_degree`` incoming edges fills a block alone
-    (its id in every entry: the block's groups split its edges); the others follow in order,
-    one per group, padded with -1."""
-    def build() -> torch.Tensor:
+class DstWork(NamedTuple):
+    """The destinations each block of a per-destination CUDA kernel takes (see ``dst_work``)."""
+
+    rows: torch.Tensor  # [blocks * rows_per_block] destination ids, -1 for padding
+    chunks: torch.Tensor  # [blocks, 4]: this block's chunk of its hub's edges, chunks, hub, first block
+    split_hubs: int  # hubs split over several blocks
+    split_blocks: int  # the blocks those hubs take
+
+
+def dst_work(g: Graph, rows_per_block: int, hub_degree: int, split: bool = False) -> DstWork:
+    """The destinations each block takes, ``rows_per_block`` entries per block: a destination with
+    more than ``hub_degree`` incoming edges fills a block alone (its id in every entry: the
+    block's groups split its edges); the others follow in order, one per group, padded with -1.
+    With ``split``, a hub takes one block per ``rows_per_block * hub_degree`` of its edges; block
+    ``c`` of ``n`` takes the ``c``-th of ``n`` equal ranges of them (row ``c, n, hub number, number
+    of its first block among the split hubs' blocks`` of ``chunks``)."""
+    def build() -> DstWork:
         indptr = csr(g).indptr
-        counts = indptr[1:] - indptr[:-1]
-        rows = torch.arange(g.num_dst_nodes, device=indptr.device)
+        counts = (indptr[1:] - indptr[:-1]).cpu()
+        rows = torch.arange(g.num_dst_nodes)
         hub = counts > hub_degree if rows_per_block > 1 else torch.zeros_like(counts, dtype=torch.bool)
         light, hubs = rows[~hub], rows[hub]
-        pad = (-light.numel()) % rows_per_block
-        light = torch.cat([light, light.new_full((pad,), -1)])
-        return torch.cat([light, hubs.repeat_interleave(rows_per_block)]).contiguous()
-    return g.cached(("dst_work", rows_per_block, hub_degree), build)
+        light = torch.cat([light, light.new_full(((-light.numel()) % rows_per_block,), -1)])
+        per_hub = (-(-counts[hub] // (rows_per_block * hub_degree))).clamp(min=1) if split else torch.ones_like(hubs)
+        hub_blocks = hubs.repeat_interleave(per_hub)
+        light_blocks = light.numel() // rows_per_block
+        chunks = torch.zeros(light_blocks + hub_blocks.numel(), 4, dtype=torch.int64)
+        chunks[:, 1] = 1
+        if hub_blocks.numel():
+            first = torch.cumsum(per_hub, 0) - per_hub
+            own = torch.repeat_interleave(torch.arange(hubs.numel()), per_hub)
+            chunks[light_blocks:, 0] = torch.arange(hub_blocks.numel()) - first[own]
+            chunks[light_blocks:, 1] = per_hub[own]
+            is_split = per_hub > 1
+            split_number = torch.cumsum(is_split.long(), 0) - 1
+            split_first = torch.cumsum(per_hub * is_split, 0) - per_hub * is_split
+            chunks[light_blocks:, 2] = split_number[own]
+            chunks[light_blocks:, 3] = split_first[own]
+        split_hubs = int((per_hub > 1).sum()) if hubs.numel() else 0
+        split_blocks = int(per_hub[per_hub > 1].sum()) if hubs.numel() else 0
+        work = torch.cat([light, hub_blocks.repeat_interleave(rows_per_block)])
+        return DstWork(work.to(g.device), chunks.reshape(-1).to(g.device), split_hubs, split_blocks)
+    return g.cached(("dst_work", rows_per_block, hub_degree, split), build)
 
 
 def degree(g: Graph, by: str) -> torch.Tensor:

@@ -104,6 +104,19 @@ __device__ __forceinline__ T pg_parts_max(T v, T* scratch, int width) {
     return top;
 }
 
+// Whether this block is the last of `blocks` to get here, each after storing its partial
+// results: the fences make every block's stores visible to the last. Every thread calls it.
+__device__ __forceinline__ bool pg_last_block(int* counter, int blocks) {
+    __shared__ int last[1];
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last[0] = atomicAdd(counter, 1) == blocks - 1;
+    __syncthreads();
+    const bool is_last = last[0] != 0;
+    __threadfence();
+    return is_last;
+}
+
 // Elementwise helpers used by generated expressions.
 template <typename T> __device__ __forceinline__ T pg_max(T a, T b) { return a > b ? a : b; }
 template <typename T> __device__ __forceinline__ T pg_sigmoid(T x) { return (T)1 / ((T)1 + exp(-x)); }

@@ -109,6 +109,27 @@ def test_atomic_destination_reductions(model):
     check(model, GRAPHS["many_etypes"](), torch.float64, dst_reductions="atomic")
 
 
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_hubs_split_over_blocks(model):
+    """Destinations of 700 and 300 edges over 22 and 10 blocks (hub degree 4, 8 groups a block);
+    the last block of each combines the others' sums, or maxima and rescaled softmax sums."""
+    def apply(kernel):
+        if "hub_degree" not in kernel.schedule.CHOICES:
+            return kernel
+        return dataclasses.replace(kernel, schedule=dataclasses.replace(kernel.schedule, hub_degree=4))
+    g = GRAPHS["hub"]()
+    check(model, g, torch.float64, variant=apply)
+    torch.manual_seed(0)
+    args = model.example_inputs(g, dtype=torch.float64)
+    inference = model.executable(g, *args).forward  # one pass over the edges: split over blocks
+    params = dict(model._bind(g, args, {}))
+    tensors = [params[n.name] for n in inference.inputs]
+    plans = lower(inference)
+    plans = PlanProgram(plans.name, plans.inputs, tuple(apply(k) for k in plans.kernels), plans.outputs)
+    assert "pg_last_block(" in render_module(plans)[0].split("pg_last_block(int*")[1]
+    _close(HarnessProgram(plans)(g, *tensors), execute(inference, g, *tensors), torch.float64, "inference")
+
+
 def _split_weight_gradients(kernel):
     if "split_rows" not in kernel.schedule.CHOICES:
         return kernel
@@ -148,6 +169,7 @@ VARIANTS = {
     "small_gemm_tiles": dict(tile_rows=16, tile_cols=16, tile_k=8, thread_rows=2, thread_cols=2),
     "hubs_shared_by_a_block": dict(hub_degree=4),
     "weight_gradients_split_in_chunks": dict(split_rows=8),
+    "hubs_split_over_blocks": dict(hub_degree=1),
     "hubs_shared_by_narrow_groups": dict(hub_degree=2, threads_per_row=4, vector_width=2, rows_per_block=16),
     "wide_gemm_vectors": dict(tile_rows=32, tile_cols=32, tile_k=32, thread_rows=8, thread_cols=1),
 }

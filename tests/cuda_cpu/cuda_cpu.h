@@ -88,6 +88,8 @@ template <typename T> T __shfl_xor_sync(unsigned, T v, int mask, int width = 32)
     return __shfl_sync(0xffffffffu, v, (pg_lane & (width - 1)) ^ mask, width);
 }
 
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 inline double atomicAdd(double* p, double v) { return std::atomic_ref<double>(*p).fetch_add(v); }
 inline unsigned int atomicCAS(unsigned int* p, unsigned int expected, unsigned int desired) {
