@@ -1,12 +1,10 @@
 """Switches that change how compiled functions run, scoped with ``with`` blocks."""
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import os
 import warnings
-from typing import Iterator
 
 import torch
 
@@ -18,18 +16,35 @@ _DISABLED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("pige
                                                                            default=frozenset())
 
 
-@contextlib.contextmanager
-def disable_passes(*names: str) -> Iterator[None]:
-    """Run compiled functions without these passes inside the block (for comparison):
+class _Switch:
+    """A setting that holds from the call on: to the end of a ``with`` block when used as one,
+    else for the rest of the current context (the program, or the thread)."""
+
+    def __init__(self, var: contextvars.ContextVar, value: object):
+        self._var = var
+        self._token = var.set(value)
+
+    def __enter__(self) -> _Switch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Undo the setting (what leaving the ``with`` block does)."""
+        if self._token is not None:
+            self._var.reset(self._token)
+            self._token = None
+
+
+def disable_passes(*names: str) -> _Switch:
+    """Run compiled functions without these passes (for comparison), inside a ``with`` block or,
+    called alone, from here on (until ``.close()`` on what it returns):
 
         with pigeon.disable_passes("compact", "linear_reorder"):
             out = layer(g, h)
     """
-    token = _DISABLED.set(_DISABLED.get() | check_pass_names(names))
-    try:
-        yield
-    finally:
-        _DISABLED.reset(token)
+    return _Switch(_DISABLED, _DISABLED.get() | check_pass_names(names))
 
 
 def disabled_passes() -> frozenset[str]:
@@ -46,16 +61,11 @@ def _check_backend(name: str, where: str) -> str:
     return name
 
 
-@contextlib.contextmanager
-def use_backend(name: str) -> Iterator[None]:
-    """Run compiled functions on this back end inside the block: "cpp" (generated C++ kernels,
-    CPU tensors), "cuda" (generated CUDA kernels, CUDA tensors) or "reference" (torch ops, any
-    device)."""
-    token = _BACKEND.set(_check_backend(name, "use_backend"))
-    try:
-        yield
-    finally:
-        _BACKEND.reset(token)
+def use_backend(name: str | None) -> _Switch:
+    """Run compiled functions on this back end, inside a ``with`` block or, called alone, from
+    here on: "cpp" (generated C++ kernels, CPU tensors), "cuda" (generated CUDA kernels, CUDA
+    tensors), "reference" (torch ops, any device), or None (chosen by device again)."""
+    return _Switch(_BACKEND, None if name is None else _check_backend(name, "use_backend"))
 
 
 def choose_backend(device: torch.device, preferred: str | None = None) -> str:

@@ -220,3 +220,22 @@ def test_backend_choice():
             pass
     with pigeon.use_backend("reference"):
         assert simple.executable(g, torch.randn(40, 4), w).backend == "reference"
+
+
+def test_switches_called_without_with_hold_until_closed():
+    g = random_graph(num_etypes=5, seed=1)
+    w = torch.randn(5, 4, 3)
+    default = simple.executable(g, torch.randn(40, 4), w).backend
+    switch = pigeon.use_backend("reference")
+    try:
+        assert simple.executable(g, torch.randn(40, 4), w).backend == "reference"
+        pigeon.use_backend(None)
+        assert simple.executable(g, torch.randn(40, 4), w).backend == default
+    finally:
+        switch.close()
+    passes = pigeon.disable_passes("compact")
+    try:
+        assert "compact" in simple.executable(g, torch.randn(40, 4), w).config.disabled
+    finally:
+        passes.close()
+    assert "compact" not in simple.executable(g, torch.randn(40, 4), w).config.disabled
