@@ -65,7 +65,7 @@ class CppProgram:
         threads = torch.get_num_threads()
         for launch, function in zip(g.cached(("launches", self), lambda: launcher.bind(self.kernels, g)),
                                     self.functions):
-            launch.allocate_outputs(memory, g.device)
+            launch.allocate_outputs(memory)
             if launch.grid is None:
                 continue  # no rows: outputs stay as allocated (zeros where the kernel accumulates)
             args = launch.arguments(memory)  # the tensors stay alive until the call returns

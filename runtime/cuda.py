@@ -77,7 +77,7 @@ class CudaProgram:
         launches = g.cached(("launches", self), lambda: launcher.bind(self.kernels, g))
         with self.device:
             for launch, function in zip(launches, self.functions):
-                launch.allocate_outputs(memory, g.device)
+                launch.allocate_outputs(memory)
                 if launch.grid is None:
                     continue
                 args = [np.uint64(a.data_ptr()) if isinstance(a, torch.Tensor) else np.int64(a)

@@ -20,10 +20,7 @@ Argument = Union[torch.Tensor, int]
 
 def allocate_outputs(kernel: KernelSource, g: Graph, memory: dict[str, torch.Tensor]) -> None:
     """Buffers for every value the kernel stores (zeroed where it accumulates with atomics)."""
-    for name in kernel.plan.writes:
-        t = kernel.plan.value_type(name)
-        make = torch.zeros if name in kernel.zero_filled else torch.empty
-        memory[name] = make(expected_shape(g, t), dtype=TORCH_DTYPES[t.dtype], device=g.device)
+    Launch(kernel, g).allocate_outputs(memory)
 
 
 def rows(g: Graph, domain: Domain) -> int:
@@ -63,10 +60,10 @@ class Launch:
         self.outputs = [(name, expected_shape(g, t), TORCH_DTYPES[t.dtype], name in kernel.zero_filled)
                         for name in kernel.plan.writes for t in [kernel.plan.value_type(name)]]
 
-    def allocate_outputs(self, memory: dict[str, torch.Tensor], device: torch.device) -> None:
+    def allocate_outputs(self, memory: dict[str, torch.Tensor]) -> None:
         """Buffers for every value the kernel stores (zeroed where it accumulates with atomics)."""
         for name, shape, dtype, zeroed in self.outputs:
-            memory[name] = (torch.zeros if zeroed else torch.empty)(shape, dtype=dtype, device=device)
+            memory[name] = (torch.zeros if zeroed else torch.empty)(shape, dtype=dtype, device=self.device)
 
     def arguments(self, memory: dict[str, torch.Tensor]) -> list[Argument]:
         out = []

@@ -78,12 +78,12 @@ class HarnessProgram:
 
         check_inputs(Program(self.plans.name, self.plans.inputs, ()), g, tensors)
         memory = {n.name: t.contiguous() for n, t in zip(self.plans.inputs, tensors)}
-        for kernel in self.kernels:
-            launcher.allocate_outputs(kernel, g, memory)
-            shape = launcher.grid(kernel, g)
+        for launch in launcher.bind(self.kernels, g):
+            kernel, shape = launch.kernel, launch.grid
+            launch.allocate_outputs(memory)
             if shape is None:
                 continue
-            args = launcher.arguments(kernel, g, memory)  # the tensors stay alive until the launch returns
+            args = launch.arguments(memory)  # the tensors stay alive until the launch returns
             slots = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, torch.Tensor) else ctypes.c_longlong(a)
                      for a in args]
             array = (ctypes.c_void_p * len(slots))(*[ctypes.cast(ctypes.pointer(s), ctypes.c_void_p) for s in slots])
