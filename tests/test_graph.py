@@ -166,3 +166,33 @@ def test_pack_errors():
         g.pack({"a": torch.zeros(1, 2), "b": torch.zeros(3, 2)})
     with pytest.raises(pigeon.GraphError, match="expected 3 \\(or 3 destination\\) rows, got 4"):
         g.unpack(torch.zeros(4, 2))
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_dst_work_gives_every_destination_and_every_hub_edge_once(split):
+    """Per-destination CUDA kernels: light destinations one per group, hubs a block each (or one
+    block per rows_per_block * hub_degree edges when split), every edge range taken once."""
+    gen = torch.Generator().manual_seed(0)
+    dst = torch.cat([torch.randint(0, 50, (300,), generator=gen), torch.full((90,), 7), torch.full((41,), 9)])
+    src = torch.randint(0, 50, (dst.numel(),), generator=gen)
+    g = pigeon.Graph.from_edges(src, dst, torch.zeros_like(dst), 52)  # 50, 51: isolated
+    rows_per_block, hub_degree = 4, 10
+    work = layouts.dst_work(g, rows_per_block, hub_degree, split)
+    blocks = work.rows.view(-1, rows_per_block)
+    chunks = work.chunks.view(-1, 4)
+    assert blocks.shape[0] == chunks.shape[0]
+    degree = torch.bincount(dst, minlength=52)
+    hubs = {7, 9} | {int(v) for v in torch.nonzero(degree > hub_degree).flatten()}
+    light = [int(v) for v in blocks.flatten() if v >= 0 and int(v) not in hubs]
+    assert sorted(light) == sorted(set(range(52)) - hubs)  # each light destination once
+    for hub in hubs:
+        mine = [b for b in range(blocks.shape[0]) if bool((blocks[b] == hub).all())]
+        expected = -(-int(degree[hub]) // (rows_per_block * hub_degree)) if split else 1
+        assert len(mine) == expected and sorted(int(chunks[b, 0]) for b in mine) == list(range(expected))
+        assert {int(chunks[b, 1]) for b in mine} == {expected}
+    split_hubs = [h for h in hubs if split and int(degree[h]) > rows_per_block * hub_degree]
+    assert work.split_hubs == len(split_hubs)
+    assert work.split_blocks == sum(-(-int(degree[h]) // (rows_per_block * hub_degree)) for h in split_hubs)
+    firsts = sorted({(int(chunks[b, 2]), int(chunks[b, 3])) for b in range(chunks.shape[0]) if chunks[b, 1] > 1})
+    counts = [-(-int(degree[h]) // (rows_per_block * hub_degree)) for h in sorted(split_hubs)]
+    assert firsts == [(k, sum(counts[:k])) for k in range(len(counts))]  # hub numbers, their first blocks
