@@ -602,6 +602,9 @@ class TraversalKernel(KernelBuilder):
             c.add(f"for (int s = 0; s < {slots}; ++s) a_{agg}[s] = ({acc})0;")
         saved = dict(self.layout)
         edge_loop([score] + ([x] if weighted else []))
+        source = self.local_source(score)
+        if not self.readable_anywhere(score) and self.layout.get(source) == "dist":
+            self.gather_lanes(source, self.numel(source))  # many heads: every lane needs each score
         if not self.readable_anywhere(score):
             raise CodegenError(f"{self.plan.name}: the score %{score} of an online softmax is not held by every lane")
         if weighted:
@@ -638,7 +641,7 @@ class TraversalKernel(KernelBuilder):
                                   "k" if own else None)
                 c.open(f"for (int k = 0; k < {slots}; ++k)")
                 c.add(f"const int f = {self.dist_index('lane', 'k')};")
-                c.add(f"if (f < {width}) a_{agg}[k] = a_{agg}[k] * rescale[{head}] + weight[{head}] * {value};")
+                c.add(f"if (live && f < {width}) a_{agg}[k] = a_{agg}[k] * rescale[{head}] + weight[{head}] * {value};")
                 c.close()
         self.close_edge_loop()
         self.layout = saved

@@ -80,8 +80,9 @@ class CudaProgram:
                 launch.allocate_outputs(memory)
                 if launch.grid is None:
                     continue
+                tensors_and_ints = launch.arguments(memory)  # kept alive (scratch buffers too) until launched
                 args = [np.uint64(a.data_ptr()) if isinstance(a, torch.Tensor) else np.int64(a)
-                        for a in launch.arguments(memory)]
+                        for a in tensors_and_ints]
                 if _TIMINGS:
                     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                     start.record()

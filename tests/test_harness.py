@@ -130,6 +130,28 @@ def test_hubs_split_over_blocks(model):
     _close(HarnessProgram(plans)(g, *tensors), execute(inference, g, *tensors), torch.float64, "inference")
 
 
+@pytest.mark.parametrize("model", [rgat.rgat, hgt.hgt], ids=lambda m: m.name)
+def test_many_heads_with_hubs(model):
+    """16 heads: the per-edge scores are spread over the lanes and gathered for the online
+    softmax; hubs split over blocks (inference) and shared by a block (training)."""
+    g = GRAPHS["hub"]()
+    torch.manual_seed(0)
+    args = model.example_inputs(g, feats=64, heads=16, dtype=torch.float64)
+    exe = model.executable(g, *args)
+    params = dict(model._bind(g, args, {}))
+    grad = exe.gradient(tuple(n.name for n in exe.forward.inputs))
+
+    def hubs(program):
+        plans = lower(program)
+        return PlanProgram(plans.name, plans.inputs, tuple(
+            dataclasses.replace(k, schedule=dataclasses.replace(k.schedule, hub_degree=4))
+            if "hub_degree" in k.schedule.CHOICES else k for k in plans.kernels), plans.outputs)
+    for program in (exe.forward, grad.forward):
+        tensors = [params[n.name] for n in program.inputs]
+        _close(HarnessProgram(hubs(program))(g, *tensors), execute(program, g, *tensors), torch.float64,
+               program.name)
+
+
 def _split_weight_gradients(kernel):
     if "split_rows" not in kernel.schedule.CHOICES:
         return kernel

@@ -42,7 +42,11 @@ SHARED = re.compile(r"__shared__\s+([\w:]+)\s+(\w+)((?:\[[^\]]+\])+);")
 def per_block_shared(source: str) -> str:
     """``__shared__ T name[N]...;`` as a reference to the running block's own array, so that
     blocks can run at once."""
-    return SHARED.sub(lambda m: f"auto& {m.group(2)} = pg_shared<{m.group(1)}{m.group(3)}>(__COUNTER__);", source)
+    rewritten = SHARED.sub(lambda m: f"auto& {m.group(2)} = pg_shared<{m.group(1)}{m.group(3)}>(__COUNTER__);", source)
+    if "__shared__" in rewritten:  # would stay static: shared by the teams running blocks at once
+        raise RuntimeError("a __shared__ declaration the harness cannot give each block: "
+                           + rewritten[rewritten.index("__shared__"):].split(";")[0])
+    return rewritten
 
 
 def compile_module(source: str, kernels: list[KernelSource]) -> ctypes.CDLL:
