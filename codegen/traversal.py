@@ -236,11 +236,22 @@ class TraversalKernel(KernelBuilder):
     def lane_elements(self, name: str) -> tuple[str, str | None]:
         """The loop header over the elements of ``name`` this lane writes, and its slot."""
         n = self.numel(name)
-        if self.layout.get(self.local_source(name) or "", "repl") == "dist" and self.local_source(name) == name:
+        source = self.local_source(name)
+        if self.layout.get(source or "", "repl") == "dist" and self._same_elements(name, source):
             return f"for (int k = 0; k < {self.chunks(n)}; ++k)", "k"
         if self.cpu:
             return f"for (int f = 0; f < {n}; ++f)", None
         return f"for (int f = lane; f < {n}; f += {self.tpr})", None
+
+    def _same_elements(self, name: str, source: str) -> bool:
+        """Whether element f of ``name`` is element f of ``source`` (reshapes and gathers of
+        local values in between keep the element order; slices do not)."""
+        while name != source:
+            node = self.nodes[name]
+            if node.op not in (Op.RESHAPE, Op.GATHER):
+                return False
+            name = node.args[0]
+        return True
 
     def simd(self) -> None:
         """Vectorise the feature loop that follows (C++ target)."""

@@ -150,6 +150,11 @@ def test_many_heads_with_hubs(model):
         tensors = [params[n.name] for n in program.inputs]
         _close(HarnessProgram(hubs(program))(g, *tensors), execute(program, g, *tensors), torch.float64,
                program.name)
+    forward = execute(grad.forward, g, *[params[n.name] for n in grad.forward.inputs])
+    upstream = [torch.randn(o.shape, dtype=torch.float64) for o in forward[: grad.num_outputs]]
+    inputs = [*forward[grad.num_outputs:], *upstream]
+    _close(HarnessProgram(hubs(grad.backward))(g, *inputs), execute(grad.backward, g, *inputs), torch.float64,
+           "backward")
 
 
 def _split_weight_gradients(kernel):
