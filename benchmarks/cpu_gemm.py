@@ -40,8 +40,9 @@ def compare(g, plan, memory: dict, repeat: int) -> tuple[float, float]:
     compiled = cpp.CppProgram.from_plans(PlanProgram(plan.name, plan.reads, (plan,), plan.writes))
     (kernel,), (function,) = compiled.kernels, compiled.functions
     outputs = dict(memory)
-    launcher.allocate_outputs(kernel, g, outputs)
-    args = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in launcher.arguments(kernel, g, outputs)]
+    launch = launcher.Launch(kernel, g)
+    launch.allocate_outputs(outputs)
+    args = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in launch.arguments(outputs)]
     ours = median_ms(lambda: function(*args, torch.get_num_threads()), repeat)
 
     anchor = plan.anchor

@@ -54,6 +54,7 @@ class TraversalKernel(KernelBuilder):
         self.private: dict[str, str] = {}  # scatter target -> its row count: private copies per thread
         self._loop_rows: dict[tuple[str, str], None] | None = None  # rows read in the open edge loop
         self._loop_start = 0
+        self.split = False  # a hub may be split over several blocks (CUDA, one pass)
 
     # ---- layouts ------------------------------------------------------------------------
 
@@ -691,14 +692,19 @@ class TraversalKernel(KernelBuilder):
         c.add(f"a_{top}[f] = top;")
         c.close()
         if weighted:
-            agg, softmax, _ = weighted
-            head = broadcast_index("f", self.shape(agg), self.shape(softmax))
-            c.open(f"for (int k = 0; k < {slots}; ++k)")
-            c.add(f"const int f = {self.dist_index('lane', 'k')};")
-            c.add(f"a_{agg}[k] = pg_parts_sum(f < {self.numel(agg)} ? a_{agg}[k] * factor[{head}] : ({acc})0, "
-                  f"pg_parts, {self.tpr});")
-            c.close()
+            self._aggregate_slots(weighted, slots, "a_{agg}[k] = pg_parts_sum(f < {width} ? a_{agg}[k] * factor[{head}] : "
+                                  f"({acc})0, pg_parts, {self.tpr});")
         c.close()
+
+    def _aggregate_slots(self, weighted, slots: int, statement: str) -> None:
+        """``statement`` for each of this lane's slots ``k`` (element ``f``) of the softmax-weighted
+        aggregate; it may name {agg}, its {width} and {head}, the softmax element of ``f``."""
+        agg, softmax, _ = weighted
+        head = broadcast_index("f", self.shape(agg), self.shape(softmax))
+        self.code.open(f"for (int k = 0; k < {slots}; ++k)")
+        self.code.add(f"const int f = {self.dist_index('lane', 'k')};")
+        self.code.add(statement.format(agg=agg, width=self.numel(agg), head=head))
+        self.code.close()
 
     def combine_parts(self, array: str, width: int, kind: str) -> None:
         """CUDA: the groups of a hub's block combine their partial ``array`` (every group gets
@@ -708,7 +714,7 @@ class TraversalKernel(KernelBuilder):
                           f"{array}[s] = pg_parts_{kind}({array}[s], pg_parts, {self.tpr});")
 
     def work_key(self) -> tuple:
-        return (self.rows_per_block, self.s.hub_degree, getattr(self, "split", False))
+        return (self.rows_per_block, self.s.hub_degree, self.split)
 
     def combine_blocks(self, arrays: list[tuple[str, int]], kind: str, online=None) -> None:
         """CUDA, a hub split over several blocks: each block stores its (block-combined) partial
@@ -756,12 +762,8 @@ class TraversalKernel(KernelBuilder):
             c.add(f"a_{total}[f] += {at(f'a_{total}', 'f')} * factor[f];")
             c.close()
             if weighted:
-                agg, softmax, _ = weighted
-                head = broadcast_index("f", self.shape(agg), self.shape(softmax))
-                c.open(f"for (int k = 0; k < {slots}; ++k)")
-                c.add(f"const int f = {self.dist_index('lane', 'k')};")
-                c.add(f"if (f < {self.numel(agg)}) a_{agg}[k] += {at(f'a_{agg}', 'k')} * factor[{head}];")
-                c.close()
+                partial = at(f"a_{weighted[0]}", "k")
+                self._aggregate_slots(weighted, slots, f"if (f < {{width}}) a_{{agg}}[k] += {partial} * factor[{{head}}];")
             c.close()
         c.close()
 

@@ -57,22 +57,27 @@ def excerpt(source: str, log: str, context: int = 4) -> str:
     return "\n".join(shown)
 
 
-def compile_ptx(source: str, arch: str, name: str = "pigeon", description: str = "") -> str:
-    """PTX of ``source`` for ``arch`` (such as ``compute_80``); needs no GPU."""
+def _nvrtc(source: str, arch: str, name: str, description: str, options: list[str], output: str) -> str:
+    """NVRTC's ``output`` ("PTX" or "ProgramLog") for ``source`` compiled for ``arch``."""
     _cupy()
     from cupy.cuda import nvrtc
 
     program = nvrtc.createProgram(source, f"{name}.cu", [], [])
     try:
-        nvrtc.compileProgram(program, [f"-arch={arch}", "-std=c++17"])
-        ptx = nvrtc.getPTX(program)
+        nvrtc.compileProgram(program, [f"-arch={arch}", "-std=c++17", *options])
+        text = getattr(nvrtc, f"get{output}")(program)
     except nvrtc.NVRTCError:
         log = nvrtc.getProgramLog(program)
         raise CompileError(f"NVRTC could not compile {name} for {arch}:\n{log}\n{excerpt(source, log)}"
                            + (f"\nfrom the plan:\n{description}" if description else "")) from None
     finally:
         nvrtc.destroyProgram(program)
-    return ptx.decode() if isinstance(ptx, bytes) else ptx
+    return text.decode() if isinstance(text, bytes) else text
+
+
+def compile_ptx(source: str, arch: str, name: str = "pigeon", description: str = "") -> str:
+    """PTX of ``source`` for ``arch`` (such as ``compute_80``); needs no GPU."""
+    return _nvrtc(source, arch, name, description, [], "PTX")
 
 
 @dataclass(frozen=True)
@@ -99,19 +104,7 @@ def occupancy(resources: Resources, block: int, shared_per_sm: int = 228 * 1024)
 def kernel_resources(source: str, arch: str = "sm_90", name: str = "pigeon") -> dict[str, Resources]:
     """Per kernel of ``source``: the registers, stack frame, spills and shared memory that
     ptxas reports when NVRTC compiles it to machine code for ``arch``; needs no GPU."""
-    _cupy()
-    from cupy.cuda import nvrtc
-
-    program = nvrtc.createProgram(source, f"{name}.cu", [], [])
-    try:
-        nvrtc.compileProgram(program, [f"-arch={arch}", "-std=c++17", "--ptxas-options=-v"])
-        log = nvrtc.getProgramLog(program)
-    except nvrtc.NVRTCError:
-        log = nvrtc.getProgramLog(program)
-        raise CompileError(f"NVRTC could not compile {name} for {arch}:\n{log}\n{excerpt(source, log)}") from None
-    finally:
-        nvrtc.destroyProgram(program)
-    return parse_ptxas_report(log.decode() if isinstance(log, bytes) else log)
+    return parse_ptxas_report(_nvrtc(source, arch, name, "", ["--ptxas-options=-v"], "ProgramLog"))
 
 
 def parse_ptxas_report(log: str) -> dict[str, Resources]:

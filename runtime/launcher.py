@@ -18,18 +18,8 @@ from .reference import TORCH_DTYPES, expected_shape
 Argument = Union[torch.Tensor, int]
 
 
-def allocate_outputs(kernel: KernelSource, g: Graph, memory: dict[str, torch.Tensor]) -> None:
-    """Buffers for every value the kernel stores (zeroed where it accumulates with atomics)."""
-    Launch(kernel, g).allocate_outputs(memory)
-
-
 def rows(g: Graph, domain: Domain) -> int:
     return 1 if domain == Domain.GLOBAL else layouts.num_rows(g, domain)
-
-
-def arguments(kernel: KernelSource, g: Graph, memory: dict[str, torch.Tensor]) -> list[Argument]:
-    """The kernel's arguments, in order: tensors (passed by address) and integers."""
-    return Launch(kernel, g).arguments(memory)
 
 
 @dataclass(frozen=True)
