@@ -26,8 +26,7 @@ from .tuning import DEFAULT, Config
 class KernelTiming:
     """One launch of a generated kernel, timed with CUDA events (``ms`` once synchronised)."""
 
-    kernel: Any  # the KernelPlan
-    graph: Graph
+    kernel: Any  # the KernelSource (its plan: .plan)
     start: Any
     end: Any
 
@@ -90,7 +89,7 @@ class CudaProgram:
                 if _TIMINGS:
                     end.record()
                     for timings in _TIMINGS:
-                        timings.append(KernelTiming(launch.kernel, g, start, end))
+                        timings.append(KernelTiming(launch.kernel, start, end))
         return tuple(memory[o] for o in self.plans.outputs)
 
 
