@@ -14,35 +14,45 @@ class GraphError(ValueError):
 
 
 class GraphChangedError(RuntimeError):
-    """A graph's arrays were modified in place after layouts were derived from them."""
+    """An array a graph owns was modified in place after layouts were derived from it (only
+    code reaching into the runtime's index arrays can do that: users only see copies)."""
 
 
-def _as_index(values: TensorLike, name: str) -> torch.Tensor:
+def _as_index(values: TensorLike, name: str, copy: bool = True) -> torch.Tensor:
+    """``values`` as a one-dimensional int64 tensor: a copy of its own (made once) unless
+    ``copy`` is False, when it may share memory with ``values``."""
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind not in "iu":
+            raise GraphError(f"{name} must hold integer ids, got dtype {values.dtype}")
+        if values.ndim != 1:
+            raise GraphError(f"{name} must be one-dimensional, got shape {list(values.shape)}")
+        return torch.from_numpy(values.astype(np.int64, copy=copy))
     if isinstance(values, torch.Tensor):
         t = values
-    elif isinstance(values, np.ndarray):
-        t = torch.from_numpy(values)
     else:
         seq = list(values)
         try:
             t = torch.tensor(seq) if seq else torch.zeros(0, dtype=torch.int64)
         except (TypeError, ValueError) as err:
             raise GraphError(f"{name} must be a sequence of integer ids: {err}") from None
+        copy = False  # a new tensor already
     if t.dtype == torch.bool or t.dtype.is_floating_point or t.dtype.is_complex:
         raise GraphError(f"{name} must hold integer ids, got dtype {t.dtype}")
     if t.dim() != 1:
         raise GraphError(f"{name} must be one-dimensional, got shape {list(t.shape)}")
-    return t.to(torch.int64).clone()
+    return t.detach().to(torch.int64, copy=copy)
 
 
-def _check_range(ids: torch.Tensor, limit: int, name: str, what: str) -> None:
+def _check_range(ids: torch.Tensor, limit: int, name: str, what: str) -> int:
+    """The highest id (-1 if none); GraphError if any id is negative or not below ``limit``."""
     if ids.numel() == 0:
-        return
+        return -1
     low, high = int(ids.min()), int(ids.max())
     if low < 0:
         raise GraphError(f"{name} holds a negative id ({low})")
     if high >= limit:
         raise GraphError(f"{name} holds id {high}, out of range for {limit} {what}")
+    return high
 
 
 class Graph:
@@ -52,9 +62,11 @@ class Graph:
     DGL's sampled minibatches) has ``num_dst_nodes < num_nodes``: its destination nodes are the
     first ``num_dst_nodes`` nodes and every ``dst`` id is below that.
 
-    Derived layouts (edges sorted by type, CSR, the compact (src, etype) map) are built on first
-    use and cached; modifying ``src``/``dst``/``etype``/``ntype`` in place afterwards raises
-    GraphChangedError instead of returning wrong numbers.
+    The graph owns its index arrays: it copies them when built, and ``src``, ``dst``, ``etype``
+    and ``ntype`` return copies. Nothing done to the caller's tensors or to the returned ones
+    (in-place ops, ``.data``, ``.numpy()``) changes the graph, so its derived layouts (edges
+    sorted by type, CSR, the compact (src, etype) map), built on first use and cached, never go
+    stale and no id leaves its range.
     """
 
     def __init__(self, src: TensorLike, dst: TensorLike, etype: TensorLike | None, num_nodes: int,
@@ -86,8 +98,8 @@ class Graph:
         self._num_ntypes = self._count(num_ntypes, ntype_names, self._ntype, "ntype")
         _check_range(self._src, self._num_nodes, "src", "nodes")
         _check_range(self._dst, self._num_dst_nodes, "dst", "destination nodes")
-        _check_range(self._etype, self._num_etypes, "etype", "edge types")
-        _check_range(self._ntype, self._num_ntypes, "ntype", "node types")
+        self._max_etype = _check_range(self._etype, self._num_etypes, "etype", "edge types")
+        self._max_ntype = _check_range(self._ntype, self._num_ntypes, "ntype", "node types")
         self.etype_names = tuple(etype_names) if etype_names is not None else tuple(map(str, range(self._num_etypes)))
         self.ntype_names = tuple(ntype_names) if ntype_names is not None else tuple(map(str, range(self._num_ntypes)))
         self.canonical_etypes = tuple(canonical_etypes) if canonical_etypes is not None else None
@@ -144,7 +156,8 @@ class Graph:
             pair = edges[key]
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
                 raise GraphError(f"edges[{key}] must be a (src, dst) pair of id arrays")
-            s, d = _as_index(pair[0], f"src of {key}"), _as_index(pair[1], f"dst of {key}")
+            # read only: the offsets below make new arrays, and the graph copies those once
+            s, d = _as_index(pair[0], f"src of {key}", copy=False), _as_index(pair[1], f"dst of {key}", copy=False)
             if s.numel() != d.numel():
                 raise GraphError(f"edge type {key}: src and dst differ in length ({s.numel()}, {d.numel()})")
             _check_range(s, num_nodes[s_type], f"src of {key}", f"{s_type!r} nodes")
@@ -173,19 +186,23 @@ class Graph:
 
     @property
     def src(self) -> torch.Tensor:
-        return self._src
+        """A copy of the source node of every edge (the graph keeps its own)."""
+        return self._src.clone()
 
     @property
     def dst(self) -> torch.Tensor:
-        return self._dst
+        """A copy of the destination node of every edge."""
+        return self._dst.clone()
 
     @property
     def etype(self) -> torch.Tensor:
-        return self._etype
+        """A copy of the edge type of every edge."""
+        return self._etype.clone()
 
     @property
     def ntype(self) -> torch.Tensor:
-        return self._ntype
+        """A copy of the node type of every node."""
+        return self._ntype.clone()
 
     @property
     def num_nodes(self) -> int:
@@ -208,6 +225,16 @@ class Graph:
         return self._num_ntypes
 
     @property
+    def max_etype(self) -> int:
+        """The highest edge type id of any edge (-1 without edges); ``num_etypes`` may be larger."""
+        return self._max_etype
+
+    @property
+    def max_ntype(self) -> int:
+        """The highest node type id of any node (-1 without nodes); ``num_ntypes`` may be larger."""
+        return self._max_ntype
+
+    @property
     def is_block(self) -> bool:
         return self._num_dst_nodes != self._num_nodes
 
@@ -220,11 +247,13 @@ class Graph:
         device = torch.device(device)
         if device == self.device:
             return self
-        return Graph(self._src.to(device), self._dst.to(device), self._etype.to(device),
-                     self._num_nodes, self._ntype.to(device), num_etypes=self._num_etypes,
-                     num_ntypes=self._num_ntypes, etype_names=self.etype_names,
-                     ntype_names=self.ntype_names, canonical_etypes=self.canonical_etypes,
-                     num_dst_nodes=self._num_dst_nodes)
+        moved = object.__new__(Graph)  # the same validated graph: its arrays copied once, to the device
+        moved.__dict__.update(self.__dict__)
+        for name in ("_src", "_dst", "_etype", "_ntype"):
+            setattr(moved, name, getattr(self, name).to(device))
+        moved._cache = {}
+        moved._versions = moved._array_versions()
+        return moved
 
     def __repr__(self) -> str:
         block = f", num_dst_nodes={self._num_dst_nodes}" if self.is_block else ""
@@ -243,7 +272,10 @@ class Graph:
         raise GraphError(f"unknown node type {ntype!r} (known: {list(self.ntype_names)})")
 
     def nodes_of_type(self, ntype: str | int) -> torch.Tensor:
-        """Global ids of the nodes of one type, ascending."""
+        """Global ids of the nodes of one type, ascending (a copy)."""
+        return self._nodes_of_type(ntype).clone()
+
+    def _nodes_of_type(self, ntype: str | int) -> torch.Tensor:
         t = self.ntype_id(ntype)
         return self.cached(("nodes_of_type", t), lambda: torch.nonzero(self._ntype == t).flatten())
 
@@ -256,7 +288,7 @@ class Graph:
         first = next(iter(ids.values()))
         out = first.new_zeros((self._num_nodes,) + tuple(first.shape[1:]))
         for t, x in ids.items():
-            rows = self.nodes_of_type(t).to(x.device)
+            rows = self._nodes_of_type(t).to(x.device)
             if tuple(x.shape) != (rows.numel(),) + tuple(first.shape[1:]):
                 raise GraphError(f"pack: features of node type {self.ntype_names[t]!r} have shape "
                                  f"{list(x.shape)}, expected {[rows.numel()] + list(first.shape[1:])}")
@@ -271,7 +303,7 @@ class Graph:
                              f"rows, got {x.shape[0]}")
         out = {}
         for t, name in enumerate(self.ntype_names):
-            rows = self.nodes_of_type(t)
+            rows = self._nodes_of_type(t)
             if x.shape[0] != self._num_nodes:
                 rows = rows[rows < self._num_dst_nodes]
             out[name] = x.index_select(0, rows.to(x.device))
@@ -283,10 +315,11 @@ class Graph:
         return tuple(t._version for t in (self._src, self._dst, self._etype, self._ntype))
 
     def check_unchanged(self) -> None:
-        """Raise GraphChangedError if an array was modified in place since construction."""
+        """Raise GraphChangedError if an array the graph owns was modified in place since
+        construction: a guard against runtime code writing into the index arrays it reads."""
         if self._array_versions() != self._versions:
             raise GraphChangedError(
-                "the graph's src/dst/etype/ntype arrays were modified in place after it was built; "
+                "the graph's own src/dst/etype/ntype arrays were modified in place after it was built; "
                 "its cached layouts no longer match. Build a new Graph from the new arrays.")
 
     def cached(self, key: Any, build: Callable[[], Any]) -> Any:

@@ -6,6 +6,8 @@
   for every edge the index of its pair; ``compact_dst`` the same for (dst, etype) pairs;
 - ``index_array``: the array behind every index of ``pigeon.ir.indices``;
 - ``segments``: rows of a domain grouped by the type that selects a typed linear's weight.
+
+Layouts read the arrays the graph owns (``arrays``), never the copies its properties return.
 """
 from __future__ import annotations
 
@@ -54,6 +56,19 @@ class Segments:
     counts: tuple[int, ...]
 
 
+class GraphArrays(NamedTuple):
+    src: torch.Tensor
+    dst: torch.Tensor
+    etype: torch.Tensor
+    ntype: torch.Tensor
+
+
+def arrays(g: Graph) -> GraphArrays:
+    """The index arrays ``g`` owns, not copies: for the runtime to read, never to write (a write
+    that torch sees raises GraphChangedError on the graph's next use)."""
+    return GraphArrays(g._src, g._dst, g._etype, g._ntype)  # the graph's companion module: no copies
+
+
 def _offsets(type_ids: torch.Tensor, num_types: int) -> torch.Tensor:
     counts = torch.bincount(type_ids, minlength=num_types)
     return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
@@ -67,33 +82,35 @@ def _lexsort(major: torch.Tensor, minor: torch.Tensor) -> torch.Tensor:
 
 def edges_by_etype(g: Graph) -> EdgeOrder:
     def build() -> EdgeOrder:
-        perm = _lexsort(g.etype, g.dst)
-        return EdgeOrder(perm, _offsets(g.etype, g.num_etypes))
+        a = arrays(g)
+        perm = _lexsort(a.etype, a.dst)
+        return EdgeOrder(perm, _offsets(a.etype, g.num_etypes))
     return g.cached("edges_by_etype", build)
 
 
 def csr(g: Graph) -> CSR:
     def build() -> CSR:
-        eids = _lexsort(g.dst, g.etype)
-        return CSR(_offsets(g.dst, g.num_dst_nodes), eids)
+        a = arrays(g)
+        eids = _lexsort(a.dst, a.etype)
+        return CSR(_offsets(a.dst, g.num_dst_nodes), eids)
     return g.cached("csr", build)
 
 
 def _pairs(g: Graph, node: torch.Tensor) -> CompactMap:
     n = max(g.num_nodes, 1)
-    unique, inverse = torch.unique(g.etype * n + node, sorted=True, return_inverse=True)
+    unique, inverse = torch.unique(arrays(g).etype * n + node, sorted=True, return_inverse=True)
     etype = unique // n
     return CompactMap(unique % n, etype, _offsets(etype, g.num_etypes), inverse)
 
 
 def compact(g: Graph) -> CompactMap:
     """The unique (src, etype) pairs."""
-    return g.cached("compact", lambda: _pairs(g, g.src))
+    return g.cached("compact", lambda: _pairs(g, arrays(g).src))
 
 
 def compact_dst(g: Graph) -> CompactMap:
     """The unique (dst, etype) pairs."""
-    return g.cached("compact_dst", lambda: _pairs(g, g.dst))
+    return g.cached("compact_dst", lambda: _pairs(g, arrays(g).dst))
 
 
 def num_rows(g: Graph, domain: Domain) -> int:
@@ -154,9 +171,10 @@ def dst_work(g: Graph, rows_per_block: int, hub_degree: int, split: bool = False
 def degree(g: Graph, by: str) -> torch.Tensor:
     """Per edge, the number of incoming edges of its destination (of its edge type for 'dst_etype')."""
     def build() -> torch.Tensor:
+        a = arrays(g)
         if by == "dst":
-            return torch.bincount(g.dst, minlength=g.num_dst_nodes)[g.dst]
-        key = g.dst * g.num_etypes + g.etype
+            return torch.bincount(a.dst, minlength=g.num_dst_nodes)[a.dst]
+        key = a.dst * g.num_etypes + a.etype
         _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
         return counts[inverse]
     if by not in ("dst", "dst_etype"):
@@ -168,10 +186,11 @@ def index_array(g: Graph, index: str, target: Domain) -> torch.Tensor | None:
     """For each row of ``target``, the row it reads through ``index`` (None: all rows, broadcast)."""
     def build() -> torch.Tensor | None:
         pairs = {Domain.COMPACT: compact, Domain.COMPACT_DST: compact_dst}
+        a = arrays(g)
         if index == "all":
             return None
         if index in ("src", "dst"):
-            return g.src if index == "src" else g.dst
+            return a.src if index == "src" else a.dst
         if index == "compact":
             return compact(g).edge_to_compact
         if index == "compact_dst":
@@ -185,13 +204,13 @@ def index_array(g: Graph, index: str, target: Domain) -> torch.Tensor | None:
         if target in (Domain.ETYPE, Domain.NTYPE):  # a selector on its own parameter domain
             return torch.arange(num_rows(g, target), device=g.device)
         if index == "etype":
-            return pairs[target](g).etype if target in pairs else g.etype
+            return pairs[target](g).etype if target in pairs else a.etype
         if index == "src_ntype":
-            return g.ntype[compact(g).node] if target == Domain.COMPACT else g.ntype[g.src]
+            return a.ntype[compact(g).node] if target == Domain.COMPACT else a.ntype[a.src]
         if index == "dst_ntype":
-            return g.ntype[compact_dst(g).node] if target == Domain.COMPACT_DST else g.ntype[g.dst]
+            return a.ntype[compact_dst(g).node] if target == Domain.COMPACT_DST else a.ntype[a.dst]
         if index == "ntype":
-            return g.ntype[: g.num_dst_nodes] if target == Domain.DST else g.ntype
+            return a.ntype[: g.num_dst_nodes] if target == Domain.DST else a.ntype
         raise ValueError(f"unknown index {index!r}")
     return g.cached(("index", index, target), build)
 

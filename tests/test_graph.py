@@ -137,12 +137,104 @@ def test_layouts_are_cached():
     assert layouts.compact(g) is layouts.compact(g)
 
 
-def test_in_place_change_is_detected():
+def test_runtime_writes_into_the_owned_arrays_are_detected():
     g = random_graph(seed=9)
     layouts.csr(g)
-    g.dst[0] = (g.dst[0] + 1) % g.num_nodes
+    layouts.arrays(g).dst[0] = (layouts.arrays(g).dst[0] + 1) % g.num_nodes
     with pytest.raises(pigeon.GraphChangedError, match="modified in place"):
         layouts.csr(g)
+
+
+def _owned_case_arrays():
+    gen = torch.Generator().manual_seed(21)
+    n, e = 30, 200
+    src, dst = torch.randint(0, n, (e,), generator=gen), torch.randint(0, n, (e,), generator=gen)
+    etype, ntype = torch.randint(0, 5, (e,), generator=gen), torch.randint(0, 3, (n,), generator=gen)
+    return n, {"src": src, "dst": dst, "etype": etype, "ntype": ntype}
+
+
+def _hgt_args(g):
+    gen = torch.Generator().manual_seed(22)
+    r = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
+    t, rels, heads, size = g.num_ntypes, g.num_etypes, 2, 3
+    return [r(g.num_nodes, 6), r(t, 6, 6), r(t, 6, 6), r(t, 6, 6), r(rels, heads, size, size),
+            r(rels, heads, size, size), r(rels, heads), r(t, 6, 6), r(t), None]
+
+
+def _mutate(t, how):
+    """Put ids far out of range into ``t`` (in-place op, ``.data`` or ``.numpy()``)."""
+    big = 10**6
+    if how == "in_place":
+        t.add_(big)
+    elif how == "data":
+        t.data[:] = big
+    else:
+        t.numpy()[:] = big
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+@pytest.mark.parametrize("whose", ["caller", "returned"])
+@pytest.mark.parametrize("how", ["in_place", "data", "numpy"])
+def test_graph_cannot_change_under_the_compiler(backend, whose, how):
+    """After layouts are cached, changing the caller's arrays or those the graph returns leaves
+    the graph, its ids and its results (HGT, float64, forward and backward) those of the original."""
+    from pigeon.examples import hgt
+
+    import formulas
+
+    n, given = _owned_case_arrays()
+    original = {k: v.clone() for k, v in given.items()}
+    g = pigeon.Graph.from_edges(given["src"], given["dst"], given["etype"], n, given["ntype"])
+    expected_graph = pigeon.Graph.from_edges(original["src"], original["dst"], original["etype"], n, original["ntype"])
+    args = _hgt_args(g)
+    with pigeon.use_backend(backend):
+        hgt.hgt(g, *args)  # layouts built and cached
+        for name in given:
+            _mutate(given[name] if whose == "caller" else getattr(g, name), how)
+        ours = [a.clone().requires_grad_() if a is not None else None for a in args]
+        out = hgt.hgt(g, *ours)
+    theirs = [a.clone().requires_grad_() if a is not None else None for a in args]
+    ref = formulas.hgt(expected_graph, *theirs)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    upstream = torch.randn(ref.shape, generator=torch.Generator().manual_seed(23), dtype=torch.float64)
+    (out * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        if a is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-10, msg=f"gradient of argument {i}")
+    for name, values in original.items():
+        assert torch.equal(getattr(g, name), values), name
+    assert int(g.src.max()) < n and int(g.etype.max()) < g.num_etypes and int(g.ntype.max()) < g.num_ntypes
+    for name, array in layouts.arrays(g)._asdict().items():
+        assert torch.equal(array, original[name]), name
+
+
+def test_numpy_inputs_are_copied():
+    src = np.array([0, 1, 2], dtype=np.int64)
+    etype = np.array([0, 1, 1], dtype=np.int32)
+    g = pigeon.Graph.from_edges(src, np.array([1, 2, 0]), etype, 3)
+    layouts.csr(g)
+    src[:] = 99
+    etype[:] = 99
+    assert g.src.tolist() == [0, 1, 2] and g.etype.tolist() == [0, 1, 1]
+    readonly = np.array([0, 1])
+    readonly.setflags(write=False)
+    assert pigeon.Graph.from_edges(readonly, readonly, None, 2).dst.tolist() == [0, 1]
+
+
+def test_graph_moved_to_a_device_keeps_its_types_and_owns_its_arrays():
+    g = random_graph(seed=10)
+    moved = g.to("meta")
+    assert moved is not g and moved.device == torch.device("meta")
+    assert (moved.num_etypes, moved.max_etype, moved.ntype_names) == (g.num_etypes, g.max_etype, g.ntype_names)
+    assert g.to("cpu") is g
+
+
+def test_max_type_ids():
+    g = pigeon.Graph.from_edges([0, 1], [1, 0], [2, 0], 2, [1, 0], num_etypes=9, num_ntypes=4)
+    assert (g.num_etypes, g.max_etype, g.num_ntypes, g.max_ntype) == (9, 2, 4, 1)
+    empty = pigeon.Graph.from_edges([], [], [], 0)
+    assert (empty.max_etype, empty.max_ntype) == (-1, -1)
 
 
 def test_pack_and_unpack_round_trip():
