@@ -87,6 +87,13 @@ def test_hgt_program(graph, in_feats, skip):
     assert_same_forward_and_grads(hgt.hgt, formulas.hgt, g, args)
 
 
+LAYER_PARAMETERS = {  # each layer's parameters in the order its formula takes them
+    "rgcn": ["weight", "loop_weight", "bias"],
+    "rgat": ["weight", "attn_src", "attn_dst", "bias"],
+    "hgt": ["k_weight", "q_weight", "v_weight", "relation_att", "relation_msg", "relation_pri", "out_weight",
+            "skip", "residual_w"]}
+
+
 def _layer_case(name, g):
     if name == "rgcn":
         layer = pnn.RGCNConv(6, 5, g.num_etypes, aggr="mean")
@@ -111,11 +118,7 @@ def test_layer_matches_formula(name):
     params = dict(layer.named_parameters())
     ref_params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
     h_ref = h.detach().clone().requires_grad_()
-    order = {"rgcn": ["weight", "loop_weight", "bias"],
-             "rgat": ["weight", "attn_src", "attn_dst", "bias"],
-             "hgt": ["k_weight", "q_weight", "v_weight", "relation_att", "relation_msg", "relation_pri",
-                     "out_weight", "skip", "residual_w"]}[name]
-    ref = formula(g, h_ref, *[ref_params.get(k) for k in order])
+    ref = formula(g, h_ref, *[ref_params.get(k) for k in LAYER_PARAMETERS[name]])
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     upstream = torch.randn_like(ref)
     (out * upstream).sum().backward()
@@ -141,11 +144,60 @@ def test_layer_parameter_shapes():
     assert "skip" not in dict(pnn.HGTConv(8, 4, 2, 3, 5, use_skip=False).named_parameters())
 
 
-def test_layer_rejects_graph_with_other_type_counts():
+def _sparse_types_graph(num_etypes=None, num_ntypes=None):
+    """Edge types 0..6 and node types 0..1 only: the higher ids of a layer have no edges or nodes."""
+    gen = torch.Generator().manual_seed(31)
+    n, e = 25, 160
+    src, dst = torch.randint(0, n, (e,), generator=gen), torch.randint(0, n, (e,), generator=gen)
+    etype, ntype = torch.randint(0, 7, (e,), generator=gen), torch.randint(0, 2, (n,), generator=gen)
+    etype[:7], ntype[:2] = torch.arange(7), torch.arange(2)
+    return pigeon.Graph.from_edges(src, dst, etype, n, ntype, num_etypes=num_etypes, num_ntypes=num_ntypes)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+@pytest.mark.parametrize("declared", [None, 12], ids=["counted", "declared_beyond_the_layer"])
+@pytest.mark.parametrize("name", ["rgcn", "rgat", "hgt"])
+def test_layer_takes_a_graph_without_its_highest_types(name, declared, backend):
+    """num_rels=9 and num_ntypes=4 on a graph with edge types 0..6 and node types 0..1, counted
+    from the ids (7 and 2) or declared beyond the layer's (12): the formula's output and
+    gradients, and zero gradient rows for the absent types."""
+    g = _sparse_types_graph(declared, declared)
+    layer, formula, in_feats = {
+        "rgcn": lambda: (pnn.RGCNConv(6, 5, 9), lambda gg, h, *p: formulas.rgcn(gg, h, *p, aggr="mean"), 6),
+        "rgat": lambda: (pnn.RGATConv(6, 4, 9, num_heads=2), formulas.rgat, 6),
+        "hgt": lambda: (pnn.HGTConv(6, 4, 2, 4, 9), formulas.hgt, 6)}[name]()
+    layer = layer.double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    h = rand(g.num_nodes, in_feats).requires_grad_()
+    with pigeon.use_backend(backend):
+        out = layer(g, h)
+    params = dict(layer.named_parameters())
+    ref_params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+    h_ref = h.detach().clone().requires_grad_()
+    ref = formula(g, h_ref, *[ref_params.get(k) for k in LAYER_PARAMETERS[name]])
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    upstream = torch.randn_like(ref)
+    (out * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(h.grad, h_ref.grad, rtol=1e-10, atol=1e-10)
+    for k, p in params.items():
+        torch.testing.assert_close(p.grad, ref_params[k].grad, rtol=1e-10, atol=1e-10, msg=f"gradient of {k}")
+        if p.dim() and p.shape[0] in (9, 4) and k not in ("bias", "residual_w"):
+            present = 7 if p.shape[0] == 9 else 2
+            assert torch.count_nonzero(p.grad[present:]) == 0, k
+            assert torch.count_nonzero(p.grad[:present]) > 0, k
+
+
+def test_layer_rejects_type_ids_beyond_its_own():
     g = GRAPHS["many_etypes"]()
-    with pytest.raises(pigeon.GraphError, match="num_rels=5 but the graph has 300 edge types"):
+    with pytest.raises(pigeon.GraphError, match=f"num_rels=5 but the graph has an edge of type {g.max_etype}: edge type ids"):
         pnn.RGCNConv(6, 5, 5)(g, torch.randn(g.num_nodes, 6))
-    with pytest.raises(pigeon.GraphError, match="num_ntypes=2 but the graph has 3 node types"):
+    for layer in (pnn.RGATConv(6, 4, 9), pnn.HGTConv(6, 4, 2, 4, 9)):
+        with pytest.raises(pigeon.GraphError, match="num_rels=9 but the graph has an edge of type 10"):
+            layer(pigeon.Graph.from_edges([0, 1], [1, 0], [10, 3], 2), torch.randn(2, 6))
+    with pytest.raises(pigeon.GraphError, match="num_ntypes=2 but the graph has a node of type 2: node type ids"):
         pnn.HGTConv(6, 4, 2, 2, g.num_etypes)(g, torch.randn(g.num_nodes, 6))
 
 

@@ -1,6 +1,8 @@
 """``pigeon.nn`` layers: torch modules whose forward runs the DSL programs of ``pigeon.examples``.
 
-Parameter names and shapes are part of the API (R edge types, T node types, H heads).
+Parameter names and shapes are part of the API (R edge types, T node types, H heads). A layer
+takes any graph whose edge type ids are below its ``num_rels`` (and node type ids below its
+``num_ntypes``): relations without edges, common in sampled blocks and splits, are fine.
 """
 from __future__ import annotations
 
@@ -16,13 +18,13 @@ from pigeon.examples.rgcn import rgcn
 from pigeon.runtime.graph import Graph, GraphError
 
 
-def as_graph(g: Any, num_etypes: int | None = None, num_ntypes: int | None = None) -> Graph:
-    """A pigeon.Graph for ``g``: itself, or the conversion of a DGL graph with these type counts."""
+def as_graph(g: Any) -> Graph:
+    """A pigeon.Graph for ``g``: itself, or the conversion of a DGL graph."""
     if isinstance(g, Graph):
         return g
     if type(g).__module__.startswith("dgl"):
         from pigeon.dgl_adapter import from_dgl
-        return from_dgl(g, num_etypes, num_ntypes)
+        return from_dgl(g)
     raise TypeError(f"expected a pigeon.Graph or a dgl.DGLGraph, got {type(g).__name__}")
 
 
@@ -37,11 +39,25 @@ def _unpacked(g: Graph, out: torch.Tensor, h: Any) -> Any:
 
 
 def _check_types(layer: nn.Module, g: Graph, num_rels: int | None = None, num_ntypes: int | None = None) -> None:
+    """GraphError if an edge type id reaches ``num_rels`` or a node type id ``num_ntypes``."""
     name = type(layer).__name__
-    if num_rels is not None and g.num_etypes != num_rels:
-        raise GraphError(f"{name} was built for num_rels={num_rels} but the graph has {g.num_etypes} edge types")
-    if num_ntypes is not None and g.num_ntypes != num_ntypes:
-        raise GraphError(f"{name} was built for num_ntypes={num_ntypes} but the graph has {g.num_ntypes} node types")
+    if num_rels is not None and g.max_etype >= num_rels:
+        raise GraphError(f"{name} was built for num_rels={num_rels} but the graph has an edge of type "
+                         f"{g.max_etype}: edge type ids must be below num_rels")
+    if num_ntypes is not None and g.max_ntype >= num_ntypes:
+        raise GraphError(f"{name} was built for num_ntypes={num_ntypes} but the graph has a node of type "
+                         f"{g.max_ntype}: node type ids must be below num_ntypes")
+
+
+def _per_type(param: torch.Tensor | None, rows: int) -> torch.Tensor | None:
+    """``param`` (one row per type) with one row per type of the graph: its first ``rows`` rows,
+    or zero rows appended for the types the graph counts beyond the layer's, which no edge or
+    node has (``_check_types``). Absent types' rows get zero gradient either way."""
+    if param is None or param.shape[0] == rows:
+        return param
+    if param.shape[0] > rows:
+        return param[:rows]
+    return torch.cat([param, param.new_zeros((rows - param.shape[0],) + tuple(param.shape[1:]))])
 
 
 class PigeonLayer(nn.Module):
@@ -83,7 +99,7 @@ class RGCNConv(PigeonLayer):
 
     def forward(self, g: Any, h: Any, edge_weight: torch.Tensor | None = None) -> Any:
         """``h``: [num_nodes, in] features, or a dict of them per node type (the output follows)."""
-        g = as_graph(g, self.num_rels)
+        g = as_graph(g)
         _check_types(self, g, num_rels=self.num_rels)
         if edge_weight is not None:
             if edge_weight.dim() == 1:
@@ -91,8 +107,8 @@ class RGCNConv(PigeonLayer):
             if tuple(edge_weight.shape) != (g.num_edges, 1):
                 raise GraphError(f"edge_weight has shape {list(edge_weight.shape)}; expected "
                                  f"[{g.num_edges}] or [{g.num_edges}, 1], one weight per edge")
-        out = self._run(rgcn, g, _packed(g, h), self.weight, self.loop_weight, self.bias, edge_weight,
-                        aggr=self.aggr)
+        out = self._run(rgcn, g, _packed(g, h), _per_type(self.weight, g.num_etypes), self.loop_weight,
+                        self.bias, edge_weight, aggr=self.aggr)
         return _unpacked(g, out, h)
 
     def extra_repr(self) -> str:
@@ -127,10 +143,11 @@ class RGATConv(PigeonLayer):
 
     def forward(self, g: Any, h: Any) -> Any:
         """``h``: [num_nodes, in] features, or a dict of them per node type (the output follows)."""
-        g = as_graph(g, self.num_rels)
+        g = as_graph(g)
         _check_types(self, g, num_rels=self.num_rels)
-        out = self._run(rgat, g, _packed(g, h), self.weight, self.attn_src, self.attn_dst, self.bias,
-                        negative_slope=self.negative_slope)
+        r = g.num_etypes
+        out = self._run(rgat, g, _packed(g, h), _per_type(self.weight, r), _per_type(self.attn_src, r),
+                        _per_type(self.attn_dst, r), self.bias, negative_slope=self.negative_slope)
         return _unpacked(g, out, h)
 
     def extra_repr(self) -> str:
@@ -175,10 +192,13 @@ class HGTConv(PigeonLayer):
 
     def forward(self, g: Any, h: Any) -> Any:
         """``h``: [num_nodes, in] features, or a dict of them per node type (the output follows)."""
-        g = as_graph(g, self.num_rels, self.num_ntypes)
+        g = as_graph(g)
         _check_types(self, g, num_rels=self.num_rels, num_ntypes=self.num_ntypes)
-        out = self._run(hgt, g, _packed(g, h), self.k_weight, self.q_weight, self.v_weight, self.relation_att,
-                        self.relation_msg, self.relation_pri, self.out_weight, self.skip, self.residual_w)
+        r, t = g.num_etypes, g.num_ntypes
+        out = self._run(hgt, g, _packed(g, h), _per_type(self.k_weight, t), _per_type(self.q_weight, t),
+                        _per_type(self.v_weight, t), _per_type(self.relation_att, r),
+                        _per_type(self.relation_msg, r), _per_type(self.relation_pri, r),
+                        _per_type(self.out_weight, t), _per_type(self.skip, t), self.residual_w)
         return _unpacked(g, out, h)
 
     def extra_repr(self) -> str:
