@@ -9,11 +9,13 @@ from pigeon.ir.plans import KernelPlan, Strategy
 from pigeon.ir.program import Node
 from pigeon.ir.types import Domain
 
+from .expressions import C_COMPARE
 from .expressions import ELEMENTWISE as C_EXPR
-from .expressions import broadcast_index, slice_index
+from .expressions import broadcast_index, c_number, slice_index
 from .kernel import ACCUMULATE, STORAGE, KernelArg
 
-VIEWS = (Op.GATHER, Op.RESHAPE, Op.SLICE, Op.DEGREE)
+VIEWS = (Op.GATHER, Op.RESHAPE, Op.SLICE, Op.DEGREE, Op.CONST, Op.MATCH)
+SOURCES = (Op.INPUT, Op.DEGREE, Op.CONST, Op.MATCH)  # views end at these
 
 
 class CodegenError(ValueError):
@@ -87,7 +89,7 @@ class KernelBuilder:
     def local_source(self, name: str) -> str | None:
         """The computed value a view of ``name`` reads in registers, or None if from memory."""
         node = self.nodes[name]
-        if node.op == Op.INPUT or node.op == Op.DEGREE:
+        if node.op in SOURCES:
             return None
         if node.op in VIEWS:
             return self.local_source(node.args[0])
@@ -105,6 +107,8 @@ class KernelBuilder:
                 return None
             if node.type.domain not in rows:
                 raise CodegenError(f"{self.plan.name}: %{name} ({node.type.domain.value}) read outside its rows")
+            return rows[node.type.domain]
+        if node.op == Op.MATCH:
             return rows[node.type.domain]
         if node.op == Op.RESHAPE or node.op == Op.SLICE:
             return self.row_of(node.args[0], rows)
@@ -137,12 +141,34 @@ class KernelBuilder:
             edge = rows[Domain.EDGE]
             degree = self._arg(f"p_degree_{node.attrs['by']}", "const long long* __restrict__", "degree", node.attrs["by"])
             return f"(({self.acc}){degree}[{edge}])"
+        source = self.view_source(name)
+        if source.op == Op.CONST:
+            return c_number(source.attrs["value"], self.acc)
+        if source.op == Op.MATCH:
+            return self.match(source, self.row_of(name, rows))
         memory, flat = self._memory_element(name, flat)
         row = self.row_of(name, rows)
         if row is not None:
             self.row_read(memory, row)
         offset = flat if row is None else f"{row} * {self.numel(memory)} + {flat}"
         return f"pg_load<{self.acc}>(p_{memory} + {offset})"
+
+    def view_source(self, name: str) -> Node:
+        """The node that a chain of views starting at ``name`` reads."""
+        node = self.nodes[name]
+        while node.op not in SOURCES:
+            node = self.nodes[node.args[0]]
+        return node
+
+    def match(self, node: Node, row: str | None) -> str:
+        """The 0/1 value of comparison ``node`` of two ids (or an id and a number) at ``row``."""
+        if row is None:
+            raise CodegenError(f"{self.plan.name}: %{node.name} read outside its rows")
+        to = node.type.domain
+        lhs = f"{self.index_arg(node.attrs['lhs'], to)}[{row}]"
+        rhs = (str(int(node.attrs["value"])) if node.attrs.get("rhs") is None
+               else f"{self.index_arg(node.attrs['rhs'], to)}[{row}]")
+        return f"({lhs} {C_COMPARE[node.attrs['cmp']]} {rhs} ? ({self.acc})1 : ({self.acc})0)"
 
     def row_read(self, memory: str, row: str) -> None:
         """Called for every read of a row of input ``memory`` (subclasses may prefetch them)."""

@@ -16,6 +16,16 @@ def _c(value: float, acc: str) -> str:
     return f"({acc}){text}"
 
 
+def c_number(value: float, acc: str) -> str:
+    """Any number as a C expression of the accumulation type (infinities and NaN included)."""
+    value = float(value)
+    if value != value:
+        return f"(({acc})0 / ({acc})0)"
+    if value in (float("inf"), float("-inf")):
+        return f"({'-' if value < 0 else ''}({acc})1 / ({acc})0)"
+    return _c(value, acc)
+
+
 # op -> (argument expressions, attributes, accumulation type) -> expression
 ELEMENTWISE: dict[Op, Callable[[list[str], dict[str, Any], str], str]] = {
     Op.NEG: lambda a, at, t: f"(-{a[0]})",
@@ -38,7 +48,16 @@ ELEMENTWISE: dict[Op, Callable[[list[str], dict[str, Any], str], str]] = {
     Op.MUL: lambda a, at, t: f"({a[0]} * {a[1]})",
     Op.DIV: lambda a, at, t: f"({a[0]} / {a[1]})",
     Op.EQ: lambda a, at, t: f"({a[0]} == {a[1]} ? ({t})1 : ({t})0)",
+    Op.NE: lambda a, at, t: f"({a[0]} != {a[1]} ? ({t})1 : ({t})0)",
+    Op.LT: lambda a, at, t: f"({a[0]} < {a[1]} ? ({t})1 : ({t})0)",
+    Op.LE: lambda a, at, t: f"({a[0]} <= {a[1]} ? ({t})1 : ({t})0)",
+    Op.GT: lambda a, at, t: f"({a[0]} > {a[1]} ? ({t})1 : ({t})0)",
+    Op.GE: lambda a, at, t: f"({a[0]} >= {a[1]} ? ({t})1 : ({t})0)",
+    Op.SELECT: lambda a, at, t: f"({a[0]} != ({t})0 ? {a[1]} : {a[2]})",
 }
+
+# the C operator of each comparison a match may make between two ids
+C_COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 
 def strides(shape: tuple[int, ...]) -> list[int]:

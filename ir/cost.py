@@ -78,8 +78,10 @@ def node_cost(node: Node, args: tuple[ValueType, ...], stats: GraphStats) -> Cos
     op, out = node.op, node.type
     rows = stats.rows(out.domain)
     size = lambda t: value_bytes(t, stats)  # noqa: E731
-    if op in (Op.INPUT, Op.RESHAPE):
+    if op in (Op.INPUT, Op.RESHAPE, Op.CONST):
         return Cost()
+    if op == Op.MATCH:
+        return Cost(rows, rows * INDEX_BYTES * (1 if node.attrs.get("rhs") is None else 2))
     if op == Op.DEGREE or op == Op.GATHER:
         return Cost(0, 0 if node.attrs.get("index") in ("all", "to_dst") else rows * INDEX_BYTES)
     if op == Op.REDUCE:

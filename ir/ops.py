@@ -8,6 +8,8 @@ class Op(enum.Enum):
     # sources
     INPUT = "input"  # attrs: name
     DEGREE = "degree"  # attrs: by ("dst" | "dst_etype"), dtype; per edge, incoming edges of its dst
+    CONST = "const"  # attrs: value, dtype; one global number
+    MATCH = "match"  # attrs: lhs, rhs (an index, or None), value, cmp, to, dtype; 1 where lhs cmp rhs else 0
     # movement between domains (see ir.indices)
     GATHER = "gather"  # attrs: index, to
     REDUCE = "reduce"  # attrs: index, to, kind ("sum" | "mean" | "max")
@@ -38,6 +40,13 @@ class Op(enum.Enum):
     MUL = "mul"
     DIV = "div"
     EQ = "eq"  # 1 where x == y else 0
+    NE = "ne"  # the comparisons: 1 where true else 0
+    LT = "lt"
+    LE = "le"
+    GT = "gt"
+    GE = "ge"
+    # elementwise, three inputs
+    SELECT = "select"  # cond, a, b: a where cond != 0 else b
     # feature shape
     RESHAPE = "reshape"  # attrs: shape
     CONCAT = "concat"  # along the last feature axis
@@ -49,7 +58,10 @@ UNARY = frozenset({
     Op.NEG, Op.EXP, Op.LOG, Op.RECIP, Op.SQRT, Op.RELU, Op.LEAKY_RELU, Op.SIGMOID, Op.TANH,
     Op.GELU, Op.STEP, Op.GELU_GRAD, Op.SCALE, Op.SHIFT, Op.POW,
 })
-BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.EQ})
-ELEMENTWISE = UNARY | BINARY
+COMPARISONS = frozenset({Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE})
+BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV}) | COMPARISONS
+TERNARY = frozenset({Op.SELECT})
+ELEMENTWISE = UNARY | BINARY | TERNARY
+SOURCES = frozenset({Op.DEGREE, Op.CONST, Op.MATCH})  # values read from the graph or the program, no memory
 
 REDUCE_KINDS = ("sum", "mean", "max")

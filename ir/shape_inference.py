@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from . import indices
-from .ops import BINARY, REDUCE_KINDS, UNARY, Op
+from .ops import BINARY, REDUCE_KINDS, TERNARY, UNARY, Op
 from .types import Domain, ValueType
 
 
@@ -54,6 +54,30 @@ def _degree(attrs: Mapping[str, Any]) -> ValueType:
     if attrs["by"] not in ("dst", "dst_etype"):
         raise ShapeError(f"degree by {attrs['by']!r}: expected 'dst' or 'dst_etype'")
     return ValueType(Domain.EDGE, (1,), attrs["dtype"])
+
+
+def _const(attrs: Mapping[str, Any]) -> ValueType:
+    return ValueType(Domain.GLOBAL, (), attrs["dtype"])
+
+
+MATCH_COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
+
+
+def _match(attrs: Mapping[str, Any]) -> ValueType:
+    to = attrs["to"]
+    for side in (attrs["lhs"], attrs.get("rhs")):
+        if side is None:
+            continue
+        if not any(target == to for _, target in indices.GATHER_INDICES.get(side, ())):
+            raise ShapeError(f"match: index {side!r} gives no id to {to.value} rows")
+    if attrs["cmp"] not in MATCH_COMPARISONS:
+        raise ShapeError(f"match: comparison {attrs['cmp']!r}; expected one of {list(MATCH_COMPARISONS)}")
+    return ValueType(to, (1,), attrs["dtype"])
+
+
+def _select(cond: ValueType, a: ValueType, b: ValueType, attrs: Mapping[str, Any]) -> ValueType:
+    _same_domain_and_dtype((cond, a, b), "select")
+    return a.with_shape(broadcast_shapes(broadcast_shapes(cond.shape, a.shape), b.shape))
 
 
 def _gather(x: ValueType, attrs: Mapping[str, Any]) -> ValueType:
@@ -170,6 +194,9 @@ def _sum_to(x: ValueType, attrs: Mapping[str, Any]) -> ValueType:
 RULES: dict[Op, Callable[..., ValueType]] = {
     Op.INPUT: _input,
     Op.DEGREE: _degree,
+    Op.CONST: _const,
+    Op.MATCH: _match,
+    Op.SELECT: _select,
     Op.GATHER: _gather,
     Op.REDUCE: _reduce,
     Op.EDGE_SOFTMAX: _edge_softmax,
@@ -193,6 +220,8 @@ def infer(op: Op, arg_types: tuple[ValueType, ...], attrs: Mapping[str, Any]) ->
         if len(arg_types) != 2:
             raise ShapeError(f"{op.value} takes two values, got {len(arg_types)}")
         return _binary(op, *arg_types, attrs)
+    if op in TERNARY and len(arg_types) != 3:
+        raise ShapeError(f"{op.value} takes three values, got {len(arg_types)}")
     return RULES[op](*arg_types, attrs)
 
 

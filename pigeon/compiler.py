@@ -53,7 +53,8 @@ class CompiledFunction:
 
     Tensor arguments are the program's inputs; other arguments (ints, strings, None, ...) are
     constants of the trace. One program is kept per signature: the feature shapes and dtypes of
-    the tensors and the values of the constants (graph sizes are not part of it).
+    the tensors and the values of the constants. Graph sizes are not part of it, unless a trace
+    read one (``h.shape[0]``, ``len(h)``): then that tensor's whole shape is.
     """
 
     def __init__(self, fn: Callable[..., Any], example_inputs: ExampleInputs | None = None,
@@ -69,6 +70,7 @@ class CompiledFunction:
         self._programs: dict[tuple, Program] = {}
         self._executables: dict[tuple, Executable] = {}
         self._domains: dict[str, Domain] = {}
+        self._sizes_read: set[str] = set()  # tensor arguments whose first size a trace read
         self.last_executable: Executable | None = None  # what the latest call ran
 
     def _bind(self, g: Any, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
@@ -83,7 +85,8 @@ class CompiledFunction:
         for name, value in params:
             if isinstance(value, torch.Tensor):
                 has_rows = self._domains.get(name, Domain.GLOBAL) != Domain.GLOBAL
-                shape = tuple(value.shape[1:]) if has_rows else tuple(value.shape)
+                whole = not has_rows or name in self._sizes_read
+                shape = tuple(value.shape) if whole else tuple(value.shape[1:])
                 key.append(("tensor", shape, value.dtype))
             else:
                 key.append(_freeze(value))
@@ -95,7 +98,7 @@ class CompiledFunction:
         key = self._key(params)
         program = self._programs.get(key)
         if program is None:
-            program = trace(self.fn, self.name, params)
+            program = trace(self.fn, self.name, params, self._sizes_read)
             domains = {n.name: n.type.domain for n in program.inputs}
             if any(self._domains.get(k, d) != d for k, d in domains.items()):
                 self._programs.clear()  # the inputs' domains changed: older keys mean other things

@@ -11,10 +11,10 @@ from typing import Any, Iterable
 from pigeon.ir.ops import Op
 from pigeon.ir.types import Domain
 
-from .tracer import InputProxy, ParamRef, Sym, TraceError, current, joint_domain
+from .tracer import InputProxy, ParamRef, Sym, TraceError, current, joint_domain, tracing
 
 __all__ = ["linear", "dot", "softmax", "exp", "log", "sqrt", "relu", "leaky_relu", "sigmoid",
-           "tanh", "gelu", "sum", "mean", "max", "concat", "reshape"]
+           "tanh", "gelu", "sum", "mean", "max", "concat", "reshape", "where"]
 
 
 def linear(x: Any, weight: Any) -> Sym:
@@ -94,14 +94,37 @@ def concat(*xs: Any) -> Sym:
     return tracer.op(Op.CONCAT, syms)
 
 
+def where(cond: Any, a: Any, b: Any) -> Sym:
+    """``a`` where ``cond`` holds, else ``b``, element by element (as ``torch.where``).
+
+    ``cond`` is a comparison: of loop ids (``e.etype == 0``, ``n.ntype != 1``, ``e.src == e.dst``)
+    or of traced values (``x > 0``, ``x <= y``); any traced value counts as true where nonzero.
+    ``a`` and ``b`` are traced values or numbers; the gradient flows to the branch each element
+    took."""
+    tracer = current()
+    values = []
+    for v in (cond, a, b):
+        if isinstance(v, bool) or (isinstance(v, (int, float)) and not isinstance(v, bool)):
+            values.append(tracer.constant(float(v)))
+        else:
+            values.append(tracer.as_sym(v))
+    domain = values[0].domain
+    for v in values[1:]:
+        domain = joint_domain(domain, v.domain)
+    return tracer.op(Op.SELECT, [tracer.broadcast(v, domain) for v in values], hint="where")
+
+
 def _aggregate(kind: str, items: Iterable[Any], fallback: Any) -> Any:
-    values = list(items)
+    if not tracing():
+        return fallback(list(items))
+    tracer = current()
+    with tracer.aggregating() as seen:
+        values = list(items)
     if not any(isinstance(v, (Sym, ParamRef, InputProxy)) for v in values):
         return fallback(values)
-    if len(values) != 1:
+    if len(values) != 1 or seen[0] != 1:
         raise TraceError(f"{kind}(...) aggregates one edge value per edge: write "
                          f"{kind}(<edge value> for e in n.incoming_edges())")
-    tracer = current()
     x = tracer.as_sym(values[0])
     if x.domain != Domain.EDGE:
         raise TraceError(f"{kind}(...) aggregates edge values into destination nodes; "

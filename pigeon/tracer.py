@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import torch
 
-from pigeon.ir.ops import Op
+from pigeon.ir.ops import COMPARISONS, Op
 from pigeon.ir.program import Builder, Program
 from pigeon.ir.shape_inference import ShapeError
 from pigeon.ir.types import Domain, ValueType
@@ -49,16 +49,25 @@ def user_location() -> tuple[str, int, str]:
 
 
 class TraceError(Exception):
-    """A @pigeon.compile function does something that cannot be traced; names the user's line."""
+    """A @pigeon.compile function does something that cannot be traced; names the user's line
+    (or ``at``: a (path, line) recorded earlier)."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, at: tuple[str, int] | None = None):
         path, line, source = user_location()
+        if at is not None:
+            path, line = at
+            source = linecache.getline(path, line).strip()
         self.location = f"{os.path.basename(path)}:{line}"
         self.path, self.line = path, line
         text = f"{self.location}: {message}"
         if source:
             text += f"\n    {source}"
         super().__init__(text)
+
+
+def tracing() -> bool:
+    """Whether a @pigeon.compile function is being traced here."""
+    return bool(_ACTIVE)
 
 
 def current() -> "Tracer":
@@ -134,22 +143,30 @@ class Sym:
             raise TraceError("only a Python number can be an exponent of a traced value")
         return self.tracer.op(Op.POW, [self], {"c": float(other)})
 
+    # comparisons give 0/1 values, for pigeon.lang.where
+    def __eq__(self, other: Any) -> "Sym":  # type: ignore[override]
+        return self.tracer.binary(Op.EQ, self, other)
+
+    def __ne__(self, other: Any) -> "Sym":  # type: ignore[override]
+        return self.tracer.binary(Op.NE, self, other)
+
+    def __lt__(self, other: Any) -> "Sym":
+        return self.tracer.binary(Op.LT, self, other)
+
+    def __le__(self, other: Any) -> "Sym":
+        return self.tracer.binary(Op.LE, self, other)
+
+    def __gt__(self, other: Any) -> "Sym":
+        return self.tracer.binary(Op.GT, self, other)
+
+    def __ge__(self, other: Any) -> "Sym":
+        return self.tracer.binary(Op.GE, self, other)
+
+    __hash__ = object.__hash__
+
     # what tracing cannot follow
     def __bool__(self) -> bool:
-        raise TraceError("a traced value cannot decide Python control flow (if/while/and/or/not): "
-                         "its data is not known while tracing; compute both branches instead")
-
-    def _no_compare(self, other: Any) -> Any:
-        raise TraceError("traced values cannot be compared: control flow that depends on tensor "
-                         "data cannot be compiled")
-
-    __lt__ = __le__ = __gt__ = __ge__ = _no_compare
-
-    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
-        return self._no_compare(other)
-
-    __ne__ = __eq__
-    __hash__ = object.__hash__
+        raise TraceError(NO_CONTROL_FLOW)
 
     def __iter__(self) -> Iterator[Any]:
         raise TraceError("a traced value cannot be iterated; loop over g.edges() or g.nodes() instead")
@@ -158,12 +175,19 @@ class Sym:
         raise TraceError("a traced value has no length; use .shape for its feature shape")
 
     def __float__(self) -> float:
-        raise TraceError("a traced value has no Python number while tracing")
+        raise TraceError("a traced value has no Python number while tracing (int(), float(), range() "
+                         "and indexing with it need one); use pigeon.lang.where(cond, a, b) to choose")
 
     __int__ = __index__ = __float__
 
     def __getitem__(self, key: Any) -> Any:
         raise TraceError("traced values cannot be indexed; use reshape, dot or linear instead")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise TraceError(f"a traced value has no .{name}; inside @pigeon.compile use the functions of "
+                         f"pigeon.lang (linear, dot, exp, where, ...) and .reshape / .shape")
 
     def __array__(self, *args: Any, **kwargs: Any) -> Any:
         raise TraceError("a traced value cannot become a numpy array")
@@ -178,11 +202,72 @@ class Sym:
         return f"<traced {self.type}>"
 
 
+NO_CONTROL_FLOW = ("a traced value or a type/id selector cannot decide Python control flow (if, while, "
+                   "and, or, not, bool()): its data is not known while tracing; write "
+                   "pigeon.lang.where(cond, a, b) to choose between two values per element")
+
+
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-class Selector:
+class _Ids:
+    """What loop variables compare: ids of one index (``e.etype``, ``e.src``, ``n.ntype``, ...)
+    in one row domain. A comparison is a 0/1 traced value (a MATCH op), for pigeon.lang.where."""
+
+    index: str
+    row_domain: Domain
+    text: str
+
+    def _compare(self, cmp: str, other: Any) -> "Sym":
+        tracer = current()
+        if isinstance(other, _Ids):
+            if other.row_domain != self.row_domain:
+                raise TraceError(f"{self.text} and {other.text} belong to different loops")
+            rhs, value = other.index, 0
+        elif isinstance(other, int) and not isinstance(other, bool):
+            rhs, value = None, other
+        else:
+            raise TraceError(f"{self.text} can be compared with an int or another id of this loop, "
+                             f"not with a {type(other).__name__}")
+        return tracer.op(Op.MATCH, [], {"lhs": self.index, "rhs": rhs, "value": value, "cmp": cmp,
+                                         "to": self.row_domain, "dtype": tracer.dtype}, hint="match")
+
+    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
+        return self._compare("eq", other)
+
+    def __ne__(self, other: Any) -> Any:  # type: ignore[override]
+        return self._compare("ne", other)
+
+    def __lt__(self, other: Any) -> Any:
+        return self._compare("lt", other)
+
+    def __le__(self, other: Any) -> Any:
+        return self._compare("le", other)
+
+    def __gt__(self, other: Any) -> Any:
+        return self._compare("gt", other)
+
+    def __ge__(self, other: Any) -> Any:
+        return self._compare("ge", other)
+
+    __hash__ = object.__hash__
+
+    def __bool__(self) -> bool:
+        raise TraceError(NO_CONTROL_FLOW)
+
+    def __index__(self) -> int:
+        raise TraceError(f"{self.text} has no Python number while tracing (int(), range(), len() and "
+                         f"indexing a list with it need one); compare it inside pigeon.lang.where, "
+                         f"or index a tensor with it")
+
+    __int__ = __float__ = __len__ = __index__
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TraceError(f"{self.text} cannot be iterated")
+
+
+class Selector(_Ids):
     """A type id of a loop variable (``e.etype``, ``e.src.ntype``, ``n.ntype``)."""
 
     def __init__(self, index: str, row_domain: Domain, text: str):
@@ -225,9 +310,49 @@ def _forward_to_value(name: str) -> Any:
     return method
 
 
+_COMPARISONS = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__")
+
 for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
-              "__rtruediv__", "__neg__", "__pow__", "__bool__", "__iter__", "__len__", "__float__"):
+              "__rtruediv__", "__neg__", "__pow__", "__bool__", "__iter__", "__len__", "__float__",
+              "__int__", "__index__") + _COMPARISONS:
     setattr(ParamRef, _name, _forward_to_value(_name))
+ParamRef.__hash__ = object.__hash__  # type: ignore[method-assign]
+
+
+def _reads_first(method: str) -> Any:
+    def read(self: "TracedShape", *args: Any) -> Any:
+        self.on_read()
+        return getattr(tuple, method)(self, *args)
+    read.__name__ = method
+    return read
+
+
+class TracedShape(tuple):
+    """A tensor argument's shape while tracing. Its first size is the graph's node or edge count
+    for a per-node or per-edge tensor, or a parameter's type count: a trace that reads it
+    depends on it, and the compiled function keys its programs on it (``on_read`` records that)."""
+
+    def __new__(cls, shape: tuple[int, ...], on_read: Any) -> "TracedShape":
+        obj = super().__new__(cls, shape)
+        obj.on_read = on_read
+        return obj
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice):
+            if 0 in range(*key.indices(len(self))):
+                self.on_read()
+        elif key in (0, -len(self)):
+            self.on_read()
+        return tuple.__getitem__(self, key)
+
+    __hash__ = tuple.__hash__
+
+
+for _name in ("__iter__", "__reversed__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__",
+              "__contains__", "__add__", "__radd__", "__mul__", "__rmul__", "__repr__", "__str__",
+              "count", "index"):
+    if hasattr(tuple, _name):
+        setattr(TracedShape, _name, _reads_first(_name))
 
 
 class InputProxy:
@@ -235,7 +360,7 @@ class InputProxy:
 
     def __init__(self, tracer: "Tracer", name: str, position: int, tensor: torch.Tensor):
         self.tracer, self.name, self.position = tracer, name, position
-        self.shape = tuple(tensor.shape)
+        self.shape = TracedShape(tuple(tensor.shape), lambda: tracer.sizes_read.add(name))
         self.dtype = str(tensor.dtype).replace("torch.", "")
         self.domain: Domain | None = None
         self.first_use = ""
@@ -288,18 +413,34 @@ class InputProxy:
     def reshape(self, *shape: Any) -> Sym:
         return self.sym().reshape(*shape)
 
+    def size(self, dim: int | None = None) -> Any:
+        """``tensor.size()`` while tracing (see ``shape``)."""
+        return self.shape if dim is None else self.shape[dim]
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.sym(), name)
 
     def __repr__(self) -> str:
-        return f"<input {self.name} {list(self.shape)}>"
+        return f"<input {self.name} {list(tuple.__iter__(self.shape))}>"
 
 
 for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
-              "__rtruediv__", "__neg__", "__pow__", "__bool__", "__iter__", "__float__"):
+              "__rtruediv__", "__neg__", "__pow__", "__bool__", "__iter__", "__float__", "__int__",
+              "__index__") + _COMPARISONS:
     setattr(InputProxy, _name, (lambda n: lambda self, *a: getattr(self.sym(), n)(*a))(_name))
+InputProxy.__hash__ = object.__hash__  # type: ignore[method-assign]
 
 
 # ----------------------------------------------------------------------------------------
@@ -314,15 +455,15 @@ class GraphProxy:
 
     def edges(self) -> Iterator["EdgeProxy"]:
         """Every edge (one symbolic edge while tracing)."""
-        yield EdgeProxy(self._tracer)
+        return self._tracer.graph_loop("g.edges()", lambda: EdgeProxy(self._tracer))
 
     def nodes(self) -> Iterator["NodeProxy"]:
         """Every node (one symbolic node while tracing)."""
-        yield NodeProxy(self._tracer, Domain.NODE)
+        return self._tracer.graph_loop("g.nodes()", lambda: NodeProxy(self._tracer, Domain.NODE))
 
     def dst_nodes(self) -> Iterator["NodeProxy"]:
         """The destination nodes: all nodes of a graph, the output nodes of a sampled block."""
-        yield NodeProxy(self._tracer, Domain.DST)
+        return self._tracer.graph_loop("g.dst_nodes()", lambda: NodeProxy(self._tracer, Domain.DST))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -361,13 +502,16 @@ class EdgeProxy:
         tracer.edge_values[name] = tracer.store(value, Domain.EDGE, name, f"e.{name}")
 
 
-class EndProxy:
-    """``e.src`` or ``e.dst``: node values of an edge's end, gathered onto the edge."""
+class EndProxy(_Ids):
+    """``e.src`` or ``e.dst``: node values of an edge's end, gathered onto the edge; compared
+    (``e.src == e.dst``), its node id."""
 
     def __init__(self, tracer: "Tracer", end: str):
         object.__setattr__(self, "_tracer", tracer)
         object.__setattr__(self, "end", end)
         object.__setattr__(self, "text", f"e.{end}")
+        object.__setattr__(self, "index", end)
+        object.__setattr__(self, "row_domain", Domain.EDGE)
 
     def __getattr__(self, name: str) -> Any:
         tracer: Tracer = object.__getattribute__(self, "_tracer")
@@ -398,7 +542,14 @@ class NodeProxy:
         """The incoming edges of this node; aggregate their values with sum/mean/max."""
         if object.__getattribute__(self, "domain") != Domain.DST:
             raise TraceError("n.incoming_edges() needs a destination node: loop over g.dst_nodes()")
-        yield EdgeProxy(object.__getattribute__(self, "_tracer"))
+        tracer: Tracer = object.__getattribute__(self, "_tracer")
+        if not tracer.aggregations:
+            raise TraceError("n.incoming_edges() is traced once, for one symbolic edge, so it can only "
+                             "be aggregated: write sum(<edge value> for e in n.incoming_edges()) with "
+                             "sum, mean or max from pigeon.lang (not a for loop that accumulates, nor "
+                             "Python's own sum or max, nor a list comprehension)")
+        tracer.aggregations[-1][0] += 1
+        yield EdgeProxy(tracer)
 
     def __getattr__(self, name: str) -> Any:
         tracer: Tracer = object.__getattribute__(self, "_tracer")
@@ -436,6 +587,41 @@ class Tracer:
         self.node_values: dict[str, Sym] = {}
         self._degrees: dict[str, Sym] = {}
         self._dtype: str | None = None
+        self.sizes_read: set[str] = set()  # tensor arguments whose first size the trace read
+        self.open_loop: str | None = None  # the graph loop being traced
+        self.early_exits: list[tuple[str, int, str]] = []  # graph loops left by break or return
+        self.aggregations: list[list[int]] = []  # open sum/mean/max calls: incoming-edge loops seen
+
+    def graph_loop(self, what: str, make: Any) -> Iterator[Any]:
+        """The one symbolic element of a loop over the graph (``what``: "g.edges()", ...)."""
+        if self.aggregations:
+            raise TraceError(f"sum, mean and max aggregate over n.incoming_edges(); over {what} it "
+                             f"would be a graph-wide reduction (a readout), which the DSL does not have")
+        if self.open_loop is not None:
+            raise TraceError(f"a loop over {what} inside the loop over {self.open_loop}: nested graph "
+                             f"loops are not supported (a loop body is traced once, for one element); "
+                             f"loop over the graph in sequence and aggregate with "
+                             f"sum(... for e in n.incoming_edges())")
+        path, line, _ = user_location()
+        self.open_loop = what
+        finished = False
+        try:
+            yield make()
+            finished = True
+        finally:
+            self.open_loop = None
+            if not finished:
+                self.early_exits.append((path, line, what))
+
+    @contextlib.contextmanager
+    def aggregating(self) -> Iterator[list[int]]:
+        """Inside sum/mean/max: counts the loops over n.incoming_edges() its items come from."""
+        seen = [0]
+        self.aggregations.append(seen)
+        try:
+            yield seen
+        finally:
+            self.aggregations.pop()
 
     @contextlib.contextmanager
     def active(self) -> Iterator["Tracer"]:
@@ -488,9 +674,15 @@ class Tracer:
                          + ("; aggregate edge values with sum/mean/max over n.incoming_edges()"
                             if x.domain == Domain.EDGE else ""))
 
+    def constant(self, value: float) -> Sym:
+        """A number as a global traced value."""
+        return self.op(Op.CONST, [], {"value": float(value), "dtype": self.dtype}, hint="const")
+
     def binary(self, op: Op, a: Any, b: Any) -> Sym:
         if _is_number(a) and _is_number(b):
             raise TraceError("internal: binary op on two numbers")
+        if op in COMPARISONS:
+            a, b = (self.constant(v) if _is_number(v) else v for v in (a, b))
         if _is_number(b):
             return self._scalar(op, self.as_sym(a), float(b))
         if _is_number(a):
@@ -561,8 +753,11 @@ def joint_domain(a: Domain, b: Domain) -> Domain:
                         if Domain.EDGE in (a, b) else ""))
 
 
-def trace(fn: Any, name: str, params: list[tuple[str, Any]]) -> Program:
-    """Trace ``fn(g, *values)``; ``params`` are the (name, value) pairs after the graph."""
+def trace(fn: Any, name: str, params: list[tuple[str, Any]], sizes_read: set[str] | None = None) -> Program:
+    """Trace ``fn(g, *values)``; ``params`` are the (name, value) pairs after the graph.
+
+    ``sizes_read`` collects the tensor arguments whose first size the trace read (the program
+    holds that number as a constant)."""
     tracer = Tracer(name)
     proxies: list[Any] = []
     inputs: list[InputProxy] = []
@@ -589,8 +784,15 @@ def trace(fn: Any, name: str, params: list[tuple[str, Any]]) -> Program:
         outputs = list(result) if isinstance(result, (tuple, list)) else [result]
         if not outputs:
             raise TraceError(f"{name} returns nothing; return the values it computes")
+        if tracer.early_exits:
+            path, line, what = tracer.early_exits[0]
+            raise TraceError(f"the loop over {what} was left early (break or return inside it): a loop "
+                             f"body is traced once, for one element, and stands for every element; "
+                             f"finish the loop and return after it", at=(path, line))
         syms = [tracer.as_sym(o) for o in outputs]
         for proxy in inputs:  # an unused tensor argument still belongs to the signature
             if proxy.domain is None:
                 proxy.declare(Domain.GLOBAL, f"{proxy.name} (unused)")
+    if sizes_read is not None:
+        sizes_read |= tracer.sizes_read
     return tracer.builder.build([s.handle for s in syms])

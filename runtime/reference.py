@@ -108,6 +108,19 @@ class ReferenceExecutor:
         d = layouts.degree(self.g, node.attrs["by"])
         return d.to(TORCH_DTYPES[node.type.dtype]).unsqueeze(-1)
 
+    def _const(self, node: Node) -> torch.Tensor:
+        return torch.tensor(node.attrs["value"], dtype=TORCH_DTYPES[node.type.dtype], device=self.g.device)
+
+    def _match(self, node: Node) -> torch.Tensor:
+        to = node.attrs["to"]
+        lhs = layouts.index_array(self.g, node.attrs["lhs"], to)
+        rhs = node.attrs["value"] if node.attrs.get("rhs") is None else layouts.index_array(self.g, node.attrs["rhs"], to)
+        return COMPARE_FNS[node.attrs["cmp"]](lhs, rhs).to(TORCH_DTYPES[node.type.dtype]).unsqueeze(-1)
+
+    def _select(self, node: Node, cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        cond, a, b = self._aligned(node, [cond, a, b])
+        return torch.where(cond != 0, a, b)
+
     def _gather(self, node: Node, x: torch.Tensor) -> torch.Tensor:
         index, to = node.attrs["index"], node.attrs["to"]
         if index == "all":
@@ -252,7 +265,14 @@ BINARY_FNS: dict[Op, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     Op.MUL: torch.mul,
     Op.DIV: torch.div,
     Op.EQ: lambda x, y: (x == y).to(x.dtype),
+    Op.NE: lambda x, y: (x != y).to(x.dtype),
+    Op.LT: lambda x, y: (x < y).to(x.dtype),
+    Op.LE: lambda x, y: (x <= y).to(x.dtype),
+    Op.GT: lambda x, y: (x > y).to(x.dtype),
+    Op.GE: lambda x, y: (x >= y).to(x.dtype),
 }
+
+COMPARE_FNS = {"eq": torch.eq, "ne": torch.ne, "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge}
 
 
 def execute(program: Program, graph: Graph, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:

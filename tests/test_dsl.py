@@ -78,7 +78,7 @@ def test_data_dependent_control_flow_points_at_the_users_line():
         return h
     err = trace_error(f, torch.randn(40, 4))
     assert err.line == line_of("if h[e.src] > 0", f)
-    assert "cannot be compared" in str(err) and "if h[e.src] > 0" in str(err)
+    assert "pigeon.lang.where" in str(err) and "if h[e.src] > 0" in str(err)
 
 
 def test_truth_value_of_a_traced_value():
@@ -128,7 +128,8 @@ def test_builtin_sum_over_edges_is_caught():
         for n in g.dst_nodes():
             n.out = builtins.sum(e.y for e in n.incoming_edges())
         return n.out
-    assert "aggregate it with sum/mean/max" in str(trace_error(f, torch.randn(40, 4)))
+    err = trace_error(f, torch.randn(40, 4))
+    assert "Python's own sum" in str(err) and err.line == line_of("builtins.sum", f)
 
 
 def test_unset_values_and_conflicting_uses():
@@ -200,13 +201,12 @@ def test_inputs_that_do_not_fit_the_graph():
         simple("not a graph", torch.randn(40, 4), w)
 
 
-def test_running_on_a_graph_changed_in_place_is_refused():
+def test_a_graph_cannot_be_changed_through_its_arrays():
     g = random_graph(num_etypes=5, seed=1)
-    w = torch.randn(5, 4, 3)
-    simple(g, torch.randn(40, 4), w)
-    g.src[0] = 1 - g.src[0]
-    with pytest.raises(pigeon.GraphChangedError):
-        simple(g, torch.randn(40, 4), w)
+    w, h = torch.randn(5, 4, 3), torch.randn(40, 4)
+    before = simple(g, h, w)
+    g.src[0] = 1 - g.src[0]  # a copy: the graph keeps its own arrays
+    torch.testing.assert_close(simple(g, h, w), before, rtol=0, atol=0)
 
 
 def test_backend_choice():

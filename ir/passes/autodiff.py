@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..ops import Op
+from ..ops import COMPARISONS, Op
 from ..program import Node, Program, freeze_attrs
 from ..rewrite import Rewriter
 from ..types import Domain, ValueType
 
 RESIDUAL_OPS = frozenset({Op.LINEAR, Op.LINEAR_WGRAD, Op.REDUCE, Op.EDGE_SOFTMAX})
-NOT_DIFFERENTIABLE = frozenset({Op.EQ, Op.STEP, Op.DEGREE})
+NOT_DIFFERENTIABLE = COMPARISONS | {Op.STEP, Op.DEGREE, Op.CONST, Op.MATCH}
 SECOND_ORDER = frozenset({Op.LINEAR_WGRAD, Op.GELU_GRAD, Op.SUM_TO})
 
 
@@ -129,6 +129,19 @@ def _binary(b: _Backward, n: Node, g: str) -> list:
     return [(0, b.sum_to(dx, xt)), (1, b.sum_to(dy, yt))]
 
 
+def _select(b: _Backward, n: Node, g: str) -> list:
+    """The gradient goes to the branch each element took (as torch.where's does)."""
+    cond, then, other = n.args
+    domain = n.type.domain
+    zero = b.emit(Op.CONST, [], "zero", value=0.0, dtype=n.type.dtype)
+    if domain != Domain.GLOBAL:
+        zero = b.emit(Op.GATHER, [zero], "zero", index="all", to=domain)
+    c = b.value(cond)
+    d_then = b.emit(Op.SELECT, [c, g, zero], "d")
+    d_other = b.emit(Op.SELECT, [c, zero, g], "d")
+    return [(1, b.sum_to(d_then, b.fwd.node(then).type)), (2, b.sum_to(d_other, b.fwd.node(other).type))]
+
+
 def _dot(b: _Backward, n: Node, g: str) -> list:
     xa, ya = n.args
     return [(0, b.sum_to(b.emit(Op.MUL, [g, b.value(ya)], "d"), b.fwd.node(xa).type)),
@@ -200,7 +213,7 @@ def _slice(b: _Backward, n: Node, g: str) -> list:
 RULES: dict[Op, Rule] = {
     **_elementwise_rules(),
     Op.ADD: _binary, Op.SUB: _binary, Op.MUL: _binary, Op.DIV: _binary,
-    Op.DOT: _dot, Op.GATHER: _gather, Op.REDUCE: _reduce, Op.EDGE_SOFTMAX: _edge_softmax,
+    Op.SELECT: _select, Op.DOT: _dot, Op.GATHER: _gather, Op.REDUCE: _reduce, Op.EDGE_SOFTMAX: _edge_softmax,
     Op.LINEAR: _linear, Op.RESHAPE: _reshape, Op.CONCAT: _concat, Op.SLICE: _slice,
 }
 

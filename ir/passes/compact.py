@@ -50,7 +50,7 @@ def edge_dependencies(program: Program) -> dict[str, frozenset[str]]:
             d = _GATHER_DEPS[node.attrs["index"]]
         elif node.op == Op.LINEAR:
             d = deps[node.args[0]] | _SELECTOR_DEPS[node.attrs["by"]]
-        elif node.op in (Op.INPUT, Op.EDGE_SOFTMAX, Op.DEGREE):
+        elif node.op in (Op.INPUT, Op.EDGE_SOFTMAX, Op.DEGREE, Op.MATCH):
             d = {"edge"}
         else:
             d = set().union(*(deps[a] for a in node.args if a in deps))
