@@ -150,3 +150,18 @@ def test_where_with_infinite_numbers():
     for name in ["reference"] + (["cpp"] if HAS_GXX else []):
         with pigeon.use_backend(name):
             torch.testing.assert_close(masked_max(g, h), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_where_kernels_compile_with_nvrtc(case):
+    pytest.importorskip("cupy", reason="NVRTC comes with the cuda13 extra (pip install -e '.[dev]')")
+    from pigeon.codegen import render_module
+    from pigeon.runtime import kernel_cache
+    fn, _, make = CASES[case]
+    g = GRAPHS["many_etypes"]()
+    args = [x.double() for x in make(g)]
+    exe = fn.executable(g, *args)
+    grad = exe.gradient(tuple(n.name for n in exe.forward.inputs))
+    for program in (grad.forward, grad.backward):
+        source, kernels = render_module(lower(program))
+        assert kernels and kernel_cache.compile_ptx(source, "compute_90", program.name).strip()
