@@ -29,6 +29,9 @@ class Op(enum.Enum):
     SIGMOID = "sigmoid"
     TANH = "tanh"
     GELU = "gelu"
+    ABS = "abs"
+    ELU = "elu"  # attrs: alpha
+    SOFTPLUS = "softplus"  # attrs: beta, threshold (as torch.nn.functional.softplus)
     STEP = "step"  # 1 where x > 0 else 0
     GELU_GRAD = "gelu_grad"  # d gelu(x) / dx
     SCALE = "scale"  # attrs: c; x * c
@@ -39,6 +42,8 @@ class Op(enum.Enum):
     SUB = "sub"
     MUL = "mul"
     DIV = "div"
+    MINIMUM = "minimum"  # NaN wins, as in torch
+    MAXIMUM = "maximum"
     EQ = "eq"  # 1 where x == y else 0
     NE = "ne"  # the comparisons: 1 where true else 0
     LT = "lt"
@@ -56,10 +61,10 @@ class Op(enum.Enum):
 
 UNARY = frozenset({
     Op.NEG, Op.EXP, Op.LOG, Op.RECIP, Op.SQRT, Op.RELU, Op.LEAKY_RELU, Op.SIGMOID, Op.TANH,
-    Op.GELU, Op.STEP, Op.GELU_GRAD, Op.SCALE, Op.SHIFT, Op.POW,
+    Op.GELU, Op.STEP, Op.GELU_GRAD, Op.SCALE, Op.SHIFT, Op.POW, Op.ABS, Op.ELU, Op.SOFTPLUS,
 })
 COMPARISONS = frozenset({Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE})
-BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV}) | COMPARISONS
+BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MINIMUM, Op.MAXIMUM}) | COMPARISONS
 TERNARY = frozenset({Op.SELECT})
 ELEMENTWISE = UNARY | BINARY | TERNARY
 SOURCES = frozenset({Op.DEGREE, Op.CONST, Op.MATCH})  # values read from the graph or the program, no memory

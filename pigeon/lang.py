@@ -14,7 +14,8 @@ from pigeon.ir.types import Domain
 from .tracer import InputProxy, ParamRef, Sym, TraceError, current, joint_domain, tracing
 
 __all__ = ["linear", "dot", "softmax", "exp", "log", "sqrt", "relu", "leaky_relu", "sigmoid",
-           "tanh", "gelu", "sum", "mean", "max", "concat", "reshape", "where"]
+           "tanh", "gelu", "abs", "elu", "softplus", "minimum", "maximum", "clamp", "sum", "mean", "max",
+           "concat", "reshape", "where"]
 
 
 def linear(x: Any, weight: Any) -> Sym:
@@ -79,6 +80,51 @@ def tanh(x: Any) -> Sym:
 def gelu(x: Any) -> Sym:
     """The exact (erf) GELU."""
     return _unary(Op.GELU, x)
+
+
+def abs(x: Any) -> Sym:  # noqa: A001 - the DSL's abs (Python's abs(x) works on traced values too)
+    """Absolute value (its gradient at 0 is 0, as torch's)."""
+    return _unary(Op.ABS, x)
+
+
+def elu(x: Any, alpha: float = 1.0) -> Sym:
+    return _unary(Op.ELU, x, alpha=float(alpha))
+
+
+def softplus(x: Any, beta: float = 1.0, threshold: float = 20.0) -> Sym:
+    """``log(1 + exp(beta x)) / beta``, and ``x`` itself where ``beta x > threshold`` (as torch's)."""
+    return _unary(Op.SOFTPLUS, x, beta=float(beta), threshold=float(threshold))
+
+
+def _pair(op: Op, x: Any, y: Any) -> Sym:
+    tracer = current()
+    if not isinstance(x, (Sym, ParamRef, InputProxy)) and not isinstance(y, (Sym, ParamRef, InputProxy)):
+        raise TraceError(f"{op.value}(x, y) needs a traced value")
+    x, y = (tracer.constant(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in (x, y))
+    return tracer.binary(op, x, y)
+
+
+def minimum(x: Any, y: Any) -> Sym:
+    """The smaller of ``x`` and ``y`` per element (NaN wins; the gradient is shared on ties, as torch's)."""
+    return _pair(Op.MINIMUM, x, y)
+
+
+def maximum(x: Any, y: Any) -> Sym:
+    """The larger of ``x`` and ``y`` per element (NaN wins; the gradient is shared on ties, as torch's)."""
+    return _pair(Op.MAXIMUM, x, y)
+
+
+def clamp(x: Any, min: Any = None, max: Any = None) -> Sym:  # noqa: A002 - torch's names
+    """``x`` limited to [min, max] (either may be None); the gradient passes where
+    min <= x <= max, as torch.clamp's."""
+    if min is None and max is None:
+        raise TraceError("clamp(x, min, max) needs min or max")
+    out = current().as_sym(x)
+    if min is not None:
+        out = where(out < min, min, out)
+    if max is not None:
+        out = where(out > max, max, out)
+    return out
 
 
 def reshape(x: Any, *shape: Any) -> Sym:

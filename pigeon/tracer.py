@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import linecache
+import math
 import os
 import sys
 from typing import Any, Iterator
@@ -140,8 +141,18 @@ class Sym:
 
     def __pow__(self, other: Any) -> "Sym":
         if not _is_number(other):
-            raise TraceError("only a Python number can be an exponent of a traced value")
+            raise TraceError("the exponent of a traced value must be a Python number; for a traced "
+                             "exponent y of a positive x write exp(y * log(x))")
         return self.tracer.op(Op.POW, [self], {"c": float(other)})
+
+    def __rpow__(self, other: Any) -> "Sym":
+        """``c ** x`` for a number c > 0: exp(x log c)."""
+        if not _is_number(other) or other <= 0:
+            raise TraceError(f"{other!r} ** <traced value>: the base must be a positive Python number")
+        return self.tracer.op(Op.EXP, [self.tracer.op(Op.SCALE, [self], {"c": math.log(other)})])
+
+    def __abs__(self) -> "Sym":
+        return self.tracer.op(Op.ABS, [self])
 
     # comparisons give 0/1 values, for pigeon.lang.where
     def __eq__(self, other: Any) -> "Sym":  # type: ignore[override]
@@ -186,6 +197,9 @@ class Sym:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
+        import pigeon.lang
+        if name in pigeon.lang.__all__:
+            raise TraceError(f"a traced value has no .{name}(...) method; write pigeon.lang.{name}(x, ...)")
         raise TraceError(f"a traced value has no .{name}; inside @pigeon.compile use the functions of "
                          f"pigeon.lang (linear, dot, exp, where, ...) and .reshape / .shape")
 
@@ -313,8 +327,8 @@ def _forward_to_value(name: str) -> Any:
 _COMPARISONS = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__")
 
 for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
-              "__rtruediv__", "__neg__", "__pow__", "__bool__", "__iter__", "__len__", "__float__",
-              "__int__", "__index__") + _COMPARISONS:
+              "__rtruediv__", "__neg__", "__pow__", "__rpow__", "__abs__", "__bool__", "__iter__", "__len__",
+              "__float__", "__int__", "__index__") + _COMPARISONS:
     setattr(ParamRef, _name, _forward_to_value(_name))
 ParamRef.__hash__ = object.__hash__  # type: ignore[method-assign]
 
@@ -437,8 +451,8 @@ class InputProxy:
 
 
 for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
-              "__rtruediv__", "__neg__", "__pow__", "__bool__", "__iter__", "__float__", "__int__",
-              "__index__") + _COMPARISONS:
+              "__rtruediv__", "__neg__", "__pow__", "__rpow__", "__abs__", "__bool__", "__iter__",
+              "__float__", "__int__", "__index__") + _COMPARISONS:
     setattr(InputProxy, _name, (lambda n: lambda self, *a: getattr(self.sym(), n)(*a))(_name))
 InputProxy.__hash__ = object.__hash__  # type: ignore[method-assign]
 

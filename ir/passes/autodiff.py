@@ -69,6 +69,13 @@ class _Backward:
     def type(self, name: str) -> ValueType:
         return self.rw.type_of(name)
 
+    def constant(self, value: float, like: ValueType) -> str:
+        """The number ``value`` as a value of ``like``'s domain (broadcast over its shape)."""
+        c = self.emit(Op.CONST, [], "const", value=float(value), dtype=like.dtype)
+        if like.domain != Domain.GLOBAL:
+            c = self.emit(Op.GATHER, [c], "const", index="all", to=like.domain)
+        return c
+
     def sum_to(self, grad: str, target: ValueType) -> str:
         """``grad`` with the axes it was broadcast along summed away, to ``target``'s shape."""
         if self.type(grad).shape == target.shape:
@@ -129,13 +136,42 @@ def _binary(b: _Backward, n: Node, g: str) -> list:
     return [(0, b.sum_to(dx, xt)), (1, b.sum_to(dy, yt))]
 
 
+def _abs(b: _Backward, n: Node, g: str) -> str:
+    x = b.value(n.args[0])
+    sign = b.emit(Op.SUB, [b.emit(Op.STEP, [x], "sign"), b.emit(Op.STEP, [b.emit(Op.NEG, [x])], "sign")], "sign")
+    return b.emit(Op.MUL, [g, sign], "d")
+
+
+def _elu(b: _Backward, n: Node, g: str) -> str:
+    x = b.value(n.args[0])
+    positive = b.emit(Op.GT, [x, b.constant(0.0, n.type)], "positive")
+    slope = b.emit(Op.SCALE, [b.emit(Op.EXP, [x])], "slope", c=n.attrs["alpha"])
+    return b.emit(Op.SELECT, [positive, g, b.emit(Op.MUL, [g, slope], "d")], "d")
+
+
+def _softplus(b: _Backward, n: Node, g: str) -> str:
+    bx = b.emit(Op.SCALE, [b.value(n.args[0])], "beta_x", c=n.attrs["beta"])
+    linear = b.emit(Op.GT, [bx, b.constant(n.attrs["threshold"], n.type)], "linear")
+    return b.emit(Op.SELECT, [linear, g, b.emit(Op.MUL, [g, b.emit(Op.SIGMOID, [bx])], "d")], "d")
+
+
+def _extremum(b: _Backward, n: Node, g: str) -> list:
+    """maximum/minimum: the gradient goes to the operand taken, halved between equal ones (as torch's)."""
+    xa, ya = n.args
+    x, y = b.value(xa), b.value(ya)
+    wins = Op.GT if n.op == Op.MAXIMUM else Op.LT
+    loses = Op.LT if n.op == Op.MAXIMUM else Op.GT
+    zero = b.constant(0.0, n.type)
+    tie = b.emit(Op.SELECT, [b.emit(Op.EQ, [x, y], "tie"), b.emit(Op.SCALE, [g], "d", c=0.5), zero], "d")
+    dx = b.emit(Op.SELECT, [b.emit(wins, [x, y], "wins"), g, tie], "d")
+    dy = b.emit(Op.SELECT, [b.emit(loses, [x, y], "loses"), g, tie], "d")
+    return [(0, b.sum_to(dx, b.fwd.node(xa).type)), (1, b.sum_to(dy, b.fwd.node(ya).type))]
+
+
 def _select(b: _Backward, n: Node, g: str) -> list:
     """The gradient goes to the branch each element took (as torch.where's does)."""
     cond, then, other = n.args
-    domain = n.type.domain
-    zero = b.emit(Op.CONST, [], "zero", value=0.0, dtype=n.type.dtype)
-    if domain != Domain.GLOBAL:
-        zero = b.emit(Op.GATHER, [zero], "zero", index="all", to=domain)
+    zero = b.constant(0.0, n.type)
     c = b.value(cond)
     d_then = b.emit(Op.SELECT, [c, g, zero], "d")
     d_other = b.emit(Op.SELECT, [c, zero, g], "d")
@@ -213,6 +249,8 @@ def _slice(b: _Backward, n: Node, g: str) -> list:
 RULES: dict[Op, Rule] = {
     **_elementwise_rules(),
     Op.ADD: _binary, Op.SUB: _binary, Op.MUL: _binary, Op.DIV: _binary,
+    Op.ABS: _unary(_abs), Op.ELU: _unary(_elu), Op.SOFTPLUS: _unary(_softplus),
+    Op.MINIMUM: _extremum, Op.MAXIMUM: _extremum,
     Op.SELECT: _select, Op.DOT: _dot, Op.GATHER: _gather, Op.REDUCE: _reduce, Op.EDGE_SOFTMAX: _edge_softmax,
     Op.LINEAR: _linear, Op.RESHAPE: _reshape, Op.CONCAT: _concat, Op.SLICE: _slice,
 }

@@ -1,0 +1,105 @@
+"""The elementwise functions of pigeon.lang beyond the basics (abs, elu, softplus, minimum,
+maximum, clamp, c ** x): every back end that runs here against torch's own functions in
+float64, forward and backward, ties and boundaries included."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pigeon
+from pigeon.lang import clamp, elu, maximum, minimum, softplus, sum
+from random_graphs import random_graph
+from test_where import GRAPHS, backend  # noqa: F401 - the back-end fixture
+
+
+@pigeon.compile
+def mixed(g, h, a):
+    for e in g.edges():
+        s, d = h[e.src] * a, h[e.dst] * a  # equal on self loops: ties for maximum/minimum
+        e.x = maximum(s, d) + 0.5 * minimum(s, 0.25) + abs(s - d) + clamp(d, -0.5, 0.75)
+    for n in g.dst_nodes():
+        agg = sum(e.x for e in n.incoming_edges())
+        n.out = elu(agg, 0.7) + softplus(agg, 2.0, 3.0) + 2.0 ** clamp(agg, max=1.0)
+    return n.out
+
+
+def mixed_formula(g, h, a):
+    s, d = h[g.src] * a, h[g.dst] * a
+    x = torch.maximum(s, d) + 0.5 * torch.minimum(s, torch.tensor(0.25, dtype=s.dtype)) + (s - d).abs() \
+        + d.clamp(-0.5, 0.75)
+    agg = torch.zeros(g.num_dst_nodes, x.shape[1], dtype=x.dtype).index_add(0, g.dst, x)
+    return F.elu(agg, 0.7) + F.softplus(agg, 2.0, 3.0) + 2.0 ** agg.clamp(max=1.0)
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_functions_match_torch(graph, backend):  # noqa: F811
+    g = GRAPHS[graph]()
+    torch.manual_seed(0)
+    h = torch.randn(g.num_nodes, 5, dtype=torch.float64)
+    h[:3] = torch.tensor([-0.5, 0.75, 0.25, 0.0, 1.0], dtype=torch.float64)  # on the boundaries
+    h.requires_grad_()
+    a = torch.randn(5, dtype=torch.float64).abs().add(0.5).requires_grad_()
+    with pigeon.use_backend(backend):
+        out = mixed(g, h, a)
+    h_ref, a_ref = h.detach().clone().requires_grad_(), a.detach().clone().requires_grad_()
+    ref = mixed_formula(g, h_ref, a_ref)
+    # float64 throughout: sums in another order differ by rounding only
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    up = torch.randn_like(ref)
+    got = torch.autograd.grad((out * up).sum(), (h, a))
+    want = torch.autograd.grad((ref * up).sum(), (h_ref, a_ref))
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-10)
+
+
+def test_unknown_methods_name_the_dsl_function():
+    @pigeon.compile
+    def f(g, h):
+        for n in g.nodes():
+            n.out = h[n].clamp(0.0)
+        return n.out
+
+    with pytest.raises(pigeon.TraceError, match=r"write pigeon.lang.clamp\(x, \.\.\.\)"):
+        f(random_graph(num_etypes=3, seed=0), torch.randn(40, 2))
+
+
+def test_a_non_positive_base_is_refused():
+    @pigeon.compile
+    def f(g, h):
+        for n in g.nodes():
+            n.out = (-2.0) ** h[n]
+        return n.out
+
+    with pytest.raises(pigeon.TraceError, match="the base must be a positive Python number"):
+        f(random_graph(num_etypes=3, seed=0), torch.randn(40, 2))
+
+
+def test_large_arguments_keep_finite_gradients():
+    """elu and softplus of large values: the branch not taken must not turn the gradient into NaN."""
+    @pigeon.compile
+    def f(g, h):
+        for n in g.nodes():
+            n.out = elu(h[n]) + softplus(h[n])
+        return n.out
+
+    g = random_graph(num_etypes=3, seed=0)
+    h = torch.full((40, 2), 1000.0, dtype=torch.float64, requires_grad=True)
+    for name in ["reference", "cpp"]:
+        with pigeon.use_backend(name):
+            (grad,) = torch.autograd.grad(f(g, h).sum(), h)
+        torch.testing.assert_close(grad, torch.full_like(grad, 2.0), rtol=0, atol=0)
+    assert math.isfinite(float(f(g, h).detach().sum()))
+
+
+def test_function_kernels_compile_with_nvrtc():
+    pytest.importorskip("cupy", reason="NVRTC comes with the cuda13 extra (pip install -e '.[dev]')")
+    from pigeon.codegen import render_module
+    from pigeon.ir.lower import lower
+    from pigeon.runtime import kernel_cache
+    g = GRAPHS["many_etypes"]()
+    exe = mixed.executable(g, torch.randn(g.num_nodes, 5), torch.randn(5))
+    grad = exe.gradient(tuple(n.name for n in exe.forward.inputs))
+    for program in (grad.forward, grad.backward):
+        source, kernels = render_module(lower(program))
+        assert kernels and kernel_cache.compile_ptx(source, "compute_90", program.name).strip()
