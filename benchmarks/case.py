@@ -16,6 +16,8 @@ import pigeon.datasets
 
 from .systems import SYSTEMS, BenchGraph, layer_for
 
+UPSTREAM_SEED = 1
+
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
@@ -58,22 +60,88 @@ def status_of(err: BaseException) -> str:
     return f"error: {text}"
 
 
+def upstream_gradient(out: torch.Tensor) -> torch.Tensor:
+    """The gradient training sends into the layer's output: seeded, so Pigeon and every peer get the same."""
+    generator = torch.Generator().manual_seed(UPSTREAM_SEED)
+    return torch.randn(out.shape, generator=generator, dtype=out.dtype).to(out.device)
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """The largest error allowed, relative to the largest magnitude of the compared tensor.
+
+    A peer adds the same terms in another order (scatters, segment matmuls, GPU atomics), and a
+    gradient entry sums over up to thousands of edges, each order rounding differently: up to some
+    thousands of units in the last place of the largest value, so 10^4 ulps (float32: 1.2e-3,
+    float64: 2.2e-12). A wrong formula or a wrong parameter mapping errs by the values' own size."""
+    return 1e4 * torch.finfo(dtype).eps
+
+
+def difference(ours: torch.Tensor, theirs: torch.Tensor) -> str | None:
+    """None if ``theirs`` equals Pigeon's ``ours`` within the tolerance of its dtype, else how it differs."""
+    if tuple(theirs.shape) != tuple(ours.shape):
+        return f"shape {list(theirs.shape)}, expected {list(ours.shape)}"
+    allowed = tolerance(ours.dtype)
+    ours, theirs = ours.detach().double().cpu(), theirs.detach().double().cpu()
+    scale = ours.abs().max().item() if ours.numel() else 0.0
+    error = (theirs - ours).abs().max().item() if ours.numel() else 0.0
+    if not error <= allowed * scale:  # not <=: a NaN error is a mismatch
+        return f"max error {error:.3g} of max {scale:.3g}"
+    return None
+
+
+def check(reference: dict[str, Any], output: torch.Tensor, grads: dict[str, torch.Tensor] | None) -> str:
+    """Compares a peer's output (and, in training, its gradients) with Pigeon's ``reference``."""
+    problems = []
+    if (found := difference(reference["output"], output)) is not None:
+        problems.append(f"output: {found}")
+    if grads is not None:
+        for name, ours in reference["grads"].items():
+            found = difference(ours, grads[name]) if name in grads else "none"
+            if found is not None:
+                problems.append(f"gradient of {name}: {found}")
+    if problems:
+        return "MISMATCH (" + "; ".join(problems) + ")"
+    return "same output" if grads is None else "same output and gradients"
+
+
+def pigeon_reference(case: dict[str, Any]) -> dict[str, Any]:
+    """Pigeon's output for this model, graph and weights, and in training the gradients of the
+    input and of every parameter: what each peer is checked against."""
+    device = torch.device(case["device"])
+    bench = bench_graph(case["dataset"], case["scale"], case["feats"], case["device"])
+    layer = layer_for(case["model"], bench.graph, case["feats"]).to(device)
+    with torch.no_grad():
+        reference: dict[str, Any] = {"output": layer(bench.graph, bench.features).cpu()}
+    if "train" in case["modes"]:
+        bench.features.requires_grad_(True)
+        out = layer(bench.graph, bench.features)
+        (out * upstream_gradient(out)).sum().backward()
+        grads = {"input": bench.features.grad}
+        grads.update((name, p.grad if p.grad is not None else torch.zeros_like(p)) for name, p in layer.named_parameters())
+        reference["grads"] = {name: g.detach().cpu() for name, g in grads.items()}
+    return reference
+
+
 def run(case: dict[str, Any]) -> list[dict[str, Any]]:
-    """Inference and training times of one system on one graph, its output checked first."""
+    """Inference and training times of one system on one graph; its output, and in training its
+    gradients, checked against Pigeon's first."""
     device = torch.device(case["device"])
     system = next(s for s in SYSTEMS if s.model == case["model"] and s.name == case["system"])
     results = []
     base = {k: case[k] for k in ("model", "dataset", "scale", "feats", "system", "device")}
     try:
         bench = bench_graph(case["dataset"], case["scale"], case["feats"], case["device"])
+        # A layer inside a network passes a gradient to its input: every system computes it.
+        bench.features.requires_grad_("train" in case["modes"])
         layer = layer_for(case["model"], bench.graph, case["feats"]).to(device)
         reference = torch.load(case["reference"]) if case.get("reference") else None
-        forward, params = system.build(bench, layer)
+        peer = system.build(bench, layer)
     except Exception as err:  # noqa: BLE001 - a failed setup is a result, not a crash
         return [{**base, "mode": m, "status": status_of(err)} for m in case["modes"]]
-    check = "different formula: " + system.formula if system.formula else "not checked"
+    checked = reference is not None and system.formula is None
     for mode in case["modes"]:
-        result = {**base, "mode": mode, "status": "ok", "check": check}
+        check_text = "different formula: " + system.formula if system.formula else "not checked"
+        result = {**base, "mode": mode, "status": "ok", "check": check_text}
         try:
             baseline = rss_mb()
             if device.type == "cuda":
@@ -83,24 +151,22 @@ def run(case: dict[str, Any]) -> list[dict[str, Any]]:
             if mode == "infer":
                 def step() -> Any:
                     with torch.no_grad():
-                        return forward()
+                        return peer.forward()
             else:
                 upstream = None
 
                 def step() -> Any:
                     nonlocal upstream
-                    for p in params:
-                        p.grad = None
-                    out = forward()
+                    for t in peer.differentiated:
+                        t.grad = None
+                    out = peer.forward()
                     if upstream is None:
-                        upstream = torch.randn_like(out)
+                        upstream = upstream_gradient(out)
                     (out * upstream).sum().backward()
                     return out
             first = step()
-            if reference is not None and system.formula is None and mode == "infer":
-                scale = max(reference.abs().max().item(), 1.0)
-                error = (first.detach().float().cpu() - reference).abs().max().item()
-                result["check"] = "same output" if error <= 1e-3 * scale else f"MISMATCH (max error {error:.3g})"
+            if checked:
+                result["check"] = check(reference, first, peer.gradients(layer) if mode == "train" else None)
             times = timed(step, device, case["warmup"], case["repeat"])
             times.sort()
             result["median_ms"] = statistics.median(times) * 1e3
@@ -113,9 +179,6 @@ def run(case: dict[str, Any]) -> list[dict[str, Any]]:
             result["status"] = status_of(err)
             result["trace"] = traceback.format_exc(limit=3)[-800:]
         results.append(result)
-    for r in results:  # training reuses the inference check
-        if r["mode"] == "train" and results[0]["mode"] == "infer":
-            r["check"] = results[0].get("check", r["check"])
     return results
 
 

@@ -1,7 +1,9 @@
 """``pigeon bench``: every system on every graph, side by side in one run.
 
-Each (model, graph, system) runs in a fresh process (its peak memory is its own); Pigeon's output
-on the same weights is the reference every exact peer is checked against before it is timed.
+Each (model, graph, system) runs in a fresh process (its peak memory is its own). Pigeon's output
+on the same weights, and in training its gradients of the input and of every parameter, are the
+reference every peer that computes Pigeon's formula is checked against before it is timed; a
+mismatch is marked in the table and makes the run exit with status 1.
 Speed-up = peer time / Pigeon time, with geometric means per model and mode. Writes a table, a
 CSV, a JSON of every result and a PNG plot to the output folder.
 """
@@ -42,16 +44,14 @@ def progress(items: list, desc: str) -> Iterable:
 
 
 def _reference(case: dict[str, Any], folder: Path) -> str:
-    """Pigeon's output for this model, graph and weights, saved for the peers' checks."""
-    from .case import bench_graph
-    from .systems import layer_for
+    """Pigeon's output (and, with training, its gradients) for this model, graph and weights,
+    saved for the peers' checks."""
+    from .case import pigeon_reference
 
-    path = folder / f"{case['model']}-{case['dataset']}-{case['scale']}-{case['feats']}.pt"
+    grads = "-grads" if "train" in case["modes"] else ""
+    path = folder / f"{case['model']}-{case['dataset']}-{case['scale']}-{case['feats']}{grads}.pt"
     if not path.exists():
-        bench = bench_graph(case["dataset"], case["scale"], case["feats"], case["device"])
-        layer = layer_for(case["model"], bench.graph, case["feats"]).to(case["device"])
-        with torch.no_grad():
-            torch.save(layer(bench.graph, bench.features).float().cpu(), path)
+        torch.save(pigeon_reference(case), path)
     return str(path)
 
 

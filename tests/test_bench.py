@@ -1,17 +1,24 @@
-"""The benchmark harness on a tiny case (the full comparison runs in the DGL environment)."""
+"""The benchmark harness on a tiny case (the full comparison runs in the DGL environment), and
+the plain-PyTorch peers against the float64 formulas of tests/formulas.py."""
+import dataclasses
 import json
 
 import pytest
+import torch
 
+import formulas
+from pigeon.benchmarks import case as case_module
+from pigeon.benchmarks import formulas as peer_formulas
 from pigeon.benchmarks import harness
 from pigeon.benchmarks.case import run
-from pigeon.benchmarks.systems import SYSTEMS
+from pigeon.benchmarks.systems import DENSE, SYSTEMS
+from random_graphs import random_graph
 
 
 def test_every_model_has_pigeon_and_plain_pytorch():
     for model in ("rgcn", "rgat", "hgt"):
         names = {s.name for s in SYSTEMS if s.model == model}
-        assert {"Pigeon", "PyTorch", "PyTorch + torch.compile"} <= names
+        assert {"Pigeon", "PyTorch", "PyTorch + torch.compile", DENSE} <= names
         assert any(s.requires == ("dgl",) for s in SYSTEMS if s.model == model)
         assert any(s.requires == ("torch_geometric",) for s in SYSTEMS if s.model == model)
 
@@ -23,8 +30,9 @@ def test_a_case_checks_the_output_and_times_both_modes(model, tmp_path):
     case["reference"] = harness._reference(case, tmp_path)
     results = run(case)
     assert [r["mode"] for r in results] == ["infer", "train"]
+    assert [r["check"] for r in results] == ["same output", "same output and gradients"]
     for r in results:
-        assert r["status"] == "ok" and r["check"] == "same output" and r["median_ms"] > 0
+        assert r["status"] == "ok" and r["median_ms"] > 0
 
 
 def test_a_wrong_reference_is_a_mismatch(tmp_path):
@@ -32,9 +40,57 @@ def test_a_wrong_reference_is_a_mismatch(tmp_path):
     case = dict(model="rgcn", dataset="aifb", scale=0.02, feats=16, system="PyTorch", device="cpu",
                 modes=["infer"], repeat=1, warmup=0)
     reference = torch.load(harness._reference(case, tmp_path))
-    torch.save(reference + 1.0, tmp_path / "wrong.pt")
+    reference["output"] = reference["output"] + 1.0
+    torch.save(reference, tmp_path / "wrong.pt")
     (result,) = run({**case, "reference": str(tmp_path / "wrong.pt")})
-    assert result["check"].startswith("MISMATCH")
+    assert result["check"].startswith("MISMATCH (output")
+
+
+@pytest.mark.parametrize("target", ["input", "weight", "bias"])
+def test_a_wrong_gradient_is_a_mismatch(target, tmp_path, monkeypatch):
+    """A peer whose forward is right but one gradient entry is off by 1% of the largest one."""
+    right = next(s for s in SYSTEMS if s.model == "rgcn" and s.name == "PyTorch")
+
+    def build(bench, layer):
+        peer = right.build(bench, layer)
+
+        def perturb(grad):
+            grad = grad.clone()
+            grad.view(-1)[grad.numel() // 2] += 0.01 * grad.abs().max()
+            return grad
+        (bench.features if target == "input" else getattr(layer, target)).register_hook(perturb)
+        return peer
+    monkeypatch.setattr(case_module, "SYSTEMS", (*SYSTEMS, dataclasses.replace(right, name="Wrong", build=build)))
+    case = dict(model="rgcn", dataset="aifb", scale=0.02, feats=16, system="Wrong", device="cpu",
+                modes=["infer", "train"], repeat=1, warmup=0)
+    case["reference"] = harness._reference(case, tmp_path)
+    infer, train = run(case)
+    assert infer["check"] == "same output"
+    assert train["check"].startswith(f"MISMATCH (gradient of {target}: max error")
+    assert train["check"].count("gradient of") == 1
+
+
+def test_a_gradient_mismatch_fails_the_run(tmp_path, monkeypatch):
+    def measured(case, timeout):
+        check = "MISMATCH (gradient of weight: max error 1 of max 2)" if case["system"] == "PyTorch" else \
+            "same output and gradients"
+        return [{**case, "mode": "train", "status": "ok", "median_ms": 1.0, "spread_ms": 0.0, "peak_mb": 1.0,
+                 "check": check}]
+    monkeypatch.setattr(harness, "_reference", lambda case, folder: None)
+    monkeypatch.setattr(harness, "run_case", measured)
+    args = ["--models", "rgcn", "--datasets", "aifb", "--modes", "train", "--repeat", "1", "--out", str(tmp_path)]
+    assert harness.main(args + ["--systems", "PyTorch"]) == 1
+    assert harness.main(args + ["--systems", DENSE]) == 0
+
+
+def test_the_check_tolerance_follows_the_dtype():
+    ours = torch.tensor([1.0, -2.0, 4.0], dtype=torch.float64)
+    assert case_module.difference(ours, ours + 4e-12) is None
+    assert case_module.difference(ours, ours + 4e-10) is not None
+    assert case_module.difference(ours.float(), ours.float() + 4e-3) is None
+    assert case_module.difference(ours.float(), ours.float() + 6e-3) is not None
+    assert case_module.difference(ours, ours[:2]).startswith("shape")
+    assert case_module.difference(ours, ours * float("nan")) is not None
 
 
 def test_failures_are_results():
@@ -93,3 +149,82 @@ def test_best_peer_table_takes_the_fastest_same_formula_peer():
     row = next(ln for ln in text.splitlines() if "aifb" in ln)
     assert "Peer B" in row and "1.50" in row and "3.00x" in row and row.rstrip().endswith("50.0")
     assert "best peer 1.50x (1)" in text and "torch ops 3.00x (1)" in text
+
+
+def _peer_and_formula(model: str, g, dense: bool):
+    """The plain-PyTorch peer (per relation, or dense) and the float64 formula of ``model`` on ``g``,
+    as functions of (features, *parameters), and seeded float64 arguments."""
+    gen = torch.Generator().manual_seed(7)
+    heads, size = 2, 3
+    feats = heads * size
+
+    def rand(*shape, low=-1.0, high=1.0):
+        return (low + (high - low) * torch.rand(*shape, generator=gen, dtype=torch.float64)).requires_grad_()
+    h = rand(g.num_nodes, feats)
+    R, T, nd = g.num_etypes, g.num_ntypes, g.num_dst_nodes
+    edges = peer_formulas.group(g.src, g.dst, g.etype, g.ntype, nd)
+    if model == "rgcn":
+        params = [rand(R, feats, 5), rand(feats, 5), rand(5, low=0.5, high=1.5)]
+        _, pair, count = torch.unique(g.dst * R + g.etype, return_inverse=True, return_counts=True)
+        norm = 1.0 / count[pair].to(torch.float64).unsqueeze(-1)
+        if dense:
+            return (lambda h, *p: peer_formulas.dense_rgcn(h, g.src, g.dst, g.etype, norm, *p, num_dst=nd),
+                    lambda h, *p: formulas.rgcn(g, h, *p), [h, *params])
+        return (lambda h, *p: peer_formulas.rgcn(h, edges, norm[edges.relations.order], *p),
+                lambda h, *p: formulas.rgcn(g, h, *p), [h, *params])
+    if model == "rgat":
+        params = [rand(R, feats, feats), rand(R, heads, size), rand(R, heads, size), rand(feats, low=0.5, high=1.5)]
+        if dense:
+            return (lambda h, *p: peer_formulas.dense_rgat(h, g.src, g.dst, g.etype, *p, num_dst=nd, negative_slope=0.1),
+                    lambda h, *p: formulas.rgat(g, h, *p, negative_slope=0.1), [h, *params])
+        return (lambda h, *p: peer_formulas.rgat(h, edges, *p, negative_slope=0.1),
+                lambda h, *p: formulas.rgat(g, h, *p, negative_slope=0.1), [h, *params])
+    params = [rand(T, feats, feats), rand(T, feats, feats), rand(T, feats, feats), rand(R, heads, size, size),
+              rand(R, heads, size, size), rand(R, heads, low=0.5, high=1.5), rand(T, feats, feats),
+              rand(T, low=0.5, high=1.5)]
+    if dense:
+        return (lambda h, *p: peer_formulas.dense_hgt(h, g.src, g.dst, g.etype, g.ntype, *p, num_dst=nd),
+                lambda h, *p: formulas.hgt(g, h, *p), [h, *params])
+    return (lambda h, *p: peer_formulas.hgt(h, edges, *p), lambda h, *p: formulas.hgt(g, h, *p), [h, *params])
+
+
+GRAPHS = {
+    "many empty relations": dict(num_nodes=40, num_edges=240, num_etypes=300, num_ntypes=3, seed=1),
+    "block": dict(num_nodes=40, num_edges=200, num_etypes=12, num_ntypes=4, seed=2, num_dst_nodes=15),
+    "one type each": dict(num_nodes=30, num_edges=150, num_etypes=1, num_ntypes=1, seed=3),
+}
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["per relation", "dense"])
+@pytest.mark.parametrize("graph", list(GRAPHS))
+@pytest.mark.parametrize("model", ["rgcn", "rgat", "hgt"])
+def test_plain_pytorch_peer_is_the_formula_forward_and_backward(model, graph, dense):
+    g = random_graph(**GRAPHS[graph])
+    peer, formula, args = _peer_and_formula(model, g, dense)
+    ours, expected = peer(*args), formula(*args)
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-10)
+    upstream = torch.randn(expected.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    grads = torch.autograd.grad((ours * upstream).sum(), args)
+    expected_grads = torch.autograd.grad((expected * upstream).sum(), args)
+    for got, want in zip(grads, expected_grads):
+        assert want.abs().max() > 0
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_group_rejects_a_graph_without_edges():
+    empty = torch.zeros(0, dtype=torch.int64)
+    with pytest.raises(ValueError, match="src is empty"):
+        peer_formulas.group(empty, empty, empty, torch.zeros(3, dtype=torch.int64), 3)
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["per relation", "dense"])
+def test_the_per_relation_peer_multiplies_each_edge_once(dense):
+    """Its matmuls cost one product per edge (and the self loop per node); the dense einsum's one
+    per node and relation, most of them for relations without edges."""
+    from torch.utils.flop_counter import FlopCounterMode
+    g = random_graph(num_nodes=200, num_edges=400, num_etypes=300, seed=4)
+    peer, _, args = _peer_and_formula("rgcn", g, dense)
+    with FlopCounterMode(display=False) as counter:
+        peer(*args)
+    products = g.num_nodes * g.num_etypes if dense else g.num_edges
+    assert counter.get_total_flops() == 2 * (products + g.num_dst_nodes) * 6 * 5
