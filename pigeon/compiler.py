@@ -18,7 +18,7 @@ from pigeon.runtime.tuning import CACHE, DEFAULT, Config, tuning_key
 
 from .config import choose_backend, disabled_passes
 
-from .tracer import trace
+from .tracer import flat_tensors, tensor_items, trace
 
 ExampleInputs = Callable[[Graph], tuple]
 _RECORDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("pigeon_recording", default=None)
@@ -35,16 +35,19 @@ def recording_calls() -> Iterator[list[tuple[CompiledFunction, Graph, tuple, dic
         _RECORDING.reset(token)
 
 
-def _freeze(value: Any) -> Any:
-    """A hashable stand-in for a non-tensor argument (part of the signature)."""
+def _freeze(value: Any, name: str) -> Any:
+    """A hashable stand-in for non-tensor argument ``name`` (part of the signature)."""
     if isinstance(value, (list, tuple)):
-        return (type(value).__name__,) + tuple(_freeze(v) for v in value)
+        return (type(value).__name__,) + tuple(_freeze(v, name) for v in value)
     if isinstance(value, dict):
-        return ("dict",) + tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+        return ("dict",) + tuple(sorted((k, _freeze(v, name)) for k, v in value.items()))
     try:
         hash(value)
     except TypeError:
-        raise TypeError(f"argument {value!r} is neither a tensor nor a hashable constant") from None
+        shape = getattr(value, "shape", None)
+        what = type(value).__name__ + (f" of shape {list(shape)}" if shape is not None else "")
+        hint = "; pass torch tensors (torch.from_numpy(x))" if type(value).__module__ == "numpy" else ""
+        raise TypeError(f"argument {name} is a {what}: neither a tensor nor a hashable constant{hint}") from None
     return (type(value).__name__, value)
 
 
@@ -80,16 +83,22 @@ class CompiledFunction:
         bound.apply_defaults()
         return list(bound.arguments.items())[1:]
 
+    def _tensor_key(self, name: str, value: torch.Tensor) -> tuple:
+        has_rows = self._domains.get(name, Domain.GLOBAL) != Domain.GLOBAL
+        whole = not has_rows or name in self._sizes_read
+        return ("tensor", tuple(value.shape) if whole else tuple(value.shape[1:]), value.dtype)
+
     def _key(self, params: list[tuple[str, Any]]) -> tuple:
         key = []
         for name, value in params:
+            items = None if isinstance(value, torch.Tensor) else tensor_items(value)
             if isinstance(value, torch.Tensor):
-                has_rows = self._domains.get(name, Domain.GLOBAL) != Domain.GLOBAL
-                whole = not has_rows or name in self._sizes_read
-                shape = tuple(value.shape) if whole else tuple(value.shape[1:])
-                key.append(("tensor", shape, value.dtype))
+                key.append(self._tensor_key(name, value))
+            elif items is not None:
+                key.append(("tensors", type(value).__name__) + tuple(
+                    (k, self._tensor_key(f"{name}_{suffix}", t)) for suffix, k, t in items))
             else:
-                key.append(_freeze(value))
+                key.append(_freeze(value, name))
         return tuple(key)
 
     def program(self, g: Graph, *args: Any, **kwargs: Any) -> Program:
@@ -116,7 +125,7 @@ class CompiledFunction:
         backend = choose_backend(g.device, self.backend)
         tuned = False
         if config is None:
-            params = dict(self._bind(g, args, kwargs))
+            params = flat_tensors(self._bind(g, args, kwargs))
             wrt = tuple(n.name for n in program.inputs if isinstance(params.get(n.name), torch.Tensor)
                         and params[n.name].requires_grad) if torch.is_grad_enabled() else ()
             found = CACHE.lookup(tuning_key(program, g, program.inputs[0].type.dtype if program.inputs else "",
@@ -133,7 +142,7 @@ class CompiledFunction:
         calls = _RECORDING.get()
         if calls is not None:
             calls.append((self, g, args, kwargs))
-        params = dict(self._bind(g, args, kwargs))
+        params = flat_tensors(self._bind(g, args, kwargs))
         exe = self.executable(g, *args, **kwargs)
         self.last_executable = exe
         outputs = exe(g, [params[n.name] for n in exe.forward.inputs])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import linecache
 import math
+import re
 import os
 import sys
 from typing import Any, Iterator
@@ -375,6 +376,7 @@ class InputProxy:
     def __init__(self, tracer: "Tracer", name: str, position: int, tensor: torch.Tensor):
         self.tracer, self.name, self.position = tracer, name, position
         self.shape = TracedShape(tuple(tensor.shape), lambda: tracer.sizes_read.add(name))
+        self.torch_dtype = tensor.dtype
         self.dtype = str(tensor.dtype).replace("torch.", "")
         self.domain: Domain | None = None
         self.first_use = ""
@@ -767,6 +769,43 @@ def joint_domain(a: Domain, b: Domain) -> Domain:
                         if Domain.EDGE in (a, b) else ""))
 
 
+def tensor_items(value: Any) -> list[tuple[str, Any, torch.Tensor]] | None:
+    """The tensors of a list, tuple or dict of tensors (or a ParameterList / ParameterDict) as
+    (name suffix, key, tensor), or None for any other value. Each becomes an input of its own."""
+    if isinstance(value, torch.nn.ParameterList):
+        value = list(value)
+    elif isinstance(value, torch.nn.ParameterDict):
+        value = dict(value.items())
+    if isinstance(value, (list, tuple)):
+        keyed = list(enumerate(value))
+    elif isinstance(value, dict):
+        keyed = list(value.items())
+    else:
+        return None
+    if not keyed or not all(isinstance(v, torch.Tensor) for _, v in keyed):
+        return None
+    out, taken = [], set()
+    for i, (key, tensor) in enumerate(keyed):
+        suffix = re.sub(r"\W", "_", str(key))
+        if suffix in taken:
+            suffix = f"{suffix}_{i}"
+        taken.add(suffix)
+        out.append((suffix, key, tensor))
+    return out
+
+
+def flat_tensors(params: list[tuple[str, Any]]) -> dict[str, torch.Tensor]:
+    """Every tensor of the arguments by its input name (``W_0``, ``W_user``: items of a list or dict)."""
+    flat = {}
+    for pname, value in params:
+        if isinstance(value, torch.Tensor):
+            flat[pname] = value
+        else:
+            for suffix, _, tensor in tensor_items(value) or ():
+                flat[f"{pname}_{suffix}"] = tensor
+    return flat
+
+
 def trace(fn: Any, name: str, params: list[tuple[str, Any]], sizes_read: set[str] | None = None) -> Program:
     """Trace ``fn(g, *values)``; ``params`` are the (name, value) pairs after the graph.
 
@@ -775,22 +814,35 @@ def trace(fn: Any, name: str, params: list[tuple[str, Any]], sizes_read: set[str
     tracer = Tracer(name)
     proxies: list[Any] = []
     inputs: list[InputProxy] = []
-    dtypes = set()
-    for position, (pname, value) in enumerate(params):
+    names = {pname for pname, _ in params}
+    for pname, value in params:
         if isinstance(value, torch.Tensor):
-            proxy = InputProxy(tracer, pname, position, value)
+            proxy = InputProxy(tracer, pname, len(inputs), value)
             inputs.append(proxy)
             proxies.append(proxy)
-            dtypes.add(value.dtype)
-        else:
+            continue
+        items = tensor_items(value)
+        if items is None:
             proxies.append(value)
-    floats = {d for d in dtypes if d.is_floating_point}
+            continue
+        container: dict[Any, InputProxy] = {}
+        for suffix, key, tensor in items:
+            if f"{pname}_{suffix}" in names:
+                raise TraceError(f"{name}: argument {pname}_{suffix} clashes with item {key!r} of {pname}; rename one")
+            proxy = InputProxy(tracer, f"{pname}_{suffix}", len(inputs), tensor)
+            inputs.append(proxy)
+            container[key] = proxy
+        proxies.append(container if isinstance(value, (dict, torch.nn.ParameterDict)) else list(container.values()))
+    floats: dict[torch.dtype, list[str]] = {}
+    for proxy in inputs:
+        if proxy.torch_dtype.is_floating_point:
+            floats.setdefault(proxy.torch_dtype, []).append(proxy.name)
     if len(floats) > 1:
-        raise TraceError(f"{name}: tensor arguments mix dtypes {sorted(map(str, floats))}; "
-                         f"use one floating dtype for all of them")
-    bad = [p.name for p in inputs if not p.dtype.startswith(("float", "bfloat"))]
+        mix = "; ".join(f"{str(d).replace('torch.', '')}: {', '.join(n)}" for d, n in floats.items())
+        raise TraceError(f"{name}: tensor arguments mix dtypes ({mix}); use one floating dtype for all of them")
+    bad = [f"{p.name} ({p.dtype})" for p in inputs if not p.dtype.startswith(("float", "bfloat"))]
     if bad:
-        raise TraceError(f"{name}: tensor arguments {bad} are not floating point")
+        raise TraceError(f"{name}: tensor arguments {', '.join(bad)} are not floating point")
     if floats:
         tracer._dtype = str(next(iter(floats))).replace("torch.", "")
     with tracer.active():
