@@ -46,6 +46,19 @@ def _small_program():
     return b.build([out])
 
 
+def test_builder_keeps_what_was_written_duplicates_and_dead_values_included():
+    b = Builder("p")
+    h = b.input("h", ValueType(Domain.NODE, (4,), "float64"), 0)
+    first, second = b.add(Op.EXP, [h], hint="e"), b.add(Op.EXP, [h], hint="e")
+    b.add(Op.NEG, [h], hint="unused")
+    out = b.add(Op.ADD, [first, second], hint="out")
+    p = verify(b.build([out]))
+    assert [(n.name, n.op) for n in p.nodes] == [("h", Op.INPUT), ("e", Op.EXP), ("e_1", Op.EXP),
+                                                  ("unused", Op.NEG), ("out", Op.ADD)]
+    assert p.node("out").args == ("e", "e_1") and p.users["unused"] == ()
+    assert shape_inference.run(p) == p
+
+
 def test_verifier_accepts_a_valid_program_and_reports_broken_ones():
     p = verify(_small_program())
     nodes = list(p.nodes)

@@ -19,10 +19,10 @@ Pass = Callable[[Program, "GraphStats | None"], Program]
 
 PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("cse", cse.run),
+    ("dce", dce.run),  # before the rewrites, so that their cost decisions see no dead values
     ("linear_reorder", linear_reorder.run),
     ("linear_merge", linear_merge.run),
     ("compact", compact.run),
-    ("dce", dce.run),
 )
 PASS_NAMES = tuple(name for name, _ in PIPELINE)
 
