@@ -1,6 +1,6 @@
 """The ``pigeon`` command line.
 
-    pigeon show MODEL_OR_FILE [--after PASS | --all] [--backward] [--plans] [--cost] [--dataset NAME]
+    pigeon show MODEL_OR_FILE [--after PASS | --all] [--backward] [--plans | --cpp | --cuda] [--cost] [--dataset NAME]
     pigeon cost [MODEL ...] [--datasets NAME ...]
 """
 from __future__ import annotations
@@ -79,8 +79,13 @@ def load_graph(name: str | None, scale: float) -> Graph:
 
 
 def show(args: argparse.Namespace) -> None:
+    source = "cuda" if args.cuda else "cpp" if args.cpp else ""
+    if source and args.all:
+        raise CLIError(f"--{source} prints one translation unit, so one stage of the pipeline: "
+                       f"choose it with --after PASS instead of --all")
     g = load_graph(args.dataset, args.scale)
     stats = graph_stats(g)
+    kernels = []
     for fn in find_functions(args.target):
         program = traced_program(fn, g, args.dtype, args.feats)
         stages = optimize_stages(program, stats)
@@ -88,25 +93,31 @@ def show(args: argparse.Namespace) -> None:
             chosen = stages
         elif args.after:
             chosen = [s for s in stages if s[0] == args.after] or [stages[-1]]
-        elif args.backward or args.plans or args.cuda or args.cpp:
+        elif args.backward or args.plans or source:
             chosen = [stages[-1]]
         else:
             chosen = [stages[0]]
         for stage, p in chosen:
             if args.backward:
                 p = optimize(differentiate(p).backward, stats)
-            source = args.cuda or args.cpp
+            if source:  # annotations as // comments: the printed text compiles as it is
+                print(f"// {fn.name} after {stage}" + (": the kernels of its optimised backward" if args.backward else ""))
+                if args.cost:
+                    print("".join(f"// {line}\n" for line in program_cost(p, stats).table().splitlines()), end="")
+                kernels += lower(p, target=source).kernels
+                continue
             if len(chosen) > 1 or stage != "traced":
-                print(f"{'//' if source else '#'} after {stage}")
-            if source:
-                from pigeon.codegen import render_module
-                print(render_module(lower(p, target="cpp" if args.cpp else "cuda"))[0], end="")
-            elif args.plans:
+                print(f"# after {stage}")
+            if args.plans:
                 print(lower(p).format(stats), end="")
             else:
                 print(format_program(p, with_loc=args.loc), end="")
             if args.cost:
                 print(program_cost(p, stats).table())
+    if source:
+        from pigeon.codegen import kernel_name, render_module
+        unique = {kernel_name(k): k for k in kernels}  # a kernel two functions share is defined once
+        print(render_module(list(unique.values()))[0], end="")
 
 
 STAGES = ("linear_reorder", "linear_merge", "compact")
@@ -241,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="rgcn, rgat, hgt, path/to/file.py or path/to/file.py:function")
     p.add_argument("--dtype", default="float32", choices=["float16", "bfloat16", "float32", "float64"])
     p.add_argument("--loc", action="store_true", help="show the source line of every op")
-    p.add_argument("--after", choices=PASS_NAMES, help="the program after this pass of the pipeline")
+    p.add_argument("--after", choices=("traced", *PASS_NAMES), help="the program after this stage of the pipeline")
     p.add_argument("--all", action="store_true", help="the program after every stage of the pipeline")
     p.add_argument("--backward", action="store_true", help="the (optimised) backward program")
     p.add_argument("--plans", action="store_true", help="the level-2 kernel plans, with the memory they store")

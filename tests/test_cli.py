@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
+import pigeon
 from pigeon.cli import main
+from pigeon.ir.passes import PASS_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +48,87 @@ def test_show_errors(tmp_path, capsys):
     empty.write_text("x = 1\n")
     assert main(["show", str(empty)]) == 2
     assert "defines no @pigeon.compile function" in capsys.readouterr().err
+
+
+def test_show_all_prints_the_pass_names_disable_passes_takes(capsys):
+    assert main(["show", "hgt", "--all"]) == 0
+    out = capsys.readouterr().out
+    stages = [line.removeprefix("# after ") for line in out.splitlines() if line.startswith("# after ")]
+    assert stages == ["traced", *PASS_NAMES]
+    pigeon.disable_passes(*stages[1:]).close()  # each accepted
+    with pytest.raises(SystemExit):
+        main(["show", "hgt", "--after", "compaction"])
+    assert ", ".join(repr(name) for name in ("traced", *PASS_NAMES)) in capsys.readouterr().err
+
+
+def nvrtc_compile(source, name):
+    pytest.importorskip("cupy", reason="NVRTC comes with the cuda13 extra (pip install -e '.[dev]')")
+    from pigeon.runtime import kernel_cache
+    return kernel_cache.compile_ptx(source, "compute_80", name)
+
+
+@pytest.mark.parametrize("options", [[], ["--backward", "--cost"]], ids=["forward", "backward"])
+@pytest.mark.parametrize("model", ["rgcn", "rgat", "hgt"])
+def test_show_cuda_prints_a_file_that_nvrtc_compiles(model, options, capsys):
+    assert main(["show", model, "--cuda", *options]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"// {model} after {PASS_NAMES[-1]}") and 'extern "C" __global__ void pigeon_' in out
+    if "--cost" in options:
+        assert "//   value " in out  # the cost table, as comments
+    assert ".entry pigeon_" in nvrtc_compile(out, model)
+
+
+LAYERS_WITH_REPEATS = (
+    "import torch, pigeon\n"
+    "from pigeon.lang import exp, linear, sum, tanh\n"
+    "def inputs(g):\n"
+    "    return torch.randn(g.num_nodes, 4), torch.randn(g.num_etypes, 4, 2)\n"
+    "@pigeon.compile(example_inputs=inputs)\n"
+    "def first(g, h, w):\n"
+    "    for e in g.edges():\n"
+    "        e.unused = exp(h[e.dst])\n"
+    "        e.m = tanh(linear(h[e.src], w[e.etype])) + tanh(linear(h[e.src], w[e.etype]))\n"
+    "    for n in g.dst_nodes():\n"
+    "        n.out = sum(e.m for e in n.incoming_edges())\n"
+    "    return n.out\n"
+    "@pigeon.compile(example_inputs=inputs)\n"
+    "def second(g, h, w):\n"
+    "    for e in g.edges():\n"
+    "        e.m = linear(h[e.src], w[e.etype])\n"
+    "    for n in g.dst_nodes():\n"
+    "        n.out = sum(e.m for e in n.incoming_edges())\n"
+    "    return n.out\n")
+
+
+def test_show_a_traced_program_with_repeats_and_unused_values(tmp_path, capsys):
+    layer = tmp_path / "repeats.py"
+    layer.write_text(LAYERS_WITH_REPEATS)
+    assert main(["show", f"{layer}:first"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("= tanh(") == 2 and "%unused" in out
+    assert main(["show", f"{layer}:first", "--after", "traced", "--plans"]) == 0
+    assert "%unused" in capsys.readouterr().out
+    assert main(["show", f"{layer}:first", "--after", "cse"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("= tanh(") == 1 and "%unused" in out
+    assert main(["show", f"{layer}:first", "--after", "dce"]) == 0
+    assert "%unused" not in capsys.readouterr().out
+
+
+def test_show_cuda_of_two_functions_and_of_a_traced_program_compiles(tmp_path, capsys):
+    layer = tmp_path / "repeats.py"
+    layer.write_text(LAYERS_WITH_REPEATS)
+    assert main(["show", str(layer), "--cuda", "--after", "traced"]) == 0
+    out = capsys.readouterr().out
+    assert "// first after traced" in out and "// second after traced" in out
+    assert out.count("struct pg_half {") == 1  # the helpers once, before the kernels of both
+    nvrtc_compile(out, "repeats")
+
+
+def test_show_cuda_or_cpp_with_all_stages_is_refused(capsys):
+    for source in ("--cuda", "--cpp"):
+        assert main(["show", "rgcn", source, "--all"]) == 2
+        assert f"{source} prints one translation unit" in capsys.readouterr().err
 
 
 def test_training_example_lowers_the_loss():
