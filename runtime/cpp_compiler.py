@@ -5,8 +5,10 @@ The compiler is ``$CXX``, else ``g++``, else ``clang++``, run with ``-O3 -march=
 -shared -fPIC``. Libraries live in the kernel cache folder (``PIGEON_CACHE_DIR``, else
 ``~/.cache/pigeon``) under ``cpp/``, keyed by the hash of the source, the compiler's identity and
 version, the flags and the CPU's features. An entry is written to a temporary file and renamed
-into place (several processes may fill the cache at once); its manifest, written last, names
-the library's checksum, so a truncated or altered library is compiled again instead of loaded.
+into place (several processes may fill the cache at once: none reads a partial file); its
+manifest, written last, names the format version, the library and the library's checksum. A
+truncated or altered library, or a damaged or other-version manifest, is reported with one
+``CacheWarning`` and compiled again instead of loaded.
 """
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .kernel_cache import cache_dir
+from .kernel_cache import cache_dir, warn_cache_file
 
+MANIFEST_FORMAT = "pigeon-cpp-cache 2"  # the first line of a manifest
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-fno-math-errno", "-ffp-contract=off")
 
 
@@ -115,19 +118,39 @@ def compile_library(source: str, name: str = "pigeon", description: str = "") ->
     checksum = _digest(data)
     library = folder / f"{key}-{checksum[:16]}.so"  # named by its content: a loaded file is never replaced
     os.replace(tmp, library)
-    _write_atomic(manifest, f"{library.name} {checksum}\n".encode())
+    _write_atomic(manifest, f"{MANIFEST_FORMAT}\n{library.name} {checksum}\n".encode())
     return library
 
 
 def _valid_entry(folder: Path, manifest: Path) -> Path | None:
+    """The cached library ``manifest`` names, if it is whole; None (with one warning unless the
+    entry is missing) otherwise."""
     try:
-        file_name, checksum = manifest.read_text().split()
-        library = folder / file_name
-        if _digest(library.read_bytes()) == checksum:
-            return library
-    except (OSError, ValueError):
-        pass
-    return None
+        text = manifest.read_bytes().decode()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        warn_cache_file(manifest, f"unreadable ({err})")
+        return None
+    lines = text.splitlines()
+    if not lines or lines[0] != MANIFEST_FORMAT:
+        warn_cache_file(manifest, "not a manifest of this version of the cache format (another "
+                                  "version's, or damaged)")
+        return None
+    fields = lines[1].split() if len(lines) == 2 else []
+    if len(fields) != 2 or "/" in fields[0]:
+        warn_cache_file(manifest, "damaged (no library name and checksum)")
+        return None
+    library = folder / fields[0]
+    try:
+        whole = _digest(library.read_bytes()) == fields[1]
+    except OSError as err:
+        warn_cache_file(library, f"unreadable ({err})")
+        return None
+    if not whole:
+        warn_cache_file(library, "damaged (truncated or altered: its checksum does not match)")
+        return None
+    return library
 
 
 _LOADED: dict[str, ctypes.CDLL] = {}

@@ -4,27 +4,39 @@ device, kept in memory and on disk.
 The disk cache lives in ``~/.cache/pigeon`` (``PIGEON_CACHE_DIR`` overrides it). An entry is
 keyed by the hash of the source, the target architecture and the NVRTC and CuPy versions; it is
 written to a temporary file and renamed into place (safe with several processes filling the
-cache at once) and carries a checksum, so a truncated or altered entry is compiled again
-instead of trusted.
+cache at once: none reads a partial file) and starts with a header naming the format version
+and the checksum of the PTX. A truncated, altered or other-version entry is reported with one
+``CacheWarning`` and compiled again instead of trusted.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CHECKSUM_PREFIX = "// pigeon-checksum "
+PTX_FORMAT = "// pigeon-ptx-cache 2 sha256="  # the first line of an entry, then the PTX's checksum
 
 
 class CompileError(RuntimeError):
     """NVRTC rejected generated source; the message shows the failing lines."""
 
 
+class CacheWarning(UserWarning):
+    """A file of one of Pigeon's disk caches was damaged or written by another version of its
+    format; it is set aside or rebuilt."""
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("PIGEON_CACHE_DIR") or Path.home() / ".cache" / "pigeon")
+
+
+def warn_cache_file(path: Path, problem: str, action: str = "rebuilding it") -> None:
+    """The one warning for a cache file that cannot be used (``problem``), and what is done."""
+    warnings.warn(f"the cache file {path} is {problem}; {action}", CacheWarning, stacklevel=3)
 
 
 def _cupy() -> Any:
@@ -124,21 +136,39 @@ def _checksum(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _stored_ptx(path: Path) -> str | None:
+    """The PTX of a cache entry; None (with one warning unless the entry is missing) if unusable."""
+    try:
+        text = path.read_bytes().decode()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        warn_cache_file(path, f"unreadable ({err})")
+        return None
+    header, _, body = text.partition("\n")
+    if not header.startswith(PTX_FORMAT):
+        other = header.startswith("// pigeon-")
+        warn_cache_file(path, "from another version of the cache format" if other else "damaged (no header)")
+        return None
+    if header != PTX_FORMAT + _checksum(body):
+        warn_cache_file(path, "damaged (truncated or altered: its checksum does not match)")
+        return None
+    return body
+
+
 def cached_ptx(source: str, arch: str, name: str = "pigeon", description: str = "") -> str:
-    """PTX from the disk cache, compiled and stored if missing, stale or corrupt."""
+    """PTX from the disk cache, compiled and stored if missing, damaged or of another format."""
     key = _checksum("\0".join([source, arch, toolchain_version()]))
     path = cache_dir() / f"{key}.ptx"
-    if path.exists():
-        text = path.read_text(errors="replace")
-        header, _, body = text.partition("\n")
-        if header == CHECKSUM_PREFIX + _checksum(body):
-            return body
+    ptx = _stored_ptx(path)
+    if ptx is not None:
+        return ptx
     ptx = compile_ptx(source, arch, name, description)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(CHECKSUM_PREFIX + _checksum(ptx) + "\n" + ptx)
+        with os.fdopen(fd, "wb") as f:
+            f.write((PTX_FORMAT + _checksum(ptx) + "\n" + ptx).encode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -5,6 +5,11 @@ off, values compaction leaves per edge, how reductions into destinations run, wh
 independent kernels merge, and kernel schedules. The tuning cache (``tuning.json`` in the
 runtime's cache folder) maps (program, graph signature, device, dtype, mode, Pigeon version) to
 the best configuration found by ``pigeon tune``; compiled functions look it up on every call.
+
+The file holds its format version, the entries and their checksum. Writers hold a file lock
+and rename a complete temporary file into place, so readers (which take no lock) never see a
+partial file; a truncated, altered or other-version file is reported with one ``CacheWarning``,
+set aside and started afresh.
 """
 from __future__ import annotations
 
@@ -18,7 +23,6 @@ import math
 import os
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,7 +35,9 @@ from pigeon.ir.program import Program
 
 from . import layouts
 from .graph import Graph
-from .kernel_cache import cache_dir
+from .kernel_cache import cache_dir, warn_cache_file
+
+TUNING_FORMAT = "pigeon-tuning 2"
 
 
 @dataclass(frozen=True)
@@ -144,13 +150,33 @@ def tuning_key(program: Program, g: Graph, dtype: str, mode: str, backend: str, 
     return "|".join(parts)
 
 
+def _entries_checksum(entries: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(entries, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _parse(data: bytes) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The entries of a tuning file's bytes, and what is wrong with them (None: nothing)."""
+    try:
+        content = json.loads(data.decode())
+    except (UnicodeDecodeError, ValueError) as err:
+        return {}, f"unreadable ({err})"
+    if not isinstance(content, dict) or content.get("format") != TUNING_FORMAT:
+        return {}, "from another version of the format"
+    entries = content.get("entries")
+    if not isinstance(entries, dict) or content.get("checksum") != _entries_checksum(entries):
+        return {}, "damaged (its checksum does not match)"
+    if not all(isinstance(v, dict) for v in entries.values()):
+        return {}, "damaged (not a mapping of entries)"
+    return entries, None
+
+
 class TuningCache:
     """The tuning entries on disk, read again whenever the file changes."""
 
     def __init__(self, path: str | Path | None = None):
         self._path = Path(path) if path is not None else None
         self._entries: dict[str, dict[str, Any]] = {}
-        self._stamp: tuple[float, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
 
     @property
     def path(self) -> Path:
@@ -166,28 +192,41 @@ class TuningCache:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _read(self) -> dict[str, dict[str, Any]]:
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        """Which version of the file is there (None: none); a rename makes a new inode."""
         try:
             stat = self.path.stat()
         except FileNotFoundError:
+            return None
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def _read(self, locked: bool = False) -> dict[str, dict[str, Any]]:
+        """The entries, read again if the file changed; ``locked``: the caller holds the lock."""
+        stamp = self._file_stamp()
+        if stamp is None:
             self._entries, self._stamp = {}, None
-            return self._entries
-        stamp = (stat.st_mtime, stat.st_size)
-        if stamp != self._stamp:
+        elif stamp != self._stamp:
             try:
-                data = json.loads(self.path.read_text())
-                if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-                    raise ValueError("not a mapping of entries")
-                self._entries = data
-            except (ValueError, OSError) as err:
-                aside = self.path.with_name(f"tuning.corrupt-{int(time.time())}-{os.getpid()}.json")
-                with contextlib.suppress(OSError):
-                    os.replace(self.path, aside)
-                warnings.warn(f"the tuning cache {self.path} was unreadable ({err}); set aside as {aside.name}, "
-                              f"starting an empty one", stacklevel=3)
-                self._entries = {}
-            self._stamp = stamp
+                entries, problem = _parse(self.path.read_bytes())
+            except FileNotFoundError:  # replaced or set aside since the stat: read it next time
+                return self._entries
+            if problem is not None:
+                self._set_aside(stamp, problem, locked)
+            self._entries, self._stamp = entries, stamp
         return self._entries
+
+    def _set_aside(self, stamp: tuple[int, int, int], problem: str, locked: bool) -> None:
+        """Move the unusable file out of the way, unless another process replaced it meanwhile."""
+        with contextlib.nullcontext() if locked else self._locked():
+            if self._file_stamp() != stamp:
+                return
+            aside = self.path.with_name(f"{self.path.stem}.corrupt-{int(time.time())}-{os.getpid()}.json")
+            try:
+                os.replace(self.path, aside)
+            except OSError as err:
+                warn_cache_file(self.path, problem, f"ignoring it (it could not be set aside: {err})")
+                return
+        warn_cache_file(self.path, problem, f"set aside as {aside.name}, starting an empty one")
 
     def entries(self) -> dict[str, dict[str, Any]]:
         return dict(self._read())
@@ -205,12 +244,12 @@ class TuningCache:
         """Add an entry; safe with other processes storing at the same time."""
         with self._locked():
             self._stamp = None
-            entries = self._read()
-            entries = {**entries, key: entry}
+            entries = {**self._read(locked=True), key: entry}
+            content = {"format": TUNING_FORMAT, "checksum": _entries_checksum(entries), "entries": entries}
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tuning.", suffix=".tmp")
             try:
                 with os.fdopen(fd, "w") as f:
-                    json.dump(entries, f, indent=1, sort_keys=True)
+                    json.dump(content, f, indent=1, sort_keys=True)
                 os.replace(tmp, self.path)
             finally:
                 if os.path.exists(tmp):
@@ -219,7 +258,7 @@ class TuningCache:
 
     def clear(self) -> int:
         with self._locked():
-            count = len(self._read())
+            count = len(self._read(locked=True))
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             self._entries, self._stamp = {}, None
