@@ -320,10 +320,11 @@ def test_unknown_pass_names_are_refused_with_the_valid_ones():
     assert f"the passes are {list(PASS_NAMES)}" in str(info.value)
 
 
-# One program per pass, each with work for that pass on DENSE_GRAPH; the tracer keeps what the
+# One program per pass, each with work for that pass on dense_graph(); the tracer keeps what the
 # user wrote, duplicates and dead values included. The programs for cse and dce have no edge
 # value the other rewrites could touch: the rewrites clean up after themselves with a whole
-# cse and dce, which would do those passes' work even when they are switched off.
+# cse and dce, which would do those passes' work even when they are switched off. (tanh(x[e]):
+# the C++ back end miscomputes the gradient of x when it is a dst value gathered straight to edges.)
 
 @pigeon.compile
 def repeated(g, h, x):
@@ -393,11 +394,11 @@ def typed_messages_formula(g, h, w):
     return formulas.aggregate(x, g.dst, g.num_dst_nodes)
 
 
-def DENSE_GRAPH():
+def dense_graph():
     return random_graph(num_nodes=30, num_edges=1200, num_etypes=6, seed=3)
 
 
-# pass -> (function, formula, shapes of its arguments after h: [nodes, 8])
+# pass -> (function, formula, shapes of its arguments after h [nodes, 8]; "etypes", "edges": those counts)
 WORK_FOR = {
     "cse": (repeated, repeated_formula, [("edges", 8)]),
     "dce": (with_unused_values, with_unused_values_formula, [("edges", 8)]),
@@ -421,15 +422,15 @@ def test_every_pass_has_a_program_to_work_on():
 @pytest.mark.parametrize("name", PASS_NAMES)
 def test_switching_a_pass_off_changes_the_optimised_program(name):
     fn, _, shapes = WORK_FOR[name]
-    g = DENSE_GRAPH()
+    g = dense_graph()
     traced = fn.program(g, *_work_arguments(g, shapes))
     stats = graph_stats(g)
     on, off = optimize(traced, stats), optimize(traced, stats, {name})
     assert on != off
     if name in ("cse", "dce"):  # what they leave is what the user wrote: more values, none new
         assert {n.name for n in on.nodes} < {n.name for n in off.nodes} <= {n.name for n in traced.nodes}
-    for other in set(PASS_NAMES) - {name}:  # the work is this pass's, not another's
-        assert optimize(traced, stats, {other}) == on or other in ("cse", "dce"), other
+    for other in set(PASS_NAMES) - {name, "cse", "dce"}:  # the work is this pass's, no other rewrite's
+        assert optimize(traced, stats, {other}) == on, other
     with pigeon.disable_passes(name):
         assert str(fn.executable(g, *_work_arguments(g, shapes)).forward) == str(off)
 
@@ -442,7 +443,7 @@ BACKENDS = ["reference"] + (["cpp"] if find_compiler() else [])
 @pytest.mark.parametrize("switched_off", [False, True], ids=["on", "off"])
 def test_a_pass_on_or_off_keeps_the_numbers_of_the_formula(name, switched_off, backend):
     fn, formula, shapes = WORK_FOR[name]
-    g = DENSE_GRAPH()
+    g = dense_graph()
     args = _work_arguments(g, shapes, seed=1)
     ours = [a.clone().requires_grad_() for a in args]
     theirs = [a.clone().requires_grad_() for a in args]
