@@ -97,7 +97,8 @@ def graph_signature(g: Graph) -> tuple[int, ...]:
     graphs alike in these share tuning entries."""
     def build() -> tuple[int, ...]:
         stats = layouts.graph_stats(g)
-        degrees = torch.bincount(layouts.arrays(g).dst, minlength=g.num_dst_nodes).float() if g.num_edges else torch.zeros(1)
+        dst = layouts.arrays(g).dst
+        degrees = torch.bincount(dst, minlength=g.num_dst_nodes).float() if g.num_edges else torch.zeros(1)
         spread = _bucket(float(degrees.std())) if degrees.numel() > 1 else 0
         return stats.bucket() + (g.num_etypes, g.num_ntypes, _bucket(float(degrees.mean())),
                                  _bucket(float(degrees.max())), spread)
