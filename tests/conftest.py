@@ -1,4 +1,5 @@
-"""Shared test setup: GPU tests skip, with the reason, where no CUDA GPU (or no CuPy) is present."""
+"""Shared test setup: GPU tests skip, with the reason, where no CUDA GPU (or no CuPy) is present;
+the long fuzzing profile runs only when ``-m`` names it."""
 import pytest
 import torch
 
@@ -15,10 +16,12 @@ def _gpu_missing() -> str | None:
 
 def pytest_collection_modifyitems(config, items):
     reason = _gpu_missing()
-    if reason:
-        for item in items:
-            if "gpu" in item.keywords:
-                item.add_marker(pytest.mark.skip(reason=reason))
+    fuzz_selected = "fuzz" in (config.getoption("markexpr", "") or "")
+    for item in items:
+        if reason and "gpu" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=reason))
+        if not fuzz_selected and item.get_closest_marker("fuzz") is not None:
+            item.add_marker(pytest.mark.skip(reason="the long fuzzing profile runs with pytest -m fuzz"))
 
 
 def pytest_configure(config):
