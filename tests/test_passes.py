@@ -456,3 +456,42 @@ def test_a_pass_on_or_off_keeps_the_numbers_of_the_formula(name, switched_off, b
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     for i, (a, b) in enumerate(zip(ours, theirs)):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9, msg=f"gradient of argument {i}")
+
+
+# the rewrites clean up only what they leave behind: a user's duplicates and dead values stay
+# for cse and dce
+
+
+def test_a_rewrite_leaves_the_users_duplicates_and_dead_values_to_cse_and_dce():
+    p = program(COMPACT_INPUT.replace("      return %y", """      %hs_again : edge[8] f32 = gather[index=src, to=edge](%h)
+      %unused : edge[8] f32 = exp(%hs_again)
+      return %y"""))
+    rewritten = compact.run(p, DENSE)
+    assert "to=compact](%h)" in str(rewritten)
+    assert "hs_again" in rewritten and "unused" in rewritten
+
+
+@pigeon.compile
+def repeated_on_edges(g, h):
+    for e in g.edges():
+        e.m = h[e.src] * h[e.dst]
+    for n in g.dst_nodes():
+        s = sum(e.m for e in n.incoming_edges())
+        n.out = tanh(s) * tanh(s)
+    return n.out
+
+
+def test_switching_cse_off_does_not_make_a_rewrite_pay():
+    g = dense_graph()
+    traced = repeated_on_edges.program(g, torch.randn(g.num_nodes, 8, dtype=torch.float64))
+    stats = graph_stats(g)
+    on, off = optimize(traced, stats), optimize(traced, stats, {"cse"})
+    assert off == optimize(traced, None, {"cse"})  # no rewrite pays here: cse's savings are not theirs
+    assert {n.name for n in on.nodes} < {n.name for n in off.nodes}
+
+
+def test_switching_cse_off_keeps_hgts_repeated_read():
+    g = dense_graph()
+    traced = hgt.hgt.program(g, *hgt.example_inputs(g))
+    stats = graph_stats(g)
+    assert len(optimize(traced, stats, {"cse"}).nodes) > len(optimize(traced, stats).nodes)

@@ -105,7 +105,7 @@ def _convert(program: Program, target: str, side: Side) -> Program:
                     replacing=target)
         else:
             rw.keep(node)
-    return dce.run(cse.run(rw.finish()))
+    return dce.run(cse.run(rw.finish(), before=program), before=program)
 
 
 def run(program: Program, stats: GraphStats | None = None, keep: frozenset[str] = frozenset()) -> Program:

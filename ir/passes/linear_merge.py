@@ -47,7 +47,7 @@ def _merge(program: Program, outer_name: str) -> Program | None:
                          hint=f"{w1}_{w2}")
         by = by2 if by1 == "all" else by1
         rw.emit(Op.LINEAR, [rw.new_name(x), merged], {"by": by}, replacing=outer_name)
-    return dce.run(cse.run(rw.finish()))
+    return dce.run(cse.run(rw.finish(), before=program), before=program)
 
 
 def run(program: Program, stats: GraphStats | None = None) -> Program:

@@ -58,7 +58,7 @@ def _reorder(program: Program, dot_name: str) -> Program | None:
         w_vec = rw.emit(Op.RESHAPE, [w_dot], {"shape": (in_features, prod(heads))}, hint=f"{w}_{param}")
         y = rw.emit(Op.LINEAR, [rw.new_name(x), w_vec], {"by": by}, hint=f"{dot_name}_linear")
         rw.emit(Op.RESHAPE, [y], {"shape": heads + (1,)}, replacing=dot_name)
-    return dce.run(cse.run(rw.finish()))
+    return dce.run(cse.run(rw.finish(), before=program), before=program)
 
 
 def run(program: Program, stats: GraphStats | None = None) -> Program:
