@@ -6,23 +6,25 @@ with CUDA schedules, C++/OpenMP for plans with CPU schedules (``lower(..., targe
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+import warnings
 from importlib import resources
 
 import jinja2
 
-from pigeon.ir.plans import KernelPlan, PlanProgram, Strategy, schedule_target
+from pigeon.ir.plans import KernelPlan, PlanProgram, Strategy, default_schedule, schedule_target
 
 from .builder import CodegenError
 from .cpu_gemm import CpuGemmKernel
 from .gemm import GemmKernel
-from .kernel import KernelArg, KernelSource, Launch
+from .kernel import FallbackWarning, InterpretedKernel, KernelArg, KernelSource, Launch
 from .schedules import schedule_problem, schedule_variants
 from .traversal import TraversalKernel
 
-__all__ = ["CodegenError", "KernelArg", "KernelSource", "Launch", "common_source", "kernel_name",
-           "render", "render_module", "schedule_problem", "schedule_variants"]
+__all__ = ["CodegenError", "FallbackWarning", "InterpretedKernel", "KernelArg", "KernelSource", "Launch",
+           "common_source", "kernel_name", "render", "render_module", "schedule_problem", "schedule_variants"]
 
 # per target: the helpers every module starts with, the GEMM and the traversal templates
 TEMPLATES = {"cuda": ("common.cuh", "gemm.cu.j2", "traversal.cu.j2"),
@@ -72,12 +74,49 @@ def render(plan: KernelPlan, with_common: bool = True) -> KernelSource:
                         tuple(dict.fromkeys(builder.zero_filled)))
 
 
-def render_module(plans: PlanProgram | list[KernelPlan]) -> tuple[str, list[KernelSource]]:
-    """One source holding every kernel of ``plans`` (common helpers once), and the kernels."""
+def render_module(plans: PlanProgram | list[KernelPlan], fallback: bool = False
+                  ) -> tuple[str, list[KernelSource | InterpretedKernel]]:
+    """One source holding every kernel of ``plans`` (common helpers once), and the kernels.
+
+    With ``fallback``, a kernel that cannot be rendered as planned (``CodegenError``) is
+    rendered with its target's default schedule, else comes back as an ``InterpretedKernel``
+    that the runtime runs with torch ops; one ``FallbackWarning`` per call names those kernels
+    and why. Without it the error propagates (tests, and tools that show the code).
+    """
     kernel_plans = plans.kernels if isinstance(plans, PlanProgram) else plans
     targets = {schedule_target(k.schedule) for k in kernel_plans}
     if len(targets) > 1:
         raise CodegenError("a module holds kernels of one target; these plans mix CUDA and C++ schedules")
-    kernels = [render(k, with_common=False) for k in kernel_plans]
+    kernels, notes = [], []
+    for plan in kernel_plans:
+        if not fallback:
+            kernels.append(render(plan, with_common=False))
+            continue
+        kernel, note = _render_or_fall_back(plan)
+        kernels.append(kernel)
+        if note:
+            notes.append(note)
+    if notes:
+        name = plans.name if isinstance(plans, PlanProgram) else "a program"
+        warnings.warn(f"{name}: kernels that no template expresses as planned: " + "; ".join(notes),
+                      FallbackWarning, stacklevel=2)
     target = targets.pop() if targets else "cuda"
-    return common_source(target) + "".join("\n" + k.source for k in kernels), kernels
+    source = common_source(target) + "".join("\n" + k.source for k in kernels if isinstance(k, KernelSource))
+    return source, kernels
+
+
+def _render_or_fall_back(plan: KernelPlan) -> tuple[KernelSource | InterpretedKernel, str | None]:
+    """The kernel of ``plan``, else of the plan with its target's default schedule, else the plan
+    to interpret; and what was done instead of the plan, with the reason."""
+    try:
+        return render(plan, with_common=False), None
+    except CodegenError as err:
+        reason = str(err)
+    default = default_schedule(plan.strategy, schedule_target(plan.schedule))
+    if plan.schedule != default:
+        try:
+            kernel = render(dataclasses.replace(plan, schedule=default), with_common=False)
+            return kernel, f"{plan.name} runs with its default schedule ({reason})"
+        except CodegenError:
+            pass
+    return InterpretedKernel(plan, reason), f"{plan.name} runs with torch ops ({reason})"

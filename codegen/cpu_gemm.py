@@ -46,7 +46,7 @@ class CpuGemmKernel(GemmKernel):
         """Epilogue values with one element per row (a gate of the row's type, say) are computed
         once per row, before the loop over its columns."""
         node = self.nodes[name]
-        if name != self.anchor.name and node.op in ELEMENTWISE and node.type.numel == 1:
+        if node.op in ELEMENTWISE and node.type.numel == 1 and not self.depends_on_result(name):
             if name not in self.row_values:
                 self.row_values[name] = self.elementwise(node, "0", rows, None)  # its arguments first
             return f"e_{name}"

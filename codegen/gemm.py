@@ -136,15 +136,28 @@ class GemmKernel(KernelBuilder):
             node = self.nodes[w]
             if node.op == Op.REDUCE:
                 self._scatter(node, rows)
-                continue
-            if node.type.shape != out_shape and node.type.numel != prod(out_shape):
+            elif node.type.numel == prod(out_shape):
+                c.add(f"pg_store(p_{w} + row * {node.type.numel} + f, {self.read(w, 'f', rows, 'own')});")
+            elif not self.depends_on_result(w):  # a value of the row alone (a gate, say): stored once per row
+                c.open(f"if (f == 0) for (int g = 0; g < {node.type.numel}; ++g)")
+                c.add(f"pg_store(p_{w} + row * {node.type.numel} + g, {self.read(w, 'g', rows, None)});")
+                c.close()
+            else:
                 raise CodegenError(f"{self.plan.name}: epilogue value %{w} is not per output element")
-            c.add(f"pg_store(p_{w} + row * {node.type.numel} + f, {self.read(w, 'f', rows, 'own')});")
+
+    def depends_on_result(self, name: str) -> bool:
+        """Whether value ``name`` of this kernel is computed from the GEMM's result."""
+        if name == self.anchor.name:
+            return True
+        node = self.nodes[name]
+        return node.op != Op.INPUT and any(self.depends_on_result(a) for a in node.args)
 
     def _scatter(self, node: Node, rows: dict[Domain, str]) -> None:
-        if node.attrs["kind"] != "sum":
-            raise CodegenError(f"{self.plan.name}: only sums are scattered, not {node.attrs['kind']}")
         index, source = node.attrs["index"], self.nodes[node.args[0]].type.domain
+        mean_per_dst = node.attrs["kind"] == "mean" and index == "dst" and source == Domain.EDGE
+        if node.attrs["kind"] != "sum" and not mean_per_dst:
+            raise CodegenError(f"{self.plan.name}: only sums and means into destinations are scattered, "
+                               f"not a {node.attrs['kind']} along {index}")
         if index == "all":
             row = None
         elif index == "to_dst":
@@ -154,6 +167,9 @@ class GemmKernel(KernelBuilder):
         self.zero_filled.append(node.name)
         offset = "f" if row is None else f"{row} * {node.type.numel} + f"
         value = self.read(node.args[0], 'f', rows, 'own')
+        if mean_per_dst:  # each edge adds its share of its destination's mean
+            degree = self._arg("p_degree_dst", "const long long* __restrict__", "degree", "dst")
+            value = f"{value} / ({self.acc}){degree}[row]"
         if index == "to_dst" and self.exclusive_rows:  # one destination, one node: no other task adds there
             self.code.add(f"pg_add(p_{node.name} + {offset}, {value});")
         else:

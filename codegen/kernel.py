@@ -60,3 +60,20 @@ class KernelSource:
     launch: Launch
     plan: KernelPlan
     zero_filled: tuple[str, ...] = ()  # outputs accumulated into with atomics: cleared before launch
+
+
+@dataclass(frozen=True)
+class InterpretedKernel:
+    """A kernel plan that no template could express (``reason``): the runtime runs its ops with
+    torch (``runtime.plan_interpreter``) between the generated kernels."""
+
+    plan: KernelPlan
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+
+class FallbackWarning(UserWarning):
+    """Some kernels of a program run with torch ops, as no template could express them."""

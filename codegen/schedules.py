@@ -43,14 +43,20 @@ def schedule_variants(plan: KernelPlan) -> list[KernelPlan]:
     """The plan with each knob set to each of its listed values in turn (the others at their
     defaults), where the result can run and renders other code than the plan and every earlier
     variant (a knob value a kernel cannot use, such as more micro-kernel columns than the
-    output has, is no candidate)."""
-    from . import render
+    output has, is no candidate). A plan that no template expresses has no variants."""
+    from . import CodegenError, render
 
-    def code(p: KernelPlan) -> str:
-        kernel = render(p)
+    def code(p: KernelPlan) -> str | None:
+        try:
+            kernel = render(p)
+        except CodegenError:
+            return None
         return kernel.source.split("level-1 ops:", 1)[1].replace(kernel.name, "")
 
-    out, seen = [], {code(plan)}
+    base = code(plan)
+    if base is None:
+        return []
+    out, seen = [], {base}
     for knob, values in plan.schedule.CHOICES.items():
         for value in values:
             if value == getattr(plan.schedule, knob):
@@ -60,7 +66,7 @@ def schedule_variants(plan: KernelPlan) -> list[KernelPlan]:
                 continue
             variant = dataclasses.replace(plan, schedule=schedule)
             rendered = code(variant)
-            if rendered not in seen:
+            if rendered is not None and rendered not in seen:
                 seen.add(rendered)
                 out.append(variant)
     return out

@@ -32,6 +32,12 @@ REPLICATE_UP_TO = 8  # values of at most this many features, with every input re
 SMALL_DOMAINS = (Domain.GLOBAL, Domain.ETYPE, Domain.NTYPE)
 
 
+def array_size(n: int) -> int:
+    """The length of a register array of ``n`` elements: C++ and CUDA have no empty arrays
+    (a value of zero-width features keeps one unused slot)."""
+    return max(n, 1)
+
+
 class TraversalKernel(KernelBuilder):
     """Builds the body of one traversal kernel."""
 
@@ -120,7 +126,7 @@ class TraversalKernel(KernelBuilder):
             return
         if node.op == Op.CONCAT:
             self.layout[node.name] = "repl"
-            c.add(f"{self.acc} r_{node.name}[{n}];")
+            c.add(f"{self.acc} r_{node.name}[{array_size(n)}];")
             start = 0
             for a in node.args:
                 width, total = self.shape(a)[-1], node.type.shape[-1]
@@ -134,12 +140,12 @@ class TraversalKernel(KernelBuilder):
         anywhere = all(self.readable_anywhere(a) for a in node.args)
         if anywhere and n <= REPLICATE_UP_TO:
             self.layout[node.name] = "repl"
-            c.add(f"{self.acc} r_{node.name}[{n}];")
+            c.add(f"{self.acc} r_{node.name}[{array_size(n)}];")
             c.add(f"for (int f = 0; f < {n}; ++f) r_{node.name}[f] = {self.elementwise(node, 'f', rows, None)};")
             return
         self.layout[node.name] = "dist"
         slots = self.chunks(n)
-        c.add(f"{self.acc} v_{node.name}[{slots}];")
+        c.add(f"{self.acc} v_{node.name}[{array_size(slots)}];")
         self.simd()
         c.open(f"for (int k = 0; k < {slots}; ++k)")
         c.add(f"const int f = {self.dist_index('lane', 'k')};")
@@ -156,7 +162,7 @@ class TraversalKernel(KernelBuilder):
         if self.cpu:  # one thread holds every element already
             c.add(f"const {self.acc}* r_{name} = v_{name};")
             return
-        c.add(f"{self.acc} r_{name}[{n}];")
+        c.add(f"{self.acc} r_{name}[{array_size(n)}];")
         c.open(f"for (int k = 0; k < {self.chunks(n)}; ++k)")
         c.open(f"for (int source = 0; source < {self.tpr}; ++source)")
         c.add(f"const int f = {self.dist_index('source', 'k')};")
@@ -184,7 +190,7 @@ class TraversalKernel(KernelBuilder):
 
         target = (lambda flat: f"({flat}) / {full[-1]}") if node.op == Op.DOT else (
             lambda flat: broadcast_index(flat, full, node.type.shape))
-        c.add(f"{self.acc} r_{node.name}[{n_out}];")
+        c.add(f"{self.acc} r_{node.name}[{array_size(n_out)}];")
         if self.cpu and node.op == Op.DOT:  # one vectorised sum per output element
             inner = full[-1]
             c.open(f"for (int o = 0; o < {n_out}; ++o)")
@@ -201,7 +207,7 @@ class TraversalKernel(KernelBuilder):
             c.lines.pop()
             inner = full[-1]
             self.layout[node.name] = "dist"
-            c.add(f"{self.acc} v_{node.name}[{self.chunks(n_out)}];")
+            c.add(f"{self.acc} v_{node.name}[{array_size(self.chunks(n_out))}];")
             c.open(f"for (int k = 0; k < {self.chunks(n_out)}; ++k)")
             c.add(f"const int o = {self.dist_index('lane', 'k')};")
             c.add(f"{self.acc} total = ({self.acc})0;")
@@ -602,7 +608,7 @@ class TraversalKernel(KernelBuilder):
         c.add(f"// {format_node(top)}")
         c.add(f"// {format_node(total)}")
         c.add("// in one pass (online softmax): the running sum is rescaled whenever the maximum grows")
-        c.add(f"{acc} a_{top.name}[{n}], a_{total.name}[{n}];")
+        c.add(f"{acc} a_{top.name}[{array_size(n)}], a_{total.name}[{array_size(n)}];")
         c.add(f"for (int s = 0; s < {n}; ++s) a_{top.name}[s] = -PG_INFINITY, a_{total.name}[s] = ({acc})0;")
         slots = 0
         if weighted:
@@ -610,7 +616,7 @@ class TraversalKernel(KernelBuilder):
             width = self.numel(agg)
             slots = width if self.cpu else self.chunks(width)
             c.add(f"// {format_node(self.nodes[agg])}: also in this pass, rescaled with the sum")
-            c.add(f"{acc} a_{agg}[{slots}];")
+            c.add(f"{acc} a_{agg}[{array_size(slots)}];")
             c.add(f"for (int s = 0; s < {slots}; ++s) a_{agg}[s] = ({acc})0;")
         saved = dict(self.layout)
         edge_loop([score] + ([x] if weighted else []))
@@ -620,7 +626,7 @@ class TraversalKernel(KernelBuilder):
         if not self.readable_anywhere(score):
             raise CodegenError(f"{self.plan.name}: the score %{score} of an online softmax is not held by every lane")
         if weighted:
-            c.add(f"{acc} rescale[{n}], weight[{n}];  // of the aggregate so far, and of this edge")
+            c.add(f"{acc} rescale[{array_size(n)}], weight[{array_size(n)}];  // of the aggregate so far, and of this edge")
         c.open(f"for (int f = 0; f < {n}; ++f)")
         if not self.cpu:  # an edge past this destination's last changes nothing
             if weighted:
@@ -662,12 +668,12 @@ class TraversalKernel(KernelBuilder):
             self.combine_blocks([(f"a_{top.name}", n), (f"a_{total.name}", n)]
                                 + ([(f"a_{weighted[0]}", slots)] if weighted else []), "online",
                                 (top.name, total.name, n, weighted, slots))
-        c.add(f"{acc} r_{top.name}[{n}], r_{total.name}[{n}];")
+        c.add(f"{acc} r_{top.name}[{array_size(n)}], r_{total.name}[{array_size(n)}];")
         c.add(f"for (int s = 0; s < {n}; ++s) r_{top.name}[s] = degree > 0 ? a_{top.name}[s] : ({acc})0, "
               f"r_{total.name}[s] = a_{total.name}[s];")
         self.layout[top.name] = self.layout[total.name] = "repl"
         if weighted:
-            c.add(f"{acc} v_{agg}[{slots}];")
+            c.add(f"{acc} v_{agg}[{array_size(slots)}];")
             if self.cpu:
                 c.add(f"for (int j = 0; j < {width}; ++j) v_{agg}[j] = degree > 0 ? a_{agg}[j] / r_{total.name}[{head}] : ({acc})0;")
             else:
@@ -684,7 +690,7 @@ class TraversalKernel(KernelBuilder):
         part's sum and aggregate are rescaled to the common maximum, then added."""
         c, acc = self.code, self.acc
         c.open("if (parts > 1)")
-        c.add(f"{acc} factor[{n}];  // this group's rescaling to the block's maximum")
+        c.add(f"{acc} factor[{array_size(n)}];  // this group's rescaling to the block's maximum")
         c.open(f"for (int f = 0; f < {n}; ++f)")
         c.add(f"const {acc} top = pg_parts_max(a_{top}[f], pg_parts, {self.tpr});")
         c.add(f"factor[f] = a_{top}[f] == -PG_INFINITY ? ({acc})0 : exp(a_{top}[f] - top);")
@@ -755,7 +761,7 @@ class TraversalKernel(KernelBuilder):
             c.add(f"for (long long b = 0; b < chunks; ++b) for (int f = 0; f < {n}; ++f) "
                   f"a_{top}[f] = pg_max(a_{top}[f], ({acc}){at(f'a_{top}', 'f')});")
             c.open("for (long long b = 0; b < chunks; ++b)")
-            c.add(f"{acc} factor[{n}];  // block b's rescaling to the hub's maximum")
+            c.add(f"{acc} factor[{array_size(n)}];  // block b's rescaling to the hub's maximum")
             c.open(f"for (int f = 0; f < {n}; ++f)")
             c.add(f"const {acc} top = {at(f'a_{top}', 'f')};")
             c.add(f"factor[f] = top == -PG_INFINITY ? ({acc})0 : exp(top - a_{top}[f]);")
@@ -775,7 +781,7 @@ class TraversalKernel(KernelBuilder):
         c.add(f"// {format_node(node)}")
         saved = dict(self.layout)
         # the accumulator lives outside the loop; its layout follows the value it sums
-        c.add(f"{self.acc} a_{node.name}[{max(self.chunks(node.type.numel), node.type.numel)}];")
+        c.add(f"{self.acc} a_{node.name}[{array_size(max(self.chunks(node.type.numel), node.type.numel))}];")
         c.add(f"for (int s = 0; s < {max(self.chunks(node.type.numel), node.type.numel)}; ++s) "
               f"a_{node.name}[s] = {'-PG_INFINITY' if kind == 'max' else f'({self.acc})0'};")
         edge_loop([source] + (merged[0] if merged else []))
@@ -809,7 +815,7 @@ class TraversalKernel(KernelBuilder):
                   "mean": f"degree > 0 ? a_{node.name}[s] / ({self.acc})degree : ({self.acc})0",
                   "sum": f"a_{node.name}[s]"}[kind]
         name = "v" if dist else "r"
-        c.add(f"{self.acc} {name}_{node.name}[{width}];")
+        c.add(f"{self.acc} {name}_{node.name}[{array_size(width)}];")
         c.add(f"for (int s = 0; s < {width}; ++s) {name}_{node.name}[s] = {finish};")
         self.layout[node.name] = "dist" if dist else "repl"
         if dist and self.read_elsewhere(node.name):

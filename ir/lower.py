@@ -11,6 +11,7 @@ memory only when another kernel or the program's caller needs it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -131,6 +132,8 @@ class _Fusion:
             # an epilogue is per output element: elementwise ops and scatters of the rows only
             if any(self.p.node(m).op not in ELEMENTWISE | {Op.REDUCE} for m in members if m != anchors[0]):
                 return False
+            if space != "wgrad" and not self._per_output_element(anchors[0], members):
+                return False
         for m in members:
             for src, views in self.arg_sources(self.p.node(m)):
                 if src not in members:
@@ -141,9 +144,36 @@ class _Fusion:
                         and self.p.node(v.args[0]).type.domain == Domain.DST)
                     if not row_local:
                         return False
-                src_node = self.p.node(src)
-                if src_node.op == Op.REDUCE and node_space(src_node, self.p, self.atomic_dst) != "dst":
+                if self.scattered(src):
                     return False  # a scatter's result is only complete after the kernel
+        return True
+
+    def scattered(self, name: str) -> bool:
+        """Whether value ``name`` is accumulated with atomics: complete only after its kernel."""
+        node = self.p.node(name)
+        return node.op == Op.REDUCE and node_space(node, self.p, self.atomic_dst) != "dst"
+
+    def _per_output_element(self, anchor: str, members: set[str]) -> bool:
+        """Whether every epilogue op reads the GEMM's result (and what it computes from it) at
+        its own output element: same shape, through reshapes only. A gate of width 1 times a
+        wider value, a broadcast [H, 1] x [1, F] or a slice of the result reads it at other
+        elements: those ops belong to another kernel."""
+        anchor_numel = self.p.node(anchor).type.numel
+        dependent = {anchor}
+        index = self._index
+        for name in sorted(members, key=index.__getitem__):
+            node = self.p.node(name)
+            if name == anchor:
+                continue
+            for arg in node.args:
+                for src, views in self.sources(arg):
+                    if src not in dependent:
+                        continue
+                    if any(v.op != Op.RESHAPE for v in views) or self.p.node(arg).type.shape != node.type.shape:
+                        return False
+                    dependent.add(name)
+            if node.op == Op.REDUCE and self.p.node(node.args[0]).type.numel != anchor_numel:
+                return False  # a scatter adds once per output element
         return True
 
     def _ancestors_within(self, anchor: str, members: set[str]) -> set[str]:
@@ -208,7 +238,7 @@ class _Fusion:
                 if merged:
                     break
 
-    @property
+    @functools.cached_property
     def _index(self) -> dict[str, int]:
         return {n.name: i for i, n in enumerate(self.p.nodes)}
 
@@ -265,10 +295,12 @@ def lower(program: Program, dst_reductions: str = "segmented", horizontal: bool 
         for src, views in fusion.sources(out):
             if src in produced and not views:
                 needed_outside[produced[src]].add(src)
-            elif src in produced:  # an output that is a view of a kernel's value: computed there
+            elif src in produced and not fusion.scattered(src):  # a view of a kernel's value: computed there
                 out_views[produced[src]] += views
                 needed_outside[produced[src]].add(out)
-            elif views:  # a view of an input or a degree: a copy kernel
+            elif views:  # a view of an input, a degree or a scattered value: a copy kernel
+                if src in produced:
+                    needed_outside[produced[src]].add(src)
                 extra.append((out, views))
     kernels = []
     for i, g in enumerate(groups):

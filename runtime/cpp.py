@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from pigeon.codegen import render_module
+from pigeon.codegen import InterpretedKernel, render_module
 from pigeon.ir.lower import lower
 from pigeon.ir.plans import PlanProgram
 from pigeon.ir.program import Program
@@ -48,10 +48,13 @@ class CppProgram:
 
     def _load(self, plans: PlanProgram) -> None:
         self.plans = plans
-        self.source, self.kernels = render_module(plans)
+        self.source, self.kernels = render_module(plans, fallback=True)
         library = load_library(self.source, plans.name, plans.format())
         self.functions = []
         for kernel in self.kernels:
+            if isinstance(kernel, InterpretedKernel):
+                self.functions.append(None)  # runs with torch ops
+                continue
             function = getattr(library, kernel.name)
             function.argtypes = [_ctype(a.ctype) for a in kernel.args] + [ctypes.c_int]
             function.restype = None
@@ -65,6 +68,9 @@ class CppProgram:
         threads = torch.get_num_threads()
         for launch, function in zip(g.cached(("launches", self), lambda: launcher.bind(self.kernels, g)),
                                     self.functions):
+            if isinstance(launch, launcher.Interpreted):
+                launch.run(memory)
+                continue
             launch.allocate_outputs(memory)
             if launch.grid is None:
                 continue  # no rows: outputs stay as allocated (zeros where the kernel accumulates)

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from pigeon.codegen import render_module
+from pigeon.codegen import InterpretedKernel, render_module
 from pigeon.ir.lower import lower
 from pigeon.ir.plans import PlanProgram
 from pigeon.ir.program import Program
@@ -63,9 +63,10 @@ class CudaProgram:
         plans = lower(program, config.dst_reductions, config.horizontal)
         overrides = config.schedules_for(program.name, {k.name: k.schedule for k in plans.kernels})
         self.plans: PlanProgram = lower(program, config.dst_reductions, config.horizontal, overrides) if overrides else plans
-        source, self.kernels = render_module(self.plans)
+        source, self.kernels = render_module(self.plans, fallback=True)
         self.module = KERNELS.module(source, device_arch(device), program.name, self.plans.format())
-        self.functions = [self.module.get_function(k.name) for k in self.kernels]
+        self.functions = [None if isinstance(k, InterpretedKernel) else self.module.get_function(k.name)
+                          for k in self.kernels]  # None: runs with torch ops
         import cupy
         self.device = cupy.cuda.Device(device.index if device.index is not None else torch.cuda.current_device())
 
@@ -76,6 +77,9 @@ class CudaProgram:
         launches = g.cached(("launches", self), lambda: launcher.bind(self.kernels, g))
         with self.device:
             for launch, function in zip(launches, self.functions):
+                if isinstance(launch, launcher.Interpreted):
+                    launch.run(memory)
+                    continue
                 launch.allocate_outputs(memory)
                 if launch.grid is None:
                     continue

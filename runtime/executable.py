@@ -11,6 +11,7 @@ from torch.autograd.function import once_differentiable
 from pigeon.ir.cost import GraphStats
 from pigeon.ir.passes import Gradient, optimize, optimize_gradient
 from pigeon.ir.program import Program
+from pigeon.ir.shape_inference import ShapeError
 
 from .graph import Graph
 from .reference import execute
@@ -56,26 +57,45 @@ class Executable:
                                                      self.config.keep_on_edges)
         return self._gradients[wrt]
 
+    def gradient_for(self, wrt: tuple[str, ...], tensors: Sequence[torch.Tensor]) -> Gradient:
+        """``gradient(wrt)``; where it cannot be derived and an argument has zero-width features,
+        an error naming that argument."""
+        try:
+            return self.gradient(wrt)
+        except ShapeError as err:
+            empty = [(n.name, tuple(t.shape)) for n, t in zip(self.forward.inputs, tensors) if 0 in n.type.shape]
+            if not empty:
+                raise
+            name, shape = empty[0]
+            raise ValueError(f"{self.traced.name}: argument {name!r} has zero-width features (shape {list(shape)}); "
+                             f"the gradient of this program cannot be built with it ({err})") from err
+
     def describe(self) -> str:
         return f"{self.backend} backend, {'tuned' if self.tuned else 'default'} configuration ({self.config.describe()})"
 
     def __call__(self, g: Graph, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Run on ``g``; differentiable in every input tensor that requires a gradient."""
         names = [n.name for n in self.forward.inputs]
-        wrt = tuple(n for n, t in zip(names, tensors) if t.requires_grad) if torch.is_grad_enabled() else ()
-        if not wrt:
+        if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
             return self.run(self.forward, g, *tensors)
+        # a tensor without elements (a 0-column input, say) has an empty gradient: no program needed
+        wrt = tuple(n for n, t in zip(names, tensors) if t.requires_grad and t.numel())
         return _ProgramFunction.apply(self, g, wrt, *tensors)
 
 
 class _ProgramFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, exe: Executable, g: Graph, wrt: tuple[str, ...], *tensors: torch.Tensor) -> Any:
-        grad = exe.gradient(wrt)
+        ctx.empty = [(i, t.shape, t.dtype, t.device) for i, t in enumerate(tensors) if t.requires_grad and not t.numel()]
+        ctx.num_inputs = len(tensors)
+        if not wrt:
+            ctx.grad = None
+            outputs = exe.run(exe.forward, g, *tensors)
+            return outputs if len(outputs) > 1 else outputs[0]
+        grad = exe.gradient_for(wrt, tensors)
         outputs = exe.run(grad.forward, g, *tensors)
         ctx.grad, ctx.g, ctx.run = grad, g, exe.run
         ctx.positions = [[n.name for n in exe.forward.inputs].index(w) for w in grad.wrt]
-        ctx.num_inputs = len(tensors)
         ctx.save_for_backward(*outputs[grad.num_outputs:])
         result = outputs[: grad.num_outputs]
         return result if len(result) > 1 else result[0]
@@ -83,14 +103,18 @@ class _ProgramFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, *grad_outputs: torch.Tensor) -> Any:
-        grad: Gradient = ctx.grad
+        result: list[torch.Tensor | None] = [None] * ctx.num_inputs
+        for position, shape, dtype, device in ctx.empty:
+            result[position] = torch.zeros(shape, dtype=dtype, device=device)
+        grad: Gradient | None = ctx.grad
+        if grad is None:
+            return (None, None, None, *result)
         residuals = ctx.saved_tensors
         outs = [grad.forward.node(o) for o in grad.forward.outputs[: grad.num_outputs]]
         upstream = [g if g is not None else torch.zeros(_shape_like(ctx.g, o), dtype=residuals[0].dtype
                                                           if residuals else torch.float32, device=ctx.g.device)
                     for g, o in zip(grad_outputs, outs)]
         grads = ctx.run(grad.backward, ctx.g, *residuals, *(u.contiguous() for u in upstream))
-        result: list[torch.Tensor | None] = [None] * ctx.num_inputs
         for position, value in zip(ctx.positions, grads):
             result[position] = value
         return (None, None, None, *result)

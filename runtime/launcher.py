@@ -8,11 +8,12 @@ from typing import Sequence, Union
 
 import torch
 
-from pigeon.codegen.kernel import KernelSource
+from pigeon.codegen.kernel import InterpretedKernel, KernelSource
 from pigeon.ir.types import Domain
 
 from . import layouts
 from .graph import Graph
+from .plan_interpreter import run_kernel
 from .reference import TORCH_DTYPES, expected_shape
 
 Argument = Union[torch.Tensor, int]
@@ -70,9 +71,23 @@ class Launch:
         return out
 
 
-def bind(kernels: Sequence[KernelSource], g: Graph) -> list[Launch]:
+class Interpreted:
+    """A kernel that no template expresses, bound to a graph: its plan runs with torch ops."""
+
+    grid = None
+
+    def __init__(self, kernel: InterpretedKernel, g: Graph):
+        self.kernel = kernel
+        self.g = g
+
+    def run(self, memory: dict[str, torch.Tensor]) -> None:
+        """Compute the kernel's writes from ``memory`` into it."""
+        run_kernel(self.kernel.plan, self.g, memory)
+
+
+def bind(kernels: Sequence[KernelSource | InterpretedKernel], g: Graph) -> list[Launch | Interpreted]:
     """The launches of a program's kernels on ``g``."""
-    return [Launch(k, g) for k in kernels]
+    return [Interpreted(k, g) if isinstance(k, InterpretedKernel) else Launch(k, g) for k in kernels]
 
 
 def _graph_arguments(kernel: KernelSource, g: Graph) -> list[Argument | Slot | Scratch | None]:
@@ -119,7 +134,13 @@ def _graph_arguments(kernel: KernelSource, g: Graph) -> list[Argument | Slot | S
 
 
 def grid(kernel: KernelSource, g: Graph) -> tuple[int, int, int] | None:
-    """The grid for graph ``g``, or None when the kernel has no work (zero rows or tiles)."""
+    """The grid for graph ``g``, or None when the kernel has no work (zero rows, tiles, or
+    columns: a value of zero-width features)."""
+    shape = _grid(kernel, g)
+    return shape if shape is not None and min(shape) > 0 else None
+
+
+def _grid(kernel: KernelSource, g: Graph) -> tuple[int, int, int] | None:
     launch = kernel.launch
     if launch.grid == "rows":
         n = rows(g, launch.domain)

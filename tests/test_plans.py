@@ -193,3 +193,55 @@ def test_atomic_destination_reductions_compute_the_same(model):
     _same(run_plans(plans, g, *tensors), execute(exe.forward, g, *tensors))
     if model is rgcn.rgcn:  # no softmax: every destination reduction can go atomic
         assert all(k.strategy != Strategy.DST_PARALLEL for k in plans.kernels)
+
+
+def test_a_gemm_epilogue_reads_its_result_only_at_its_own_element():
+    """A gate of width 1 times a wider value, a broadcast [H, 1] x [1, F] and a slice of the
+    result read a GEMM's result at other elements: those ops go to other kernels. A value of the
+    row that does not depend on the result (a per-type gate) is read anywhere and stays."""
+    program = parse_program(textwrap.dedent("""
+        program p
+          %h : node[8] f64 = input[position=0]()
+          %W : ntype[8,1] f64 = input[position=1]()
+          %V : ntype[8,6] f64 = input[position=2]()
+          %b : global[1,3] f64 = input[position=3]()
+          %k : ntype[1] f64 = input[position=4]()
+          %gate : node[1] f64 = linear[by=ntype](%h, %W)
+          %x : node[6] f64 = linear[by=ntype](%h, %V)
+          %k_n : node[1] f64 = gather[index=ntype, to=node](%k)
+          %own : node[1] f64 = sigmoid(%k_n)
+          %kept : node[6] f64 = mul(%own, %x)
+          %scaled : node[6] f64 = mul(%gate, %kept)
+          %heads : node[6,1] f64 = reshape[shape=[6,1]](%scaled)
+          %bn : node[1,3] f64 = gather[index=all, to=node](%b)
+          %wide : node[6,3] f64 = mul(%heads, %bn)
+          %first : node[3] f64 = slice[start=0, stop=3](%x)
+          %gated : node[3] f64 = tanh(%first)
+          return %wide, %gated
+        """))
+    plans = lower(program)
+    gemm_of = {k.anchor.name: {n.name for n in k.ops} for k in plans.kernels if k.strategy == Strategy.GEMM}
+    assert "scaled" not in gemm_of["gate"]  # the gate would be read at every column
+    assert {"own", "kept", "scaled"} <= gemm_of["x"]
+    assert not {"wide", "gated"} & gemm_of["x"]  # a broadcast of the result, a slice of it
+    g = GRAPHS["dense"]()
+    gen = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(g.num_nodes, 8, generator=gen, dtype=torch.float64)] + [
+        torch.randn(*shape, generator=gen, dtype=torch.float64)
+        for shape in ((g.num_ntypes, 8, 1), (g.num_ntypes, 8, 6), (1, 3), (g.num_ntypes, 1))]
+    _same(run_plans(plans, g, *tensors), execute(program, g, *tensors))
+
+
+def test_an_output_view_of_a_scattered_value_is_copied_after_its_kernel():
+    plans = lower(parse_program(textwrap.dedent("""
+        program p
+          %h : node[6] f32 = input[position=0]()
+          %hs : edge[6] f32 = gather[index=src, to=edge](%h)
+          %m : edge[6] f32 = relu(%hs)
+          %s : dst[6] f32 = reduce[index=dst, kind=mean, to=dst](%m)
+          %out : dst[2,3] f32 = reshape[shape=[2,3]](%s)
+          return %out
+        """)), dst_reductions="atomic")
+    scatter, copy = plans.kernels
+    assert scatter.strategy == Strategy.EDGE_PARALLEL and scatter.writes == ("s",)
+    assert copy.strategy == Strategy.ROW_MAP and copy.writes == ("out",)

@@ -71,11 +71,13 @@ def compile_module(source: str, kernels: list[KernelSource]) -> ctypes.CDLL:
 class HarnessProgram:
     """A plan program whose kernels run on the CPU through the harness."""
 
-    def __init__(self, plans: PlanProgram, edit=None):
-        """``edit``: a change made to the generated source before it compiles (mutation tests)."""
+    def __init__(self, plans: PlanProgram, edit=None, fallback: bool = False):
+        """``edit``: a change made to the generated source before it compiles (mutation tests);
+        ``fallback``: kernels that cannot be rendered run with torch ops, as in the runtimes."""
         self.plans = plans
-        source, self.kernels = render_module(plans)
-        self.library = compile_module(edit(source) if edit else source, self.kernels)
+        source, self.kernels = render_module(plans, fallback=fallback)
+        generated = [k for k in self.kernels if isinstance(k, KernelSource)]
+        self.library = compile_module(edit(source) if edit else source, generated)
 
     def __call__(self, g: Graph, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from pigeon.ir.program import Program
@@ -83,6 +85,9 @@ class HarnessProgram:
         check_inputs(Program(self.plans.name, self.plans.inputs, ()), g, tensors)
         memory = {n.name: t.contiguous() for n, t in zip(self.plans.inputs, tensors)}
         for launch in launcher.bind(self.kernels, g):
+            if isinstance(launch, launcher.Interpreted):
+                launch.run(memory)
+                continue
             kernel, shape = launch.kernel, launch.grid
             launch.allocate_outputs(memory)
             if shape is None:
