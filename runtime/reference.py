@@ -142,7 +142,7 @@ class ReferenceExecutor:
         return segment_reduce(x, idx, rows, kind)
 
     def _edge_softmax(self, node: Node, x: torch.Tensor) -> torch.Tensor:
-        dst, rows = self.g.dst, self.g.num_dst_nodes
+        dst, rows = layouts.arrays(self.g).dst, self.g.num_dst_nodes
         peak = segment_reduce(x.detach(), dst, rows, "max")  # softmax is shift-invariant
         e = torch.exp(x - peak.index_select(0, dst))
         total = segment_reduce(e, dst, rows, "sum")
