@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 from ..ops import COMPARISONS, Op
 from ..program import Node, Program, freeze_attrs
 from ..rewrite import Rewriter
+from ..shape_inference import broadcast_shapes
 from ..types import Domain, ValueType
 
 RESIDUAL_OPS = frozenset({Op.LINEAR, Op.LINEAR_WGRAD, Op.REDUCE, Op.EDGE_SOFTMAX})
@@ -180,8 +181,16 @@ def _select(b: _Backward, n: Node, g: str) -> list:
 
 def _dot(b: _Backward, n: Node, g: str) -> list:
     xa, ya = n.args
-    return [(0, b.sum_to(b.emit(Op.MUL, [g, b.value(ya)], "d"), b.fwd.node(xa).type)),
-            (1, b.sum_to(b.emit(Op.MUL, [g, b.value(xa)], "d"), b.fwd.node(ya).type))]
+
+    def grad(of: str, other: str) -> str:
+        product = b.emit(Op.MUL, [g, b.value(other)], "d")
+        target = b.fwd.node(of).type
+        if broadcast_shapes(b.type(product).shape, target.shape) != b.type(product).shape:
+            # the other operand's last axis is 1 where this one's is not: every element of this
+            # one gets the same product, so spread it over this operand's shape first
+            product = b.emit(Op.SELECT, [b.constant(1.0, target), product, b.value(of)], "d")
+        return b.sum_to(product, target)
+    return [(0, grad(xa, ya)), (1, grad(ya, xa))]
 
 
 def _gather(b: _Backward, n: Node, g: str) -> list:
