@@ -51,8 +51,8 @@ def _input(attrs: Mapping[str, Any]) -> ValueType:
 
 
 def _degree(attrs: Mapping[str, Any]) -> ValueType:
-    if attrs["by"] not in ("dst", "dst_etype"):
-        raise ShapeError(f"degree by {attrs['by']!r}: expected 'dst' or 'dst_etype'")
+    if attrs["by"] not in ("dst", "dst_etype", "src", "src_etype"):
+        raise ShapeError(f"degree by {attrs['by']!r}: expected 'dst', 'dst_etype', 'src' or 'src_etype'")
     return ValueType(Domain.EDGE, (1,), attrs["dtype"])
 
 

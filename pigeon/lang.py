@@ -42,7 +42,11 @@ def dot(x: Any, y: Any) -> Sym:
 
 def softmax(x: Any) -> Sym:
     """Softmax of an edge value over the incoming edges of each destination node."""
-    return current().op(Op.EDGE_SOFTMAX, [x])
+    tracer = current()
+    if tracer.aggregations and tracer.aggregations[-1][1] == "outgoing":
+        raise TraceError("softmax(x) normalises over each destination's incoming edges, not over "
+                         "n.outgoing_edges(); compute it in an edge loop if that is what you mean")
+    return tracer.op(Op.EDGE_SOFTMAX, [x])
 
 
 def _unary(op: Op, x: Any, **attrs: Any) -> Sym:
@@ -173,9 +177,15 @@ def _aggregate(kind: str, items: Iterable[Any], fallback: Any) -> Any:
                          f"{kind}(<edge value> for e in n.incoming_edges())")
     x = tracer.as_sym(values[0])
     if x.domain != Domain.EDGE:
-        raise TraceError(f"{kind}(...) aggregates edge values into destination nodes; "
-                         f"got a {x.domain.value} value")
-    return tracer.op(Op.REDUCE, [x], {"index": "dst", "to": Domain.DST, "kind": kind}, hint=f"{kind}")
+        raise TraceError(f"{kind}(...) aggregates edge values into nodes; got a {x.domain.value} value")
+    if seen[1] == "incoming":
+        return tracer.op(Op.REDUCE, [x], {"index": "dst", "to": Domain.DST, "kind": kind}, hint=f"{kind}")
+    # over outgoing edges, into their source nodes
+    if kind == "max":
+        raise TraceError("max over n.outgoing_edges() is not supported; sum and mean are")
+    if kind == "mean":
+        x = x / tracer.degree("src")
+    return tracer.op(Op.REDUCE, [x], {"index": "src", "to": Domain.NODE, "kind": "sum"}, hint=f"{kind}_out")
 
 
 def sum(items: Iterable[Any], start: Any = 0) -> Any:  # noqa: A001 - the DSL's aggregation

@@ -491,7 +491,7 @@ class GraphProxy:
 class EdgeProxy:
     """The loop variable of ``for e in g.edges()``: ``e.src``, ``e.dst``, ``e.etype``, edge values."""
 
-    _RESERVED = ("src", "dst", "etype", "dst_degree", "dst_etype_degree")
+    _RESERVED = ("src", "dst", "etype", "dst_degree", "dst_etype_degree", "src_degree", "src_etype_degree")
 
     def __init__(self, tracer: "Tracer"):
         object.__setattr__(self, "_tracer", tracer)
@@ -502,8 +502,8 @@ class EdgeProxy:
             return EndProxy(tracer, name)
         if name == "etype":
             return Selector("etype", Domain.EDGE, "e.etype")
-        if name in ("dst_degree", "dst_etype_degree"):
-            return tracer.degree("dst" if name == "dst_degree" else "dst_etype")
+        if name in ("dst_degree", "dst_etype_degree", "src_degree", "src_etype_degree"):
+            return tracer.degree(name[: -len("_degree")])
         if name.startswith("__"):
             raise AttributeError(name)
         if name not in tracer.edge_values:
@@ -558,13 +558,24 @@ class NodeProxy:
         """The incoming edges of this node; aggregate their values with sum/mean/max."""
         if object.__getattribute__(self, "domain") != Domain.DST:
             raise TraceError("n.incoming_edges() needs a destination node: loop over g.dst_nodes()")
+        return self._edges("incoming")
+
+    def outgoing_edges(self) -> Iterator[EdgeProxy]:
+        """The outgoing edges of this node; aggregate their values with sum or mean."""
+        if object.__getattribute__(self, "domain") != Domain.NODE:
+            raise TraceError("n.outgoing_edges() needs a node of the whole graph: loop over g.nodes()")
+        return self._edges("outgoing")
+
+    def _edges(self, direction: str) -> Iterator[EdgeProxy]:
         tracer: Tracer = object.__getattribute__(self, "_tracer")
         if not tracer.aggregations:
-            raise TraceError("n.incoming_edges() is traced once, for one symbolic edge, so it can only "
-                             "be aggregated: write sum(<edge value> for e in n.incoming_edges()) with "
-                             "sum, mean or max from pigeon.lang (not a for loop that accumulates, nor "
-                             "Python's own sum or max, nor a list comprehension)")
-        tracer.aggregations[-1][0] += 1
+            raise TraceError(f"n.{direction}_edges() is traced once, for one symbolic edge, so it can only "
+                             f"be aggregated: write sum(<edge value> for e in n.{direction}_edges()) with "
+                             f"sum, mean or max from pigeon.lang (not a for loop that accumulates, nor "
+                             f"Python's own sum or max, nor a list comprehension)")
+        seen = tracer.aggregations[-1]
+        seen[0] += 1
+        seen[1] = direction
         yield EdgeProxy(tracer)
 
     def __getattr__(self, name: str) -> Any:
@@ -606,12 +617,12 @@ class Tracer:
         self.sizes_read: set[str] = set()  # tensor arguments whose first size the trace read
         self.open_loop: str | None = None  # the graph loop being traced
         self.early_exits: list[tuple[str, int, str]] = []  # graph loops left by break or return
-        self.aggregations: list[list[int]] = []  # open sum/mean/max calls: incoming-edge loops seen
+        self.aggregations: list[list[Any]] = []  # open sum/mean/max calls: [edge loops seen, direction]
 
     def graph_loop(self, what: str, make: Any) -> Iterator[Any]:
         """The one symbolic element of a loop over the graph (``what``: "g.edges()", ...)."""
         if self.aggregations:
-            raise TraceError(f"sum, mean and max aggregate over n.incoming_edges(); over {what} it "
+            raise TraceError(f"sum, mean and max aggregate over n.incoming_edges() or n.outgoing_edges(); over {what} it "
                              f"would be a graph-wide reduction (a readout), which the DSL does not have")
         if self.open_loop is not None:
             raise TraceError(f"a loop over {what} inside the loop over {self.open_loop}: nested graph "
@@ -630,9 +641,10 @@ class Tracer:
                 self.early_exits.append((path, line, what))
 
     @contextlib.contextmanager
-    def aggregating(self) -> Iterator[list[int]]:
-        """Inside sum/mean/max: counts the loops over n.incoming_edges() its items come from."""
-        seen = [0]
+    def aggregating(self) -> Iterator[list[Any]]:
+        """Inside sum/mean/max: counts the loops over a node's edges its items come from, and
+        their direction ("incoming" or "outgoing")."""
+        seen: list[Any] = [0, None]
         self.aggregations.append(seen)
         try:
             yield seen

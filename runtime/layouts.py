@@ -168,17 +168,22 @@ def dst_work(g: Graph, rows_per_block: int, hub_degree: int, split: bool = False
     return g.cached(("dst_work", rows_per_block, hub_degree, split), build)
 
 
+DEGREES = ("dst", "dst_etype", "src", "src_etype")
+
+
 def degree(g: Graph, by: str) -> torch.Tensor:
-    """Per edge, the number of incoming edges of its destination (of its edge type for 'dst_etype')."""
+    """Per edge, the number of incoming edges of its destination ('dst'), or of outgoing edges
+    of its source ('src'); of the edge's own type for 'dst_etype' / 'src_etype'."""
     def build() -> torch.Tensor:
         a = arrays(g)
-        if by == "dst":
-            return torch.bincount(a.dst, minlength=g.num_dst_nodes)[a.dst]
-        key = a.dst * g.num_etypes + a.etype
+        end, rows = (a.dst, g.num_dst_nodes) if by.startswith("dst") else (a.src, g.num_nodes)
+        if not by.endswith("_etype"):
+            return torch.bincount(end, minlength=rows)[end]
+        key = end * g.num_etypes + a.etype
         _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
         return counts[inverse]
-    if by not in ("dst", "dst_etype"):
-        raise ValueError(f"unknown degree {by!r}")
+    if by not in DEGREES:
+        raise ValueError(f"unknown degree {by!r}; expected one of {DEGREES}")
     return g.cached(("degree", by), build)
 
 
