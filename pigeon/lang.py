@@ -176,6 +176,8 @@ def _aggregate(kind: str, items: Iterable[Any], fallback: Any) -> Any:
         raise TraceError(f"{kind}(...) aggregates one edge value per edge: write "
                          f"{kind}(<edge value> for e in n.incoming_edges())")
     x = tracer.as_sym(values[0])
+    if isinstance(seen[1], tuple):  # a readout over every node or edge: one global value
+        return _readout(tracer, kind, tracer.broadcast(x, seen[1][1]))
     if x.domain != Domain.EDGE:
         raise TraceError(f"{kind}(...) aggregates edge values into nodes; got a {x.domain.value} value")
     if seen[1] == "incoming":
@@ -186,6 +188,18 @@ def _aggregate(kind: str, items: Iterable[Any], fallback: Any) -> Any:
     if kind == "mean":
         x = x / tracer.degree("src")
     return tracer.op(Op.REDUCE, [x], {"index": "src", "to": Domain.NODE, "kind": "sum"}, hint=f"{kind}_out")
+
+
+def _readout(tracer: Any, kind: str, x: Sym) -> Sym:
+    """The sum or mean of ``x`` over all rows of its domain (0 where there are none)."""
+    if kind == "max":
+        raise TraceError("max over every node or edge is not supported; sum and mean are")
+    total = tracer.op(Op.REDUCE, [x], {"index": "all", "to": Domain.GLOBAL, "kind": "sum"}, hint=f"{kind}_all")
+    if kind == "sum":
+        return total
+    ones = tracer.broadcast(tracer.constant(1.0), x.domain)
+    count = tracer.op(Op.REDUCE, [ones], {"index": "all", "to": Domain.GLOBAL, "kind": "sum"}, hint="count")
+    return total / maximum(count, 1.0)
 
 
 def sum(items: Iterable[Any], start: Any = 0) -> Any:  # noqa: A001 - the DSL's aggregation

@@ -621,9 +621,14 @@ class Tracer:
 
     def graph_loop(self, what: str, make: Any) -> Iterator[Any]:
         """The one symbolic element of a loop over the graph (``what``: "g.edges()", ...)."""
-        if self.aggregations:
-            raise TraceError(f"sum, mean and max aggregate over n.incoming_edges() or n.outgoing_edges(); over {what} it "
-                             f"would be a graph-wide reduction (a readout), which the DSL does not have")
+        if self.aggregations and self.open_loop is not None:
+            raise TraceError(f"a sum or mean over {what} inside the loop over {self.open_loop}: a graph-wide "
+                             f"reduction (a readout) is taken outside the graph loops, and its result "
+                             f"used inside them")
+        if self.aggregations:  # a readout: sum or mean over every node or edge
+            seen = self.aggregations[-1]
+            seen[0] += 1
+            seen[1] = ("all", make().domain if what != "g.edges()" else Domain.EDGE)
         if self.open_loop is not None:
             raise TraceError(f"a loop over {what} inside the loop over {self.open_loop}: nested graph "
                              f"loops are not supported (a loop body is traced once, for one element); "
