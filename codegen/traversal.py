@@ -626,7 +626,7 @@ class TraversalKernel(KernelBuilder):
         if not self.readable_anywhere(score):
             raise CodegenError(f"{self.plan.name}: the score %{score} of an online softmax is not held by every lane")
         if weighted:
-            c.add(f"{acc} rescale[{array_size(n)}], weight[{array_size(n)}];  // of the aggregate so far, and of this edge")
+            c.add(f"{acc} rescale[{array_size(n)}], weight[{array_size(n)}];  // of the aggregate so far, of this edge")
         c.open(f"for (int f = 0; f < {n}; ++f)")
         if not self.cpu:  # an edge past this destination's last changes nothing
             if weighted:

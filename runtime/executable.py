@@ -86,7 +86,8 @@ class Executable:
 class _ProgramFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, exe: Executable, g: Graph, wrt: tuple[str, ...], *tensors: torch.Tensor) -> Any:
-        ctx.empty = [(i, t.shape, t.dtype, t.device) for i, t in enumerate(tensors) if t.requires_grad and not t.numel()]
+        ctx.empty = [(i, t.shape, t.dtype, t.device) for i, t in enumerate(tensors)
+                     if t.requires_grad and not t.numel()]
         ctx.num_inputs = len(tensors)
         if not wrt:
             ctx.grad = None

@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import shutil
 import warnings
+import zlib
 
 import pytest
 import torch
@@ -143,6 +144,16 @@ def mean_rgcn(g, h, weight):
 
 
 @pigeon.compile
+def gate_output(g, h, weight, skip):
+    """A per-type gate scales a typed linear, and is returned too (stored once per row)."""
+    for n in g.dst_nodes():
+        gate = sigmoid(skip[n.ntype])
+        n.out = gate * linear(h[n], weight[n.ntype])
+        n.gate = gate
+    return n.out, n.gate
+
+
+@pigeon.compile
 def empty_input(g, h, weight, h_empty, weight_empty):
     """A message with a part from a 0-column input (which adds nothing)."""
     for e in g.edges():
@@ -159,6 +170,27 @@ def empty_output(g, h, weight):
         e.msg = relu(linear(h[e.src], weight[e.etype]))
     for n in g.dst_nodes():
         n.out = sum(e.msg for e in n.incoming_edges())
+    return n.out
+
+
+@pigeon.compile
+def empty_middle(g, h, weight_in, weight_out, weight):
+    """A typed linear to 0 columns and back (which adds nothing), beside an ordinary one."""
+    for e in g.edges():
+        e.msg = linear(linear(h[e.src], weight_in[e.etype]), weight_out[e.etype]) + linear(h[e.src], weight[e.etype])
+    for n in g.dst_nodes():
+        n.out = sum(e.msg for e in n.incoming_edges())
+    return n.out
+
+
+@pigeon.compile
+def empty_dot(g, h, weight, attn):
+    """Attention whose score is a dot product over 0 features: every score 0, a plain mean."""
+    for e in g.edges():
+        e.score = dot(linear(h[e.src], weight[e.etype]), attn[e.etype])
+        e.msg = h[e.src]
+    for n in g.dst_nodes():
+        n.out = sum(softmax(e.score) * e.msg for e in n.incoming_edges())
     return n.out
 
 
@@ -221,6 +253,12 @@ def f_mean_rgcn(g, h, weight):
     return _mean(per_edge_linear(h[g.src], weight[g.etype]), g)
 
 
+def f_gate_output(g, h, weight, skip):
+    nt = g.ntype[: g.num_dst_nodes]
+    gate = torch.sigmoid(skip[nt])
+    return gate.unsqueeze(-1) * per_edge_linear(h[: g.num_dst_nodes], weight[nt]), gate
+
+
 def f_empty_input(g, h, weight, h_empty, weight_empty):
     return aggregate(per_edge_linear(h[g.src], weight[g.etype]), g.dst, g.num_dst_nodes)
 
@@ -229,9 +267,17 @@ def f_empty_output(g, h, weight):
     return aggregate(torch.relu(per_edge_linear(h[g.src], weight[g.etype])), g.dst, g.num_dst_nodes)
 
 
+def f_empty_middle(g, h, weight_in, weight_out, weight):
+    return aggregate(per_edge_linear(h[g.src], weight[g.etype]), g.dst, g.num_dst_nodes)
+
+
+def f_empty_dot(g, h, weight, attn):
+    return _mean(h[g.src], g)
+
+
 def arguments(name, g, feats=5, heads=3):
     """Seeded float64 arguments of form ``name`` on ``g``."""
-    gen = torch.Generator().manual_seed(sum(map(ord, name)))
+    gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
 
     def rand(*shape):
         return torch.randn(*shape, dtype=torch.float64, generator=gen)
@@ -247,16 +293,22 @@ def arguments(name, g, feats=5, heads=3):
         "head_scale_node": (rand(n, f), rand(t, f, heads), rand(1, f)),
         "head_scale_edge": (rand(n, f), rand(r, f, heads), rand(r, 1, f)),
         "mean_rgcn": (rand(n, f), rand(r, f, f)),
+        "gate_output": (rand(n, f), rand(t, f, f), rand(t)),
         "empty_input": (rand(n, f), rand(r, f, f), rand(n, 0), rand(r, 0, f)),
         "empty_output": (rand(n, f), rand(r, f, 0)),
+        "empty_middle": (rand(n, f), rand(r, f, 0), rand(r, 0, f), rand(r, f, f)),
+        "empty_dot": (rand(n, f), rand(r, f, 0), rand(r, 0)),
     }[name]
 
 
 FORMS = {fn.name: (fn, formula) for fn, formula in [
     (edge_gate, f_edge_gate), (gin_gate, f_gin_gate), (simple_hgn, f_simple_hgn), (single_dot, f_single_dot),
     (sage, f_sage), (sage_edge, f_sage_edge), (head_scale_node, f_head_scale_node),
-    (head_scale_edge, f_head_scale_edge), (mean_rgcn, f_mean_rgcn), (empty_input, f_empty_input),
+    (head_scale_edge, f_head_scale_edge), (mean_rgcn, f_mean_rgcn), (gate_output, f_gate_output),
+    (empty_input, f_empty_input),
     (empty_output, f_empty_output)]}
+ZERO_WIDTH_FORMS = {fn.name: (fn, formula) for fn, formula in [
+    (empty_middle, f_empty_middle), (empty_dot, f_empty_dot)]}
 
 
 # ---- running them ------------------------------------------------------------------------------
@@ -290,21 +342,25 @@ def executable(fn, g, args, config, backend):
 def check(name, g, config, backend):
     """Forward and the gradient of every input, in float64, against the form's formula. Kernels
     are rendered strictly: a fallback to torch ops fails the check."""
-    fn, formula = FORMS[name]
+    fn, formula = {**FORMS, **ZERO_WIDTH_FORMS}[name]
     args = arguments(name, g)
     ours = [a.clone().requires_grad_() for a in args]
     theirs = [a.clone().requires_grad_() for a in args]
     exe = executable(fn, g, ours, config, backend)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FallbackWarning)
-        out = exe(g, ours)
+        outs = exe(g, ours)
+    outs = outs if isinstance(outs, tuple) else (outs,)
     expected = formula(g, *theirs)
-    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10, msg=f"{name} forward")
-    upstream = torch.randn(expected.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    gen = torch.Generator().manual_seed(1)
+    upstream = [torch.randn(e.shape, dtype=torch.float64, generator=gen) for e in expected]
+    for i, (out, want) in enumerate(zip(outs, expected, strict=True)):
+        torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-10, msg=f"{name}: output {i}")
     with warnings.catch_warnings():
         warnings.simplefilter("error", FallbackWarning)
-        out.backward(upstream)
-    expected.backward(upstream)
+        torch.autograd.backward(outs, upstream)
+    torch.autograd.backward(expected, upstream)
     for node, a, b in zip(exe.forward.inputs, ours, theirs):
         assert a.grad is not None and a.grad.shape == a.shape, f"{name}: no gradient of {node.name}"
         torch.testing.assert_close(a.grad, b.grad if b.grad is not None else torch.zeros_like(b), rtol=1e-10,
@@ -335,7 +391,7 @@ def test_form_on_a_block_and_without_edges(name, backend):
 @pytest.mark.parametrize("name", FORMS)
 def test_form_kernels_compile_with_nvrtc(name):
     """Every CUDA kernel of the form, forward and backward, in every configuration (float32)."""
-    cupy = pytest.importorskip("cupy", reason="NVRTC comes with the cuda13 extra")  # noqa: F841
+    pytest.importorskip("cupy", reason="NVRTC comes with the cuda13 extra")
     from pigeon.codegen import kernel_name
     from pigeon.runtime import kernel_cache
 
@@ -473,7 +529,9 @@ def test_zero_width_concat_part_works_or_names_the_argument(backend):
     torch.testing.assert_close(ours[2].grad, theirs[1].grad, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["empty_input", "empty_output"])
-def test_zero_width_on_the_reference_executor(name):
-    """A 0-element input's gradient is an empty tensor, with no backward program for it."""
-    check(name, graph(), Config(), "reference")
+@pytest.mark.parametrize("backend", ["reference"] + BACKENDS)
+@pytest.mark.parametrize("name", ["empty_input", "empty_output", *ZERO_WIDTH_FORMS])
+def test_zero_width_features(name, backend):
+    """0 columns in, out, in the middle, and in a dot product: a 0-element input's gradient is an
+    empty tensor (no backward program is built for it)."""
+    check(name, graph(), Config(), backend)
