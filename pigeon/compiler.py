@@ -13,6 +13,7 @@ from pigeon.ir.program import Program
 from pigeon.ir.types import Domain
 from pigeon.runtime.executable import Executable
 from pigeon.runtime.graph import Graph
+from pigeon.runtime import layouts
 from pigeon.runtime.layouts import graph_stats
 from pigeon.runtime.tuning import CACHE, DEFAULT, Config, tuning_key
 
@@ -74,6 +75,7 @@ class CompiledFunction:
         self._executables: dict[tuple, Executable] = {}
         self._domains: dict[str, Domain] = {}
         self._sizes_read: set[str] = set()  # tensor arguments whose first size a trace read
+        self._dropouts: dict[int, list] = {}  # id(program) -> the dropout masks it takes
         self.last_executable: Executable | None = None  # what the latest call ran
 
     def _bind(self, g: Any, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
@@ -107,7 +109,9 @@ class CompiledFunction:
         key = self._key(params)
         program = self._programs.get(key)
         if program is None:
-            program = trace(self.fn, self.name, params, self._sizes_read)
+            dropouts: list = []
+            program = trace(self.fn, self.name, params, self._sizes_read, dropouts)
+            self._dropouts[id(program)] = dropouts
             domains = {n.name: n.type.domain for n in program.inputs}
             if any(self._domains.get(k, d) != d for k, d in domains.items()):
                 self._programs.clear()  # the inputs' domains changed: older keys mean other things
@@ -144,6 +148,9 @@ class CompiledFunction:
             calls.append((self, g, args, kwargs))
         params = flat_tensors(self._bind(g, args, kwargs))
         exe = self.executable(g, *args, **kwargs)
+        for mask in self._dropouts.get(id(exe.traced), ()):
+            like = next(iter(params.values()))
+            params[mask.name] = mask.draw(layouts.num_rows(g, mask.domain), like.dtype, like.device)
         self.last_executable = exe
         outputs = exe(g, [params[n.name] for n in exe.forward.inputs])
         return outputs[0] if isinstance(outputs, tuple) and len(outputs) == 1 else outputs

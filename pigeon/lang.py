@@ -15,7 +15,7 @@ from .tracer import InputProxy, ParamRef, Sym, TraceError, current, joint_domain
 
 __all__ = ["linear", "dot", "softmax", "exp", "log", "sqrt", "relu", "leaky_relu", "sigmoid",
            "tanh", "gelu", "abs", "elu", "softplus", "minimum", "maximum", "clamp", "sum", "mean", "max",
-           "concat", "reshape", "where"]
+           "concat", "reshape", "where", "dropout"]
 
 
 def linear(x: Any, weight: Any) -> Sym:
@@ -98,6 +98,22 @@ def elu(x: Any, alpha: float = 1.0) -> Sym:
 def softplus(x: Any, beta: float = 1.0, threshold: float = 20.0) -> Sym:
     """``log(1 + exp(beta x)) / beta``, and ``x`` itself where ``beta x > threshold`` (as torch's)."""
     return _unary(Op.SOFTPLUS, x, beta=float(beta), threshold=float(threshold))
+
+
+def dropout(x: Any, p: float = 0.5, training: bool = True) -> Any:
+    """torch.nn.functional.dropout of a traced value: with ``training`` (a Python bool, e.g. a
+    layer's ``self.training``) each element is zeroed with probability ``p`` and the rest scaled
+    by 1 / (1 - p). The mask is drawn from torch's generator at every call, as F.dropout draws it
+    for a tensor of the value's rows and shape, and the backward applies the same mask."""
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+        raise TraceError(f"dropout probability p must be a number in [0, 1], got {p!r}")
+    if not isinstance(training, bool):
+        raise TraceError(f"dropout's training must be a Python bool (a constant of the trace), got {type(training).__name__}")
+    tracer = current()
+    x = tracer.as_sym(x)
+    if not training or p == 0.0:
+        return x
+    return x * tracer.dropout_mask(x, float(p))
 
 
 def _pair(op: Op, x: Any, y: Any) -> Sym:

@@ -9,6 +9,7 @@ domain is fixed by their first use (``h[e.src]``: per node; ``W[e.etype]``: per 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import linecache
 import math
 import re
@@ -618,6 +619,8 @@ class Tracer:
         self.open_loop: str | None = None  # the graph loop being traced
         self.early_exits: list[tuple[str, int, str]] = []  # graph loops left by break or return
         self.aggregations: list[list[Any]] = []  # open sum/mean/max calls: [edge loops seen, direction]
+        self.dropouts: list[DropoutMask] = []  # the masks the program takes, drawn at every call
+        self.num_inputs = 0  # the tensor arguments' inputs (dropout masks are numbered after them)
 
     def graph_loop(self, what: str, make: Any) -> Iterator[Any]:
         """The one symbolic element of a loop over the graph (``what``: "g.edges()", ...)."""
@@ -707,6 +710,14 @@ class Tracer:
                          + ("; aggregate edge values with sum/mean/max over n.incoming_edges()"
                             if x.domain == Domain.EDGE else ""))
 
+    def dropout_mask(self, x: Sym, p: float) -> Sym:
+        """An input of ``x``'s domain and shape holding dropout's scaled mask (drawn per call)."""
+        mask = DropoutMask(f"dropout_mask_{len(self.dropouts)}", p, x.domain, x.shape)
+        self.dropouts.append(mask)
+        vtype = ValueType(x.domain, x.shape, self.dtype)
+        position = self.num_inputs + len(self.dropouts) - 1  # after the function's own inputs
+        return Sym(self, self.builder.input(mask.name, vtype, position, self.loc()))
+
     def constant(self, value: float) -> Sym:
         """A number as a global traced value."""
         return self.op(Op.CONST, [], {"value": float(value), "dtype": self.dtype}, hint="const")
@@ -772,6 +783,24 @@ class Tracer:
         return sym
 
 
+@dataclasses.dataclass(frozen=True)
+class DropoutMask:
+    """A dropout of a traced value: the program input ``name`` takes, at every call, a mask of
+    the value's rows and shape drawn as torch.nn.functional.dropout draws it."""
+
+    name: str
+    p: float
+    domain: Domain
+    shape: tuple[int, ...]
+
+    def draw(self, rows: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Bernoulli(1 - p) scaled by 1 / (1 - p), from torch's generator, as F.dropout does."""
+        shape = ((rows,) if self.domain != Domain.GLOBAL else ()) + self.shape
+        if self.p == 1.0:
+            return torch.zeros(shape, dtype=dtype, device=device)
+        return torch.empty(shape, dtype=dtype, device=device).bernoulli_(1.0 - self.p).div_(1.0 - self.p)
+
+
 def joint_domain(a: Domain, b: Domain) -> Domain:
     if a == b:
         return a
@@ -823,11 +852,12 @@ def flat_tensors(params: list[tuple[str, Any]]) -> dict[str, torch.Tensor]:
     return flat
 
 
-def trace(fn: Any, name: str, params: list[tuple[str, Any]], sizes_read: set[str] | None = None) -> Program:
+def trace(fn: Any, name: str, params: list[tuple[str, Any]], sizes_read: set[str] | None = None,
+          dropouts: list[DropoutMask] | None = None) -> Program:
     """Trace ``fn(g, *values)``; ``params`` are the (name, value) pairs after the graph.
 
     ``sizes_read`` collects the tensor arguments whose first size the trace read (the program
-    holds that number as a constant)."""
+    holds that number as a constant); ``dropouts`` the dropout masks the program takes."""
     tracer = Tracer(name)
     proxies: list[Any] = []
     inputs: list[InputProxy] = []
@@ -862,6 +892,7 @@ def trace(fn: Any, name: str, params: list[tuple[str, Any]], sizes_read: set[str
         raise TraceError(f"{name}: tensor arguments {', '.join(bad)} are not floating point")
     if floats:
         tracer._dtype = str(next(iter(floats))).replace("torch.", "")
+    tracer.num_inputs = len(inputs)
     with tracer.active():
         result = fn(GraphProxy(tracer), *proxies)
         outputs = list(result) if isinstance(result, (tuple, list)) else [result]
@@ -878,4 +909,6 @@ def trace(fn: Any, name: str, params: list[tuple[str, Any]], sizes_read: set[str
                 proxy.declare(Domain.GLOBAL, f"{proxy.name} (unused)")
     if sizes_read is not None:
         sizes_read |= tracer.sizes_read
+    if dropouts is not None:
+        dropouts.extend(tracer.dropouts)
     return tracer.builder.build([s.handle for s in syms])
