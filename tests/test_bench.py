@@ -228,3 +228,26 @@ def test_the_per_relation_peer_multiplies_each_edge_once(dense):
         peer(*args)
     products = g.num_nodes * g.num_etypes if dense else g.num_edges
     assert counter.get_total_flops() == 2 * (products + g.num_dst_nodes) * 6 * 5
+
+
+LIBRARY_PEERS = [s for s in SYSTEMS if s.requires in (("dgl",), ("torch_geometric",))]
+
+
+@pytest.fixture(scope="module")
+def reference_folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("references")
+
+
+@pytest.mark.dgl
+@pytest.mark.parametrize("system", LIBRARY_PEERS, ids=[f"{s.model}-{s.name}" for s in LIBRARY_PEERS])
+def test_library_peers_get_pigeons_weights_and_give_back_its_gradients(system, reference_folder):
+    """DGL's and PyG's layers with Pigeon's weights copied in: the same output and, mapped back to
+    Pigeon's parameters, the same gradients (run in the DGL environment: ``pytest -m dgl``)."""
+    pytest.importorskip(system.requires[0])
+    case = dict(model=system.model, dataset="aifb", scale=0.02, feats=16, system=system.name, device="cpu",
+                modes=["train"], repeat=1, warmup=0)
+    case["reference"] = harness._reference(case, reference_folder)
+    (result,) = run(case)
+    assert result["status"] == "ok", result.get("trace")
+    expected = "same output and gradients" if system.formula is None else "different formula: " + system.formula
+    assert result["check"] == expected
