@@ -106,6 +106,17 @@ def _where(cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     return torch.where(cond, a, torch.zeros_like(a) + b)
 
 
+def _softplus(x: torch.Tensor, beta: float, threshold: float) -> torch.Tensor:
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold."""
+    smooth = torch.log(1.0 + torch.exp(torch.clamp(x * beta, max=threshold))) / beta  # no inf off the branch
+    return _where(x * beta > threshold, x, smooth)
+
+
+def _minimum(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The smaller per element; on ties each side gets half the gradient."""
+    return torch.where(x < y, x, torch.where(y < x, y, (x + y) * 0.5))
+
+
 UNARY: dict[Op, Callable[[torch.Tensor, dict], torch.Tensor]] = {
     Op.NEG: lambda x, a: -x,
     Op.EXP: lambda x, a: torch.exp(x),
@@ -117,6 +128,9 @@ UNARY: dict[Op, Callable[[torch.Tensor, dict], torch.Tensor]] = {
     Op.SIGMOID: lambda x, a: 1.0 / (1.0 + torch.exp(-x)),
     Op.TANH: lambda x, a: torch.tanh(x),
     Op.GELU: lambda x, a: _gelu(x),
+    Op.ABS: lambda x, a: torch.sign(x) * x,  # the gradient at 0 is 0
+    Op.ELU: lambda x, a: _where(x > 0, x, (torch.exp(x) - 1.0) * a["alpha"]),
+    Op.SOFTPLUS: lambda x, a: _softplus(x, a["beta"], a["threshold"]),
     Op.STEP: lambda x, a: (x > 0).to(torch.float64),
     Op.GELU_GRAD: lambda x, a: _gelu_grad(x),
     Op.SCALE: lambda x, a: x * a["c"],
@@ -132,6 +146,8 @@ BINARY: dict[Op, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     Op.SUB: lambda x, y: x - y,
     Op.MUL: lambda x, y: x * y,
     Op.DIV: lambda x, y: x / y,
+    Op.MINIMUM: _minimum,
+    Op.MAXIMUM: lambda x, y: -_minimum(-x, -y),
 }
 for _name, _compare in COMPARE.items():  # the comparisons the IR has (1 where true, else 0)
     if _name.upper() in Op.__members__:
