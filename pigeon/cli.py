@@ -10,19 +10,13 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
-
-from pigeon.compiler import CompiledFunction
-from pigeon.ir.cost import program_cost
-from pigeon.ir.lower import lower
-from pigeon.ir.passes import PASS_NAMES, differentiate, optimize, optimize_stages
-from pigeon.ir.printer import format_program
-from pigeon.ir.program import Program
-from pigeon.runtime.graph import Graph
-from pigeon.runtime.layouts import graph_stats
-from pigeon.tracer import TraceError
+# the heavy imports (torch, the compiler) happen inside the commands: `pigeon --help` stays quick
+if TYPE_CHECKING:
+    from pigeon.compiler import CompiledFunction
+    from pigeon.ir.program import Program
+    from pigeon.runtime.graph import Graph
 
 
 class CLIError(Exception):
@@ -31,6 +25,9 @@ class CLIError(Exception):
 
 def demo_graph(num_ntypes: int = 3, num_etypes: int = 4) -> Graph:
     """A small fixed graph to trace programs on (programs do not depend on graph sizes)."""
+    import torch
+
+    from pigeon.runtime.graph import Graph
     gen = torch.Generator().manual_seed(0)
     n, e = 12, 40
     return Graph.from_edges(torch.randint(0, n, (e,), generator=gen), torch.randint(0, n, (e,), generator=gen),
@@ -39,6 +36,7 @@ def demo_graph(num_ntypes: int = 3, num_etypes: int = 4) -> Graph:
 
 def find_functions(target: str) -> list[CompiledFunction]:
     """The compiled functions named by an example model name, ``file.py`` or ``file.py:function``."""
+    from pigeon.compiler import CompiledFunction
     from pigeon.examples import MODELS
 
     path, wanted = target.rsplit(":", 1) if ".py:" in target else (target, "")
@@ -63,6 +61,7 @@ def find_functions(target: str) -> list[CompiledFunction]:
 
 
 def traced_program(fn: CompiledFunction, g: Graph, dtype: str, feats: int | None = None) -> Program:
+    import torch
     if fn.example_inputs is None:
         raise CLIError(f"{fn.name} has no example inputs to trace with: declare it as "
                        f"@pigeon.compile(example_inputs=lambda g: (...)) returning its arguments for graph g")
@@ -79,6 +78,14 @@ def load_graph(name: str | None, scale: float) -> Graph:
 
 
 def show(args: argparse.Namespace) -> None:
+    from pigeon.ir.cost import program_cost
+    from pigeon.ir.lower import lower
+    from pigeon.ir.passes import PASS_NAMES, differentiate, optimize, optimize_stages
+    from pigeon.ir.printer import format_program
+    from pigeon.runtime.layouts import graph_stats
+
+    if args.after is not None and args.after not in ("traced", *PASS_NAMES):
+        raise CLIError(f"--after {args.after}: no such stage; the stages are {', '.join(('traced', *PASS_NAMES))}")
     source = "cuda" if args.cuda else "cpp" if args.cpp else ""
     if source and args.all:
         raise CLIError(f"--{source} prints one translation unit, so one stage of the pipeline: "
@@ -125,6 +132,10 @@ STAGES = ("linear_reorder", "linear_merge", "compact")
 
 def cost(args: argparse.Namespace) -> None:
     """FLOPs and bytes of each model on each graph, with the rewrites switched on one by one."""
+    from pigeon.ir.cost import program_cost
+    from pigeon.ir.passes import differentiate, optimize
+    from pigeon.runtime.layouts import graph_stats
+
     print(f"Modelled cost per layer call, {args.feats} features in and out, float32 "
           f"(level-1 cost model; MFLOP / MB moved; x = reduction against unoptimised)")
     header = f"{'model':<6} {'graph':<8} {'mode':<6} {'passes':<16} {'MFLOP':>10} {'MB':>9} {'FLOP x':>7} {'bytes x':>7}"
@@ -155,7 +166,10 @@ def cost(args: argparse.Namespace) -> None:
 
 def kernels(args: argparse.Namespace) -> None:
     """Kernels per layer call, their modelled FLOPs and bytes, and the H100 roofline floor."""
+    from pigeon.ir.lower import lower
+    from pigeon.ir.passes import differentiate, optimize
     from pigeon.ir.roofline import H100, floor_seconds, kernel_cost
+    from pigeon.runtime.layouts import graph_stats
 
     print(f"Kernels per layer call ({args.feats} features, float32), cost model and {H100.name} roofline floor "
           f"({H100.bandwidth / 1e12:.2f} TB/s, {H100.flops['float32'] / 1e12:.0f} TFLOP/s fp32): modelled, not measured")
@@ -206,6 +220,8 @@ def _resources(plans) -> dict[str, str]:
 
 def tune(args: argparse.Namespace) -> None:
     """Tune a model on a graph, or show / clear the tuning cache."""
+    import torch
+
     from pigeon.runtime.tuner import Tuner
     from pigeon.runtime.tuning import CACHE
 
@@ -246,13 +262,17 @@ def _progress(items: list) -> object:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pigeon", description="Compile relational GNN layers.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser = argparse.ArgumentParser(prog="pigeon", description="Compile relational GNN layers.", parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("show", help="print the program of an example model or of a file's compiled functions")
+    p = sub.add_parser("show", parents=[common],
+                       help="print the program of an example model or of a file's compiled functions")
     p.add_argument("target", help="rgcn, rgat, hgt, path/to/file.py or path/to/file.py:function")
     p.add_argument("--dtype", default="float32", choices=["float16", "bfloat16", "float32", "float64"])
     p.add_argument("--loc", action="store_true", help="show the source line of every op")
-    p.add_argument("--after", choices=("traced", *PASS_NAMES), help="the program after this stage of the pipeline")
+    p.add_argument("--after", metavar="STAGE", help="the program after this stage of the pipeline: traced, or a pass "
+                   "that pigeon show --all lists")
     p.add_argument("--all", action="store_true", help="the program after every stage of the pipeline")
     p.add_argument("--backward", action="store_true", help="the (optimised) backward program")
     p.add_argument("--plans", action="store_true", help="the level-2 kernel plans, with the memory they store")
@@ -263,13 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=1.0, help="scale of the --dataset graph")
     p.add_argument("--feats", type=int, help="feature size of the example inputs")
     p.set_defaults(run=show)
-    c = sub.add_parser("cost", help="modelled FLOPs and bytes of the example models before and after the rewrites")
+    c = sub.add_parser("cost", parents=[common], help="modelled FLOPs and bytes of the example models before and after the rewrites")
     c.add_argument("models", nargs="*", default=["rgcn", "rgat", "hgt"])
     c.add_argument("--datasets", nargs="+", default=["aifb", "mutag"])
     c.add_argument("--scale", type=float, default=1.0)
     c.add_argument("--feats", type=int, default=64)
     c.set_defaults(run=cost)
-    k = sub.add_parser("kernels", help="kernels per layer call with their modelled cost and H100 roofline floor")
+    k = sub.add_parser("kernels", parents=[common], help="kernels per layer call with their modelled cost and H100 roofline floor")
     k.add_argument("models", nargs="*", default=["rgcn", "rgat", "hgt"])
     k.add_argument("--datasets", nargs="+", default=["aifb", "mutag", "biokg"])
     k.add_argument("--scale", type=float, default=1.0)
@@ -277,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("-v", "--verbose", action="store_true", help="one line per kernel")
     k.set_defaults(run=kernels)
     sub.add_parser("bench", help="time the layers beside DGL, PyG and PyTorch (pigeon bench --help)")
-    t = sub.add_parser("tune", help="find the fastest configuration of a model on a graph and remember it")
+    t = sub.add_parser("tune", parents=[common], help="find the fastest configuration of a model on a graph and remember it")
     t.add_argument("target", nargs="?", help="rgcn, rgat, hgt, file.py or file.py:function")
     t.add_argument("--dataset", help="the graph to tune on (a name of pigeon.datasets)")
     t.add_argument("--scale", type=float, default=1.0)
@@ -293,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; an error is one line on stderr and exit status 2 (--debug: the traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # the benchmark harness has its own options
         from pigeon.benchmarks.harness import main as bench
@@ -300,8 +321,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CLIError, TraceError) as err:
-        print(f"pigeon: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001 - every error of a command is reported the same way
+        if args.debug:
+            raise
+        lines = str(err).strip().splitlines()
+        message = lines[0] if lines else ""
+        if not isinstance(err, CLIError):
+            message = f"{type(err).__name__}: {message}" if message else type(err).__name__
+        print(f"pigeon: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -56,9 +56,31 @@ def test_show_all_prints_the_pass_names_disable_passes_takes(capsys):
     stages = [line.removeprefix("# after ") for line in out.splitlines() if line.startswith("# after ")]
     assert stages == ["traced", *PASS_NAMES]
     pigeon.disable_passes(*stages[1:]).close()  # each accepted
-    with pytest.raises(SystemExit):
-        main(["show", "hgt", "--after", "compaction"])
-    assert ", ".join(repr(name) for name in ("traced", *PASS_NAMES)) in capsys.readouterr().err
+    assert main(["show", "hgt", "--after", "compaction"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pigeon: error: --after compaction: no such stage")
+    assert ", ".join(("traced", *PASS_NAMES)) in err and len(err.splitlines()) == 1
+
+
+def test_every_error_is_one_line_with_status_2(capsys, tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise ValueError('bad module')\n")
+    for argv, start in ((["show", "nosuch"], "pigeon: error: 'nosuch' is neither an example model"),
+                        (["show", "rgcn", "--dataset", "aifbb"], "pigeon: error: DatasetError: unknown data set 'aifbb'"),
+                        (["show", str(broken)], "pigeon: error: ValueError: bad module"),
+                        (["tune", "rgcn"], "pigeon: error: pigeon tune MODEL needs --dataset")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(start) and len(err.splitlines()) == 1, err
+    with pytest.raises(ValueError, match="bad module"):
+        main(["show", str(broken), "--debug"])
+
+
+def test_help_imports_nothing_heavy():
+    import subprocess
+    import sys
+    code = "import sys, pigeon.cli; pigeon.cli.build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def nvrtc_compile(source, name):
