@@ -30,6 +30,8 @@ def _as_index(values: TensorLike, name: str, copy: bool = True) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
         t = values
     else:
+        if values is None or isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise GraphError(f"{name} must be a tensor, array or list of integer ids, got {type(values).__name__}")
         seq = list(values)
         try:
             t = torch.tensor(seq) if seq else torch.zeros(0, dtype=torch.int64)

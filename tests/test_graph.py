@@ -288,3 +288,11 @@ def test_dst_work_gives_every_destination_and_every_hub_edge_once(split):
     firsts = sorted({(int(chunks[b, 2]), int(chunks[b, 3])) for b in range(chunks.shape[0]) if chunks[b, 1] > 1})
     counts = [-(-int(degree[h]) // (rows_per_block * hub_degree)) for h in sorted(split_hubs)]
     assert firsts == [(k, sum(counts[:k])) for k in range(len(counts))]  # hub numbers, their first blocks
+
+
+@pytest.mark.parametrize("src, message", [(None, "src must be a tensor, array or list of integer ids, got NoneType"),
+                                          ("01", "src must be a tensor, array or list of integer ids, got str"),
+                                          (3, "src must be a tensor, array or list of integer ids, got int")])
+def test_from_edges_names_a_missing_or_wrong_argument(src, message):
+    with pytest.raises(pigeon.GraphError, match=message):
+        pigeon.Graph.from_edges(src, [0], [0], 2)
