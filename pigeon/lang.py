@@ -157,7 +157,10 @@ def concat(*xs: Any) -> Sym:
         xs = tuple(xs[0])
     tracer = current()
     syms = [tracer.as_sym(x) for x in xs]
-    return tracer.op(Op.CONCAT, syms)
+    domain = syms[0].domain
+    for x in syms[1:]:
+        domain = joint_domain(domain, x.domain)
+    return tracer.op(Op.CONCAT, [tracer.broadcast(x, domain) for x in syms])
 
 
 def where(cond: Any, a: Any, b: Any) -> Sym:

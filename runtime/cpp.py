@@ -49,7 +49,9 @@ class CppProgram:
     def _load(self, plans: PlanProgram) -> None:
         self.plans = plans
         self.source, self.kernels = render_module(plans, fallback=True)
-        library = load_library(self.source, plans.name, plans.format())
+        # a program with no generated kernel (it returns its inputs, say) compiles nothing
+        compiled = any(not isinstance(k, InterpretedKernel) for k in self.kernels)
+        library = load_library(self.source, plans.name, plans.format()) if compiled else None
         self.functions = []
         for kernel in self.kernels:
             if isinstance(kernel, InterpretedKernel):

@@ -103,3 +103,20 @@ def test_function_kernels_compile_with_nvrtc():
     for program in (grad.forward, grad.backward):
         source, kernels = render_module(lower(program))
         assert kernels and kernel_cache.compile_ptx(source, "compute_90", program.name).strip()
+
+
+def test_concat_broadcasts_a_global_value_and_a_program_without_kernels_runs():
+    from pigeon.lang import concat
+
+    @pigeon.compile
+    def joined(g, h, bias, training=True):
+        for n in g.nodes():
+            n.out = concat(h[n], bias) if training else h[n]
+        return n.out
+
+    g = random_graph(num_etypes=3, seed=0)
+    h, bias = torch.randn(40, 3, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
+    for name in ["reference", "cpp"]:
+        with pigeon.use_backend(name):
+            torch.testing.assert_close(joined(g, h, bias), torch.cat([h, bias.expand(40, 2)], 1), rtol=0, atol=0)
+            torch.testing.assert_close(joined(g, h, bias, training=False), h, rtol=0, atol=0)  # no kernel at all
