@@ -138,15 +138,18 @@ class _Fusion:
             for src, views in self.arg_sources(self.p.node(m)):
                 if src not in members:
                     continue
-                for v in views:  # a value of this kernel, read at another row: needs a global sync
-                    row_local = v.op in (Op.RESHAPE, Op.SLICE) or (
-                        space == "dst" and v.op == Op.GATHER and v.attrs["index"] == "dst"
-                        and self.p.node(v.args[0]).type.domain == Domain.DST)
-                    if not row_local:
-                        return False
+                if not all(self.row_local(v, space) for v in views):
+                    return False  # a value of this kernel, read at another row: needs a global sync
                 if self.scattered(src):
                     return False  # a scatter's result is only complete after the kernel
         return True
+
+    def row_local(self, view: Node, space: str) -> bool:
+        """Whether a kernel of ``space`` reads ``view`` of its own value at the row it computes it
+        (reshapes, slices; a destination's value on its incoming edges, per destination)."""
+        return view.op in (Op.RESHAPE, Op.SLICE) or (
+            space == "dst" and view.op == Op.GATHER and view.attrs["index"] == "dst"
+            and self.p.node(view.args[0]).type.domain == Domain.DST)
 
     def scattered(self, name: str) -> bool:
         """Whether value ``name`` is accumulated with atomics: complete only after its kernel."""
@@ -295,10 +298,11 @@ def lower(program: Program, dst_reductions: str = "segmented", horizontal: bool 
         for src, views in fusion.sources(out):
             if src in produced and not views:
                 needed_outside[produced[src]].add(src)
-            elif src in produced and not fusion.scattered(src):  # a view of a kernel's value: computed there
-                out_views[produced[src]] += views
+            elif src in produced and not fusion.scattered(src) and all(
+                    fusion.row_local(v, groups[produced[src]].space) for v in views):
+                out_views[produced[src]] += views  # a view of a kernel's value at its rows: computed there
                 needed_outside[produced[src]].add(out)
-            elif views:  # a view of an input, a degree or a scattered value: a copy kernel
+            elif views:  # a view of an input, a degree, a scattered value or of other rows: a copy kernel
                 if src in produced:
                     needed_outside[produced[src]].add(src)
                 extra.append((out, views))

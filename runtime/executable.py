@@ -78,16 +78,30 @@ class Executable:
         names = [n.name for n in self.forward.inputs]
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
             return self.run(self.forward, g, *tensors)
-        # a tensor without elements (a 0-column input, say) has an empty gradient: no program needed
-        wrt = tuple(n for n, t in zip(names, tensors) if t.requires_grad and t.numel())
+        # a tensor without elements (a 0-column input, say) has an empty gradient, one that no
+        # output depends on a zero gradient: no program is needed for them
+        wrt = tuple(n for n, t in zip(names, tensors) if t.requires_grad and t.numel() and n in self.reaching)
         return _ProgramFunction.apply(self, g, wrt, *tensors)
+
+    @functools.cached_property
+    def reaching(self) -> frozenset[str]:
+        """The inputs that some output depends on."""
+        seen: set[str] = set()
+        stack = list(self.forward.outputs)
+        while stack:
+            name = stack.pop()
+            if name not in seen:
+                seen.add(name)
+                stack += self.forward.node(name).args
+        return frozenset(n.name for n in self.forward.inputs if n.name in seen)
 
 
 class _ProgramFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, exe: Executable, g: Graph, wrt: tuple[str, ...], *tensors: torch.Tensor) -> Any:
-        ctx.empty = [(i, t.shape, t.dtype, t.device) for i, t in enumerate(tensors)
-                     if t.requires_grad and not t.numel()]
+        names = [n.name for n in exe.forward.inputs]
+        ctx.zero_grads = [(i, t.shape, t.dtype, t.device) for i, (name, t) in enumerate(zip(names, tensors))
+                          if t.requires_grad and name not in wrt]
         ctx.num_inputs = len(tensors)
         if not wrt:
             ctx.grad = None
@@ -105,7 +119,7 @@ class _ProgramFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, *grad_outputs: torch.Tensor) -> Any:
         result: list[torch.Tensor | None] = [None] * ctx.num_inputs
-        for position, shape, dtype, device in ctx.empty:
+        for position, shape, dtype, device in ctx.zero_grads:
             result[position] = torch.zeros(shape, dtype=dtype, device=device)
         grad: Gradient | None = ctx.grad
         if grad is None:

@@ -18,7 +18,7 @@ from pigeon.codegen import CodegenError, FallbackWarning, InterpretedKernel, ren
 from pigeon.codegen.traversal import TraversalKernel
 from pigeon.ir.lower import lower
 from pigeon.ir.plans import GemmSchedule, PlanProgram
-from pigeon.lang import concat, dot, leaky_relu, linear, mean, relu, sigmoid, softmax, sum
+from pigeon.lang import concat, dot, leaky_relu, linear, mean, relu, sigmoid, softmax, sum, tanh
 from pigeon.runtime import cpp_compiler
 from pigeon.runtime.executable import Executable
 from pigeon.runtime.layouts import graph_stats
@@ -194,6 +194,34 @@ def empty_dot(g, h, weight, attn):
     return n.out
 
 
+@pigeon.compile
+def unused_input(g, h, unused, weight):
+    """An input that reaches no output: its gradient is zero."""
+    for e in g.edges():
+        e.ignored = tanh(unused[e.dst])
+        e.msg = linear(h[e.src], weight[e.etype])
+    for n in g.dst_nodes():
+        n.out = sum(e.msg for e in n.incoming_edges())
+    return n.out
+
+
+@pigeon.compile
+def pair_value_per_edge(g, h):
+    """A value of (source, relation) pairs returned per edge (computed once per pair)."""
+    for e in g.edges():
+        e.out = tanh(h[e.src])
+    return e.out
+
+
+@pigeon.compile
+def global_value_per_node(g, h, c):
+    """A global value returned on every destination, beside a per-node one."""
+    for n in g.dst_nodes():
+        n.out = sigmoid(c)
+        n.other = h[n] * 2.0
+    return n.out, n.other
+
+
 # ---- their formulas, in plain PyTorch ----------------------------------------------------------
 
 def _mean(msg, g):
@@ -275,6 +303,18 @@ def f_empty_dot(g, h, weight, attn):
     return _mean(h[g.src], g)
 
 
+def f_unused_input(g, h, unused, weight):
+    return aggregate(per_edge_linear(h[g.src], weight[g.etype]), g.dst, g.num_dst_nodes)
+
+
+def f_pair_value_per_edge(g, h):
+    return torch.tanh(h[g.src])
+
+
+def f_global_value_per_node(g, h, c):
+    return torch.sigmoid(c).expand(g.num_dst_nodes, -1), h[: g.num_dst_nodes] * 2.0
+
+
 def arguments(name, g, feats=5, heads=3):
     """Seeded float64 arguments of form ``name`` on ``g``."""
     gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
@@ -298,6 +338,9 @@ def arguments(name, g, feats=5, heads=3):
         "empty_output": (rand(n, f), rand(r, f, 0)),
         "empty_middle": (rand(n, f), rand(r, f, 0), rand(r, 0, f), rand(r, f, f)),
         "empty_dot": (rand(n, f), rand(r, f, 0), rand(r, 0)),
+        "unused_input": (rand(n, f), rand(n, 2), rand(r, f, f)),
+        "pair_value_per_edge": (rand(n, f),),
+        "global_value_per_node": (rand(n, f), rand(2)),
     }[name]
 
 
@@ -307,8 +350,9 @@ FORMS = {fn.name: (fn, formula) for fn, formula in [
     (head_scale_edge, f_head_scale_edge), (mean_rgcn, f_mean_rgcn), (gate_output, f_gate_output),
     (empty_input, f_empty_input),
     (empty_output, f_empty_output)]}
-ZERO_WIDTH_FORMS = {fn.name: (fn, formula) for fn, formula in [
-    (empty_middle, f_empty_middle), (empty_dot, f_empty_dot)]}
+DEFAULT_ONLY_FORMS = {fn.name: (fn, formula) for fn, formula in [
+    (empty_middle, f_empty_middle), (empty_dot, f_empty_dot), (unused_input, f_unused_input),
+    (pair_value_per_edge, f_pair_value_per_edge), (global_value_per_node, f_global_value_per_node)]}
 
 
 # ---- running them ------------------------------------------------------------------------------
@@ -342,7 +386,7 @@ def executable(fn, g, args, config, backend):
 def check(name, g, config, backend):
     """Forward and the gradient of every input, in float64, against the form's formula. Kernels
     are rendered strictly: a fallback to torch ops fails the check."""
-    fn, formula = {**FORMS, **ZERO_WIDTH_FORMS}[name]
+    fn, formula = {**FORMS, **DEFAULT_ONLY_FORMS}[name]
     args = arguments(name, g)
     ours = [a.clone().requires_grad_() for a in args]
     theirs = [a.clone().requires_grad_() for a in args]
@@ -530,8 +574,17 @@ def test_zero_width_concat_part_works_or_names_the_argument(backend):
 
 
 @pytest.mark.parametrize("backend", ["reference"] + BACKENDS)
-@pytest.mark.parametrize("name", ["empty_input", "empty_output", *ZERO_WIDTH_FORMS])
+@pytest.mark.parametrize("name", ["empty_input", "empty_output", "empty_middle", "empty_dot"])
 def test_zero_width_features(name, backend):
     """0 columns in, out, in the middle, and in a dot product: a 0-element input's gradient is an
     empty tensor (no backward program is built for it)."""
     check(name, graph(), Config(), backend)
+
+
+@pytest.mark.parametrize("backend", ["reference"] + BACKENDS)
+@pytest.mark.parametrize("name", ["unused_input", "pair_value_per_edge", "global_value_per_node"])
+def test_outputs_at_other_rows_and_unused_inputs(name, backend):
+    """Outputs read through a gather from a kernel over other rows (pairs, one global row) are
+    copied by a kernel of their own rows; an input that reaches no output gets a zero gradient."""
+    check(name, graph(), Config(), backend)
+    check(name, graph(), Config(disabled=REWRITES), backend)

@@ -245,3 +245,21 @@ def test_an_output_view_of_a_scattered_value_is_copied_after_its_kernel():
     scatter, copy = plans.kernels
     assert scatter.strategy == Strategy.EDGE_PARALLEL and scatter.writes == ("s",)
     assert copy.strategy == Strategy.ROW_MAP and copy.writes == ("out",)
+
+
+def test_an_output_read_through_a_gather_is_copied_by_a_kernel_of_its_rows():
+    """A value of one global row returned on every destination: the kernel over global rows
+    cannot store it per destination; a copy kernel over the destinations does."""
+    program = parse_program(textwrap.dedent("""
+        program p
+          %c : global[2] f64 = input[position=0]()
+          %s : global[2] f64 = sigmoid(%c)
+          %out : dst[2] f64 = gather[index=all, to=dst](%s)
+          return %out
+        """))
+    first, copy = lower(program).kernels
+    assert (first.domain, first.writes) == (Domain.GLOBAL, ("s",))
+    assert (copy.domain, copy.writes) == (Domain.DST, ("out",))
+    g = GRAPHS["block"]()
+    c = torch.randn(2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    _same(run_plans(lower(program), g, c), execute(program, g, c))
