@@ -14,7 +14,7 @@ from pigeon.ir.types import Domain
 from .tracer import InputProxy, ParamRef, Sym, TraceError, current, joint_domain, tracing
 
 __all__ = ["linear", "dot", "softmax", "exp", "log", "sqrt", "relu", "leaky_relu", "sigmoid",
-           "tanh", "gelu", "abs", "elu", "softplus", "minimum", "maximum", "clamp", "sum", "mean", "max",
+           "tanh", "gelu", "abs", "elu", "softplus", "minimum", "maximum", "clamp", "sum", "mean", "max", "min",
            "concat", "reshape", "where", "dropout"]
 
 
@@ -200,10 +200,12 @@ def _aggregate(kind: str, items: Iterable[Any], fallback: Any) -> Any:
     if x.domain != Domain.EDGE:
         raise TraceError(f"{kind}(...) aggregates edge values into nodes; got a {x.domain.value} value")
     if seen[1] == "incoming":
+        if kind == "min":  # the smallest is minus the largest of the negated values
+            return -tracer.op(Op.REDUCE, [-x], {"index": "dst", "to": Domain.DST, "kind": "max"}, hint="min")
         return tracer.op(Op.REDUCE, [x], {"index": "dst", "to": Domain.DST, "kind": kind}, hint=f"{kind}")
     # over outgoing edges, into their source nodes
-    if kind == "max":
-        raise TraceError("max over n.outgoing_edges() is not supported; sum and mean are")
+    if kind in ("max", "min"):
+        raise TraceError(f"{kind} over n.outgoing_edges() is not supported; sum and mean are")
     if kind == "mean":
         x = x / tracer.degree("src")
     return tracer.op(Op.REDUCE, [x], {"index": "src", "to": Domain.NODE, "kind": "sum"}, hint=f"{kind}_out")
@@ -211,8 +213,8 @@ def _aggregate(kind: str, items: Iterable[Any], fallback: Any) -> Any:
 
 def _readout(tracer: Any, kind: str, x: Sym) -> Sym:
     """The sum or mean of ``x`` over all rows of its domain (0 where there are none)."""
-    if kind == "max":
-        raise TraceError("max over every node or edge is not supported; sum and mean are")
+    if kind in ("max", "min"):
+        raise TraceError(f"{kind} over every node or edge is not supported; sum and mean are")
     total = tracer.op(Op.REDUCE, [x], {"index": "all", "to": Domain.GLOBAL, "kind": "sum"}, hint=f"{kind}_all")
     if kind == "sum":
         return total
@@ -231,6 +233,13 @@ def mean(items: Iterable[Any]) -> Any:
     def fallback(values: list[Any]) -> Any:
         return builtins.sum(values) / len(values)
     return _aggregate("mean", items, fallback)
+
+
+def min(items: Iterable[Any], *args: Any, **kwargs: Any) -> Any:  # noqa: A001
+    """Smallest edge value over the incoming edges of each destination (zero where none)."""
+    if args or kwargs:
+        return builtins.min(items, *args, **kwargs)
+    return _aggregate("min", items, builtins.min)
 
 
 def max(items: Iterable[Any], *args: Any, **kwargs: Any) -> Any:  # noqa: A001

@@ -120,3 +120,36 @@ def test_concat_broadcasts_a_global_value_and_a_program_without_kernels_runs():
         with pigeon.use_backend(name):
             torch.testing.assert_close(joined(g, h, bias), torch.cat([h, bias.expand(40, 2)], 1), rtol=0, atol=0)
             torch.testing.assert_close(joined(g, h, bias, training=False), h, rtol=0, atol=0)  # no kernel at all
+
+
+@pigeon.compile
+def smallest(g, h, a):
+    for e in g.edges():
+        e.x = h[e.src] * a - h[e.dst]
+    for n in g.dst_nodes():
+        n.out = pigeon.lang.min(e.x for e in n.incoming_edges())
+    return n.out
+
+
+def smallest_formula(g, h, a):
+    x = h[g.src] * a - h[g.dst]
+    out = torch.full((g.num_dst_nodes, x.shape[1]), float("inf"), dtype=x.dtype)
+    out = out.scatter_reduce(0, g.dst[:, None].expand_as(x), x, "amin")
+    return torch.where(torch.isinf(out), torch.zeros_like(out), out)  # no incoming edge: 0
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_min_aggregation_matches_torch(graph, backend):  # noqa: F811
+    g = GRAPHS[graph]()
+    gen = torch.Generator().manual_seed(2)
+    leaves = [torch.randn(g.num_nodes, 3, dtype=torch.float64, generator=gen).round(decimals=1),  # ties too
+              torch.randn(3, dtype=torch.float64, generator=gen).round(decimals=1)]
+    ours = [x.clone().requires_grad_() for x in leaves]
+    refs = [x.clone().requires_grad_() for x in leaves]
+    with pigeon.use_backend(backend):
+        out = smallest(g, *ours)
+    ref = smallest_formula(g, *refs)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    up = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
+    for got, want in zip(torch.autograd.grad((out * up).sum(), ours), torch.autograd.grad((ref * up).sum(), refs)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
