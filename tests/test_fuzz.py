@@ -464,13 +464,17 @@ def make_inputs(program: FuzzProgram, g: pigeon.Graph, seed: int) -> list[torch.
 
 
 def inputs_reaching_outputs(program: Any) -> set[str]:
-    """The names of the inputs that some output depends on."""
+    """The names of the inputs that some output depends on differentiably (comparisons and the
+    condition of a select pass no gradient)."""
     seen, stack = set(), list(program.outputs)
     while stack:
         name = stack.pop()
         if name not in seen:
             seen.add(name)
-            stack.extend(program.node(name).args)
+            node = program.node(name)
+            if node.op.value in ("eq", "ne", "lt", "le", "gt", "ge"):
+                continue
+            stack.extend(node.args[1:] if node.op.value == "select" else node.args)
     return {n.name for n in program.inputs if n.name in seen}
 
 
