@@ -193,8 +193,22 @@ class Sym:
 
     __int__ = __index__ = __float__
 
-    def __getitem__(self, key: Any) -> Any:
-        raise TraceError("traced values cannot be indexed; use reshape, dot or linear instead")
+    def __getitem__(self, key: Any) -> "Sym":
+        """``x[..., a:b]`` (or ``x[a:b]`` for one axis): a range of the last feature axis."""
+        keys = key if isinstance(key, tuple) else (key,)
+        last = keys[-1] if keys else None
+        rest = keys[:-1]
+        if rest and rest[0] is Ellipsis:
+            rest = rest[1:]
+        full = all(isinstance(k, slice) and k == slice(None) for k in rest)
+        if not isinstance(last, slice) or not full or len(keys) > len(self.shape) + 1 or last.step not in (None, 1):
+            raise TraceError("a traced value can be sliced along its last feature axis only, with a step of 1: "
+                             "x[..., a:b] (for one element, x[..., i:i + 1])")
+        start, stop, _ = last.indices(self.shape[-1]) if self.shape else (0, 0, 1)
+        if stop <= start:
+            raise TraceError(f"x[..., {last.start}:{last.stop}] of a value with {self.shape[-1] if self.shape else 0} "
+                             f"columns is empty")
+        return self.tracer.op(Op.SLICE, [self], {"start": start, "stop": stop})
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -330,7 +344,7 @@ _COMPARISONS = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__")
 
 for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
               "__rtruediv__", "__neg__", "__pow__", "__rpow__", "__abs__", "__bool__", "__iter__", "__len__",
-              "__float__", "__int__", "__index__") + _COMPARISONS:
+              "__float__", "__int__", "__index__", "__getitem__") + _COMPARISONS:
     setattr(ParamRef, _name, _forward_to_value(_name))
 ParamRef.__hash__ = object.__hash__  # type: ignore[method-assign]
 
@@ -420,6 +434,8 @@ class InputProxy:
             return node_value
         if isinstance(key, EdgeProxy):
             return self.sym(Domain.EDGE, f"{self.name}[e]")
+        if isinstance(key, (slice, tuple)) or key is Ellipsis:  # a slice of a whole (global) tensor
+            return self.sym()[key]
         if isinstance(key, Selector):
             from pigeon.ir.indices import param_domain_of
             self.declare(param_domain_of(key.index), f"{self.name}[{key.text}]")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import pigeon
-from pigeon.lang import clamp, elu, maximum, minimum, softplus, sum
+from pigeon.lang import clamp, elu, linear, maximum, minimum, softplus, sum
 from random_graphs import random_graph
 from test_where import GRAPHS, backend  # noqa: F401 - the back-end fixture
 
@@ -153,3 +153,48 @@ def test_min_aggregation_matches_torch(graph, backend):  # noqa: F811
     up = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
     for got, want in zip(torch.autograd.grad((out * up).sum(), ours), torch.autograd.grad((ref * up).sum(), refs)):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pigeon.compile
+def sliced(g, h, W, bias):
+    for e in g.edges():
+        z = linear(h[e.src], W[e.etype]).reshape(2, 4)
+        e.m = z[..., 1:3] * bias[:2] + z[..., 3:4]
+    for n in g.dst_nodes():
+        n.out = sum(e.m for e in n.incoming_edges()).reshape(4) + h[n][1:5]
+    return n.out
+
+
+def sliced_formula(g, h, W, bias):
+    z = torch.bmm(h[g.src].unsqueeze(1), W[g.etype]).squeeze(1).reshape(-1, 2, 4)
+    m = z[..., 1:3] * bias[:2] + z[..., 3:4]
+    agg = torch.zeros(g.num_dst_nodes, 2, 2, dtype=h.dtype).index_add(0, g.dst, m)
+    return agg.reshape(-1, 4) + h[: g.num_dst_nodes, 1:5]
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_slices_match_torch(graph, backend):  # noqa: F811
+    g = GRAPHS[graph]()
+    gen = torch.Generator().manual_seed(3)
+    leaves = [torch.randn(g.num_nodes, 6, dtype=torch.float64, generator=gen),
+              torch.randn(max(g.num_etypes, 1), 6, 8, dtype=torch.float64, generator=gen),
+              torch.randn(3, dtype=torch.float64, generator=gen)]
+    ours = [x.clone().requires_grad_() for x in leaves]
+    refs = [x.clone().requires_grad_() for x in leaves]
+    with pigeon.use_backend(backend):
+        out = sliced(g, *ours)
+    ref = sliced_formula(g, *refs)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    up = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
+    for got, want in zip(torch.autograd.grad((out * up).sum(), ours), torch.autograd.grad((ref * up).sum(), refs)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_other_indexing_is_refused():
+    @pigeon.compile
+    def f(g, h):
+        for n in g.nodes():
+            n.out = h[n][::2]
+        return n.out
+    with pytest.raises(pigeon.TraceError, match="sliced along its last feature axis only"):
+        f(random_graph(num_etypes=3, seed=0), torch.randn(40, 4))

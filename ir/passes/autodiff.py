@@ -252,7 +252,17 @@ def _concat(b: _Backward, n: Node, g: str) -> list:
 
 
 def _slice(b: _Backward, n: Node, g: str) -> list:
-    raise AutodiffError("no derivative rule for slice in forward programs")
+    """The gradient fills the slice's columns and is zero in the others (concatenated around it)."""
+    x = n.args[0]
+    x_type = b.fwd.node(x).type
+    start, stop, width = n.attrs["start"], n.attrs["stop"], x_type.shape[-1]
+
+    def zeros(lo: int, hi: int) -> str:  # zeros shaped as columns lo:hi of x (x itself is not read)
+        columns = b.emit(Op.SLICE, [b.value(x)], "zero", start=lo, stop=hi)
+        like = b.type(columns)
+        return b.emit(Op.SELECT, [b.constant(1.0, like), b.constant(0.0, like), columns], "zero")
+    pieces = ([zeros(0, start)] if start > 0 else []) + [g] + ([zeros(stop, width)] if stop < width else [])
+    return [(0, b.emit(Op.CONCAT, pieces, "d") if len(pieces) > 1 else g)]
 
 
 RULES: dict[Op, Rule] = {
