@@ -154,3 +154,42 @@ def test_dgl_typed_linear(regularizer):
     types = torch.randint(0, 5, (30,), generator=torch.Generator().manual_seed(1))
     x = torch.randn(30, 6, dtype=torch.float64)
     compare(ours, theirs, lambda v: ours(v, types), lambda v: theirs(v, types), x)
+
+
+FILM_CONFIGS = {"relations": {"num_relations": 12}, "one_relation": {"num_relations": 1},
+                "no_act": {"num_relations": 12, "act": None}}
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+@pytest.mark.parametrize("config", FILM_CONFIGS)
+def test_pyg_film(config, graph):
+    src, dst, etype, n = GRAPHS[graph]
+    kwargs = FILM_CONFIGS[config]
+    theirs = pyg_nn.FiLMConv(6, 4, **kwargs).double()
+    randomise(theirs, torch.Generator().manual_seed(3))
+    ours = ppyg.FiLMConv(6, 4, **kwargs).double()
+    ours.load_state_dict(theirs.state_dict())
+    edge_index = torch.stack([src, dst])
+    x = torch.randn(n, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    compare(ours, theirs, lambda v: ours(v, edge_index, etype), lambda v: theirs(v, edge_index, etype), x)
+
+
+HEAT_CONFIGS = {"concat": {}, "mean_heads": {"concat": False}, "no_root_no_bias": {"root_weight": False, "bias": False}}
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+@pytest.mark.parametrize("config", HEAT_CONFIGS)
+def test_pyg_heat(config, graph):
+    src, dst, etype, n = GRAPHS[graph]
+    gen = torch.Generator().manual_seed(5)
+    node_type = torch.randint(0, 3, (n,), generator=gen)
+    edge_attr = torch.randn(src.numel(), 2, dtype=torch.float64, generator=gen)
+    args = (6, 4, 3, 12, 5, 2, 3)
+    theirs = pyg_nn.HEATConv(*args, heads=2, **HEAT_CONFIGS[config]).double()
+    randomise(theirs, torch.Generator().manual_seed(6))
+    ours = ppyg.HEATConv(*args, heads=2, **HEAT_CONFIGS[config]).double()
+    ours.load_state_dict(theirs.state_dict())
+    edge_index = torch.stack([src, dst])
+    x = torch.randn(n, 6, dtype=torch.float64, generator=gen)
+    compare(ours, theirs, lambda v: ours(v, edge_index, node_type, etype, edge_attr),
+            lambda v: theirs(v, edge_index, node_type, etype, edge_attr), x)
