@@ -9,7 +9,7 @@ import math
 import torch
 
 import pigeon
-from pigeon.lang import dot, linear, sigmoid, softmax, sum
+from pigeon.lang import dot, dropout, linear, sigmoid, softmax, sum
 
 
 def example_inputs(g, feats=16, heads=2, dtype=torch.float32):
@@ -26,7 +26,7 @@ def example_inputs(g, feats=16, heads=2, dtype=torch.float32):
 
 @pigeon.compile(example_inputs=example_inputs)
 def hgt(g, h, k_weight, q_weight, v_weight, relation_att, relation_msg, relation_pri,
-        out_weight, skip=None, residual_w=None):
+        out_weight, skip=None, residual_w=None, p=0.0, training=False):
     heads, size = relation_att.shape[1], relation_att.shape[-1]
     for n in g.nodes():
         n.k = linear(h[n], k_weight[n.ntype]).reshape(heads, size)
@@ -40,7 +40,7 @@ def hgt(g, h, k_weight, q_weight, v_weight, relation_att, relation_msg, relation
         e.msg = linear(e.src.v, relation_msg[e.etype])
     for n in g.dst_nodes():
         agg = sum(softmax(e.score) * e.msg for e in n.incoming_edges()).reshape(heads * size)
-        out = linear(agg, out_weight[n.ntype])
+        out = dropout(linear(agg, out_weight[n.ntype]), p, training)  # as DGL's HGTConv: nothing without p
         if skip is not None:
             gate = sigmoid(skip[n.ntype])
             x = h[n] if residual_w is None else linear(h[n], residual_w)

@@ -193,3 +193,35 @@ def test_pyg_heat(config, graph):
     x = torch.randn(n, 6, dtype=torch.float64, generator=gen)
     compare(ours, theirs, lambda v: ours(v, edge_index, node_type, etype, edge_attr),
             lambda v: theirs(v, edge_index, node_type, etype, edge_attr), x)
+
+
+HGT_CONFIGS = {"plain": {"dropout": 0.0}, "norm": {"dropout": 0.0, "use_norm": True},
+               "residual": {"dropout": 0.0, "in_size": 5}}
+
+
+@pytest.mark.parametrize("graph", DGL_CASES)
+@pytest.mark.parametrize("config", HGT_CONFIGS)
+def test_dgl_hgt(config, graph):
+    g, etype = DGL_CASES[graph]
+    kwargs = dict(HGT_CONFIGS[config])
+    in_size = kwargs.pop("in_size", 6)
+    theirs = dgl.nn.HGTConv(in_size, 3, 2, 3, 12, **kwargs).double()
+    randomise(theirs, torch.Generator().manual_seed(5))
+    ours = pdgl.HGTConv(in_size, 3, 2, 3, 12, **kwargs).double()
+    ours.load_state_dict(theirs.state_dict())
+    ntype = torch.randint(0, 3, (g.num_src_nodes(),), generator=torch.Generator().manual_seed(2))
+    x = torch.randn(g.num_src_nodes(), in_size, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    compare(ours, theirs, lambda v: ours(g, v, ntype, etype), lambda v: theirs(g, v, ntype, etype), x)
+
+
+def test_dgl_hgt_dropout_draws_as_dgl():
+    g, etype = DGL_CASES["random"]
+    theirs = dgl.nn.HGTConv(6, 3, 2, 3, 12, dropout=0.3).double()
+    ours = pdgl.HGTConv(6, 3, 2, 3, 12, dropout=0.3).double()
+    ours.load_state_dict(theirs.state_dict())
+    ntype = torch.randint(0, 3, (g.num_src_nodes(),), generator=torch.Generator().manual_seed(2))
+    x = torch.randn(g.num_src_nodes(), 6, dtype=torch.float64)
+    torch.manual_seed(11)
+    want = theirs(g, x, ntype, etype)
+    torch.manual_seed(11)
+    torch.testing.assert_close(ours(g, x, ntype, etype), want, rtol=1e-10, atol=1e-10)

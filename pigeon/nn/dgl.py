@@ -135,3 +135,49 @@ class RelGraphConv(PigeonLayer):
         if self.activation:
             h = self.activation(h)
         return self.dropout(h)
+
+
+class HGTConv(PigeonLayer):
+    """DGL's ``HGTConv``: ``linear_k``, ``linear_q``, ``linear_v``, ``linear_a`` (TypedLinear per
+    node type), ``relation_pri``, ``relation_att``, ``relation_msg`` (per head), ``skip``,
+    ``residual_w`` (when in_size != heads x head_size) and ``norm`` (``use_norm``), called as
+    ``conv(g, x, ntype, etype, presorted=False)``; dropout after ``linear_a``, as DGL's."""
+
+    def __init__(self, in_size: int, head_size: int, num_heads: int, num_ntypes: int, num_etypes: int,
+                 dropout: float = 0.2, use_norm: bool = False):
+        super().__init__()
+        self.in_size, self.head_size, self.num_heads = in_size, head_size, num_heads
+        self.num_ntypes, self.num_etypes, self.use_norm = num_ntypes, num_etypes, use_norm
+        width = head_size * num_heads
+        self.linear_k = TypedLinear(in_size, width, num_ntypes)
+        self.linear_q = TypedLinear(in_size, width, num_ntypes)
+        self.linear_v = TypedLinear(in_size, width, num_ntypes)
+        self.linear_a = TypedLinear(width, width, num_ntypes)
+        self.relation_pri = nn.ParameterList([nn.Parameter(torch.ones(num_etypes)) for _ in range(num_heads)])
+        self.relation_att = nn.ModuleList(TypedLinear(head_size, head_size, num_etypes) for _ in range(num_heads))
+        self.relation_msg = nn.ModuleList(TypedLinear(head_size, head_size, num_etypes) for _ in range(num_heads))
+        self.skip = nn.Parameter(torch.ones(num_ntypes))
+        self.drop = nn.Dropout(dropout)
+        if use_norm:
+            self.norm = nn.LayerNorm(width)
+        if in_size != width:
+            self.residual_w = nn.Parameter(torch.empty(in_size, width))
+            nn.init.xavier_uniform_(self.residual_w)
+        self._graphs = LastGraph()
+
+    def forward(self, g: Any, x: torch.Tensor, ntype: torch.Tensor, etype: torch.Tensor, *,
+                presorted: bool = False) -> torch.Tensor:
+        from pigeon.examples.hgt import hgt
+
+        src, dst = g.edges()
+        ntype, etype = torch.as_tensor(ntype), torch.as_tensor(etype)
+        graph = self._graphs.get((src, dst, etype, ntype), (g.num_src_nodes(), g.num_dst_nodes()), lambda: Graph.from_edges(
+            src, dst, etype, g.num_src_nodes(), ntype, num_dst_nodes=g.num_dst_nodes(), num_etypes=self.num_etypes,
+            num_ntypes=self.num_ntypes))
+        relation_att = torch.stack([m.W for m in self.relation_att], 1)  # [R, H, d, d]: one matrix per head
+        relation_msg = torch.stack([m.W for m in self.relation_msg], 1)
+        relation_pri = torch.stack(list(self.relation_pri), 1)  # [R, H]
+        h = self._run(hgt, graph, x, self.linear_k.W, self.linear_q.W, self.linear_v.W, relation_att, relation_msg,
+                      relation_pri, self.linear_a.W, self.skip, getattr(self, "residual_w", None),
+                      p=float(self.drop.p), training=self.training)
+        return self.norm(h) if self.use_norm else h
