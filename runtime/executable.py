@@ -78,8 +78,8 @@ class Executable:
         names = [n.name for n in self.forward.inputs]
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
             return self.run(self.forward, g, *tensors)
-        # a tensor without elements (a 0-column input, say) has an empty gradient, one that no
-        # output depends on a zero gradient: no program is needed for them
+        # a tensor without elements (a 0-column input, say) has an empty gradient, and an input
+        # that no output depends on has a zero one: no backward program is built for them
         wrt = tuple(n for n, t in zip(names, tensors) if t.requires_grad and t.numel() and n in self.reaching)
         return _ProgramFunction.apply(self, g, wrt, *tensors)
 
