@@ -26,7 +26,10 @@ def example_inputs(g, feats=16, heads=2, dtype=torch.float32):
 
 @pigeon.compile(example_inputs=example_inputs)
 def hgt(g, h, k_weight, q_weight, v_weight, relation_att, relation_msg, relation_pri,
-        out_weight, skip=None, residual_w=None, p=0.0, training=False):
+        out_weight, skip=None, residual_w=None, p=0.0, training=False, edge_weight=None,
+        return_attention=False):
+    """``edge_weight`` ([E, 1]) scales each edge's attention after the softmax; ``return_attention``
+    also returns the attention [E, H]."""
     heads, size = relation_att.shape[1], relation_att.shape[-1]
     for n in g.nodes():
         n.k = linear(h[n], k_weight[n.ntype]).reshape(heads, size)
@@ -39,11 +42,18 @@ def hgt(g, h, k_weight, q_weight, v_weight, relation_att, relation_msg, relation
         e.score = dot(key, e.dst.q) * prior / math.sqrt(size)
         e.msg = linear(e.src.v, relation_msg[e.etype])
     for n in g.dst_nodes():
-        agg = sum(softmax(e.score) * e.msg for e in n.incoming_edges()).reshape(heads * size)
+        if edge_weight is None:
+            agg = sum(softmax(e.score) * e.msg for e in n.incoming_edges()).reshape(heads * size)
+        else:
+            agg = sum(softmax(e.score) * edge_weight[e] * e.msg for e in n.incoming_edges()).reshape(heads * size)
         out = dropout(linear(agg, out_weight[n.ntype]), p, training)  # as DGL's HGTConv: nothing without p
         if skip is not None:
             gate = sigmoid(skip[n.ntype])
             x = h[n] if residual_w is None else linear(h[n], residual_w)
             out = gate * out + (1 - gate) * x
         n.out = out
+    if return_attention:
+        for e in g.edges():
+            e.attention = softmax(e.score).reshape(heads)
+        return n.out, e.attention
     return n.out

@@ -43,20 +43,22 @@ def rgcn(g, h, weight, loop_weight=None, bias=None, edge_weight=None, aggr="mean
     return out
 
 
-def rgat(g, h, weight, attn_src, attn_dst, bias=None, negative_slope=0.2):
+def rgat(g, h, weight, attn_src, attn_dst, bias=None, negative_slope=0.2, edge_weight=None, return_attention=False):
     src, dst, et = g.src, g.dst, g.etype
     heads, size = attn_src.shape[1:]
     z = per_edge_linear(h[src], weight[et]).reshape(-1, heads, size)
     z_dst = per_edge_linear(h[dst], weight[et]).reshape(-1, heads, size)
     score = (z * attn_src[et]).sum(-1) + (z_dst * attn_dst[et]).sum(-1)
     score = torch.nn.functional.leaky_relu(score, negative_slope)
-    alpha = dst_softmax(score, dst, g.num_dst_nodes)
+    attention = dst_softmax(score, dst, g.num_dst_nodes)
+    alpha = attention if edge_weight is None else attention * edge_weight.reshape(-1, 1)
     out = aggregate(alpha.unsqueeze(-1) * z, dst, g.num_dst_nodes).reshape(g.num_dst_nodes, heads * size)
-    return out + bias if bias is not None else out
+    out = out + bias if bias is not None else out
+    return (out, attention) if return_attention else out
 
 
 def hgt(g, h, k_weight, q_weight, v_weight, relation_att, relation_msg, relation_pri, out_weight,
-        skip=None, residual_w=None):
+        skip=None, residual_w=None, edge_weight=None, return_attention=False):
     src, dst, et, nt = g.src, g.dst, g.etype, g.ntype
     heads, size = relation_att.shape[1], relation_att.shape[-1]
     k = per_edge_linear(h[src], k_weight[nt[src]]).reshape(-1, heads, size)
@@ -65,12 +67,13 @@ def hgt(g, h, k_weight, q_weight, v_weight, relation_att, relation_msg, relation
     key = per_edge_linear(k, relation_att[et])
     score = (key * q).sum(-1) * relation_pri[et] / math.sqrt(size)
     msg = per_edge_linear(v, relation_msg[et])
-    alpha = dst_softmax(score, dst, g.num_dst_nodes)
+    attention = dst_softmax(score, dst, g.num_dst_nodes)
+    alpha = attention if edge_weight is None else attention * edge_weight.reshape(-1, 1)
     agg = aggregate(alpha.unsqueeze(-1) * msg, dst, g.num_dst_nodes).reshape(g.num_dst_nodes, heads * size)
     nd = g.num_dst_nodes
     out = per_edge_linear(agg, out_weight[nt[:nd]])
-    if skip is None:
-        return out
-    gate = torch.sigmoid(skip[nt[:nd]]).unsqueeze(-1)
-    x = h[:nd] if residual_w is None else h[:nd] @ residual_w
-    return gate * out + (1 - gate) * x
+    if skip is not None:
+        gate = torch.sigmoid(skip[nt[:nd]]).unsqueeze(-1)
+        x = h[:nd] if residual_w is None else h[:nd] @ residual_w
+        out = gate * out + (1 - gate) * x
+    return (out, attention) if return_attention else out

@@ -70,6 +70,33 @@ class PigeonLayer(nn.Module):
         self.last_executable = fn.last_executable
         return out
 
+    def _set_output(self, out_feats: int, dropout: float, activation: Any, layer_norm: bool) -> None:
+        """What every pigeon.nn layer may do to its output: layer norm, then activation, then dropout."""
+        if activation is not None and not callable(activation):
+            raise TypeError(f"activation must be callable (torch.relu, nn.ReLU(), ...), got {type(activation).__name__}")
+        self.activation = activation
+        self.norm = nn.LayerNorm(out_feats) if layer_norm else None
+        self.dropout = nn.Dropout(dropout)
+
+    def _finish(self, out: torch.Tensor) -> torch.Tensor:
+        if self.norm is not None:
+            out = self.norm(out)
+        if self.activation is not None:
+            out = self.activation(out)
+        return self.dropout(out)
+
+
+def _edge_weight(edge_weight: torch.Tensor | None, g: Graph) -> torch.Tensor | None:
+    """One weight per edge as [E, 1] (from [E] or [E, 1]); a clear error otherwise."""
+    if edge_weight is None:
+        return None
+    if edge_weight.dim() == 1:
+        edge_weight = edge_weight.unsqueeze(-1)
+    if tuple(edge_weight.shape) != (g.num_edges, 1):
+        raise GraphError(f"edge_weight has shape {list(edge_weight.shape)}; expected "
+                         f"[{g.num_edges}] or [{g.num_edges}, 1], one weight per edge")
+    return edge_weight
+
 
 class RGCNConv(PigeonLayer):
     """``out_v = sum_r AGG_{u in N_r(v)} h_u W_r + h_v loop_weight + bias``.
@@ -79,8 +106,10 @@ class RGCNConv(PigeonLayer):
     """
 
     def __init__(self, in_feats: int, out_feats: int, num_rels: int, aggr: str = "mean",
-                 self_loop: bool = True, bias: bool = True):
+                 self_loop: bool = True, bias: bool = True, dropout: float = 0.0, activation: Any = None,
+                 layer_norm: bool = False):
         super().__init__()
+        self._set_output(out_feats, dropout, activation, layer_norm)
         if aggr not in ("mean", "sum"):
             raise ValueError(f"aggr must be 'mean' or 'sum', got {aggr!r}")
         self.in_feats, self.out_feats, self.num_rels, self.aggr = in_feats, out_feats, num_rels, aggr
@@ -101,15 +130,9 @@ class RGCNConv(PigeonLayer):
         """``h``: [num_nodes, in] features, or a dict of them per node type (the output follows)."""
         g = as_graph(g)
         _check_types(self, g, num_rels=self.num_rels)
-        if edge_weight is not None:
-            if edge_weight.dim() == 1:
-                edge_weight = edge_weight.unsqueeze(-1)
-            if tuple(edge_weight.shape) != (g.num_edges, 1):
-                raise GraphError(f"edge_weight has shape {list(edge_weight.shape)}; expected "
-                                 f"[{g.num_edges}] or [{g.num_edges}, 1], one weight per edge")
         out = self._run(rgcn, g, _packed(g, h), _per_type(self.weight, g.num_etypes), self.loop_weight,
-                        self.bias, edge_weight, aggr=self.aggr)
-        return _unpacked(g, out, h)
+                        self.bias, _edge_weight(edge_weight, g), aggr=self.aggr)
+        return _unpacked(g, self._finish(out), h)
 
     def extra_repr(self) -> str:
         return f"{self.in_feats}, {self.out_feats}, num_rels={self.num_rels}, aggr={self.aggr!r}"
@@ -124,8 +147,10 @@ class RGATConv(PigeonLayer):
     """
 
     def __init__(self, in_feats: int, out_feats: int, num_rels: int, num_heads: int = 1,
-                 negative_slope: float = 0.2, bias: bool = True):
+                 negative_slope: float = 0.2, bias: bool = True, dropout: float = 0.0, activation: Any = None,
+                 layer_norm: bool = False):
         super().__init__()
+        self._set_output(num_heads * out_feats, dropout, activation, layer_norm)
         self.in_feats, self.out_feats, self.num_rels = in_feats, out_feats, num_rels
         self.num_heads, self.negative_slope = num_heads, negative_slope
         self.weight = nn.Parameter(torch.empty(num_rels, in_feats, num_heads * out_feats))
@@ -141,14 +166,19 @@ class RGATConv(PigeonLayer):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def forward(self, g: Any, h: Any) -> Any:
-        """``h``: [num_nodes, in] features, or a dict of them per node type (the output follows)."""
+    def forward(self, g: Any, h: Any, edge_weight: torch.Tensor | None = None, return_attention: bool = False) -> Any:
+        """``h``: [num_nodes, in] features, or a dict of them per node type (the output follows).
+        ``edge_weight`` ([E] or [E, 1]) scales each edge's attention after the softmax;
+        ``return_attention`` also returns the attention [E, H]."""
         g = as_graph(g)
         _check_types(self, g, num_rels=self.num_rels)
         r = g.num_etypes
         out = self._run(rgat, g, _packed(g, h), _per_type(self.weight, r), _per_type(self.attn_src, r),
-                        _per_type(self.attn_dst, r), self.bias, negative_slope=self.negative_slope)
-        return _unpacked(g, out, h)
+                        _per_type(self.attn_dst, r), self.bias, negative_slope=self.negative_slope,
+                        edge_weight=_edge_weight(edge_weight, g), return_attention=return_attention)
+        out, attention = out if return_attention else (out, None)
+        out = _unpacked(g, self._finish(out), h)
+        return (out, attention) if return_attention else out
 
     def extra_repr(self) -> str:
         return f"{self.in_feats}, {self.out_feats}, num_rels={self.num_rels}, num_heads={self.num_heads}"
@@ -161,8 +191,10 @@ class HGTConv(PigeonLayer):
     """
 
     def __init__(self, in_feats: int, head_size: int, num_heads: int, num_ntypes: int,
-                 num_rels: int, use_skip: bool = True):
+                 num_rels: int, use_skip: bool = True, dropout: float = 0.0, activation: Any = None,
+                 layer_norm: bool = False):
         super().__init__()
+        self._set_output(num_heads * head_size, dropout, activation, layer_norm)
         self.in_feats, self.head_size, self.num_heads = in_feats, head_size, num_heads
         self.num_ntypes, self.num_rels, self.use_skip = num_ntypes, num_rels, use_skip
         hd = num_heads * head_size
@@ -190,16 +222,21 @@ class HGTConv(PigeonLayer):
         if self.residual_w is not None:
             nn.init.xavier_uniform_(self.residual_w)
 
-    def forward(self, g: Any, h: Any) -> Any:
-        """``h``: [num_nodes, in] features, or a dict of them per node type (the output follows)."""
+    def forward(self, g: Any, h: Any, edge_weight: torch.Tensor | None = None, return_attention: bool = False) -> Any:
+        """``h``: [num_nodes, in] features, or a dict of them per node type (the output follows).
+        ``edge_weight`` ([E] or [E, 1]) scales each edge's attention after the softmax;
+        ``return_attention`` also returns the attention [E, H]."""
         g = as_graph(g)
         _check_types(self, g, num_rels=self.num_rels, num_ntypes=self.num_ntypes)
         r, t = g.num_etypes, g.num_ntypes
         out = self._run(hgt, g, _packed(g, h), _per_type(self.k_weight, t), _per_type(self.q_weight, t),
                         _per_type(self.v_weight, t), _per_type(self.relation_att, r),
                         _per_type(self.relation_msg, r), _per_type(self.relation_pri, r),
-                        _per_type(self.out_weight, t), _per_type(self.skip, t), self.residual_w)
-        return _unpacked(g, out, h)
+                        _per_type(self.out_weight, t), _per_type(self.skip, t), self.residual_w,
+                        edge_weight=_edge_weight(edge_weight, g), return_attention=return_attention)
+        out, attention = out if return_attention else (out, None)
+        out = _unpacked(g, self._finish(out), h)
+        return (out, attention) if return_attention else out
 
     def extra_repr(self) -> str:
         return (f"{self.in_feats}, head_size={self.head_size}, num_heads={self.num_heads}, "
