@@ -51,7 +51,8 @@ def edge_case_graph(kind: str, seed: int = 0) -> pigeon.Graph:
         return pigeon.Graph.from_edges([], [], [], n, ints(2, n), num_etypes=3, num_ntypes=2)
     if kind == "empty_relations":  # edges of types 0 and 5 only, out of 9
         n, e = 6, 14
-        return pigeon.Graph.from_edges(ints(n, e), ints(n, e), ints(2, e) * 5, n, ints(2, n), num_etypes=9, num_ntypes=2)
+        return pigeon.Graph.from_edges(ints(n, e), ints(n, e), ints(2, e) * 5, n, ints(2, n), num_etypes=9,
+                                       num_ntypes=2)
     if kind == "isolated":  # nodes 5.. have no edges at all
         n, e = 9, 12
         return pigeon.Graph.from_edges(ints(5, e), ints(5, e), ints(3, e), n, ints(3, n), num_etypes=3, num_ntypes=3)
@@ -71,7 +72,8 @@ def edge_case_graph(kind: str, seed: int = 0) -> pigeon.Graph:
         return pigeon.Graph.from_edges(src, dst, ints(4, heavy + light), n, ints(2, n), num_etypes=4, num_ntypes=2)
     if kind == "thousand_relations":
         n, e = 10, 25
-        return pigeon.Graph.from_edges(ints(n, e), ints(n, e), ints(1000, e), n, ints(3, n), num_etypes=1000, num_ntypes=3)
+        return pigeon.Graph.from_edges(ints(n, e), ints(n, e), ints(1000, e), n, ints(3, n), num_etypes=1000,
+                                       num_ntypes=3)
     if kind == "block":  # 4 destination nodes, 10 nodes in all
         n, nd, e = 10, 4, 20
         return pigeon.Graph.from_edges(ints(n, e), ints(nd, e), ints(3, e), n, ints(2, n), num_etypes=3,
