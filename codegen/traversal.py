@@ -482,8 +482,8 @@ class TraversalKernel(KernelBuilder):
         last = reductions[-1].name if reductions else None
         if not (self.cpu and edge_targets and last and self._independent_of(edge_targets, last)):
             last = None
-        if last in {agg for agg, _, _ in weighted.values()}:
-            last = None  # the edge outputs need the final sum of the softmax: a pass of their own
+        if last in in_online_pass:
+            last = None  # computed in an online softmax's pass (its edge outputs would need its final sum)
         for node in self.computed():
             if node.name in in_online_pass:
                 continue  # computed in one pass with its maximum

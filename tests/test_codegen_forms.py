@@ -222,6 +222,17 @@ def global_value_per_node(g, h, c):
     return n.out, n.other
 
 
+@pigeon.compile
+def edge_output_beside_softmax(g, h, t, x):
+    """An edge output in the per-destination kernel that a softmax (dead code without dce) brings."""
+    for e in g.edges():
+        e.kept = t[e.dst.ntype] * 0.5
+        e.dead = softmax(h[e.src])
+    for n in g.dst_nodes():
+        n.out = tanh(x[n])
+    return n.out, e.kept
+
+
 # ---- their formulas, in plain PyTorch ----------------------------------------------------------
 
 def _mean(msg, g):
@@ -315,6 +326,10 @@ def f_global_value_per_node(g, h, c):
     return torch.sigmoid(c).expand(g.num_dst_nodes, -1), h[: g.num_dst_nodes] * 2.0
 
 
+def f_edge_output_beside_softmax(g, h, t, x):
+    return torch.tanh(x[: g.num_dst_nodes]), t[g.ntype[g.dst]] * 0.5
+
+
 def arguments(name, g, feats=5, heads=3):
     """Seeded float64 arguments of form ``name`` on ``g``."""
     gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
@@ -341,6 +356,7 @@ def arguments(name, g, feats=5, heads=3):
         "unused_input": (rand(n, f), rand(n, 2), rand(r, f, f)),
         "pair_value_per_edge": (rand(n, f),),
         "global_value_per_node": (rand(n, f), rand(2)),
+        "edge_output_beside_softmax": (rand(n, 2), rand(t, 2), rand(n, 3)),
     }[name]
 
 
@@ -352,7 +368,8 @@ FORMS = {fn.name: (fn, formula) for fn, formula in [
     (empty_output, f_empty_output)]}
 DEFAULT_ONLY_FORMS = {fn.name: (fn, formula) for fn, formula in [
     (empty_middle, f_empty_middle), (empty_dot, f_empty_dot), (unused_input, f_unused_input),
-    (pair_value_per_edge, f_pair_value_per_edge), (global_value_per_node, f_global_value_per_node)]}
+    (pair_value_per_edge, f_pair_value_per_edge), (global_value_per_node, f_global_value_per_node),
+    (edge_output_beside_softmax, f_edge_output_beside_softmax)]}
 
 
 # ---- running them ------------------------------------------------------------------------------
@@ -588,3 +605,10 @@ def test_outputs_at_other_rows_and_unused_inputs(name, backend):
     copied by a kernel of their own rows; an input that reaches no output gets a zero gradient."""
     check(name, graph(), Config(), backend)
     check(name, graph(), Config(disabled=REWRITES), backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_edge_output_stored_beside_an_online_softmax(backend):
+    """Without dce (nor compaction) the dead softmax keeps a per-destination kernel; the edge
+    output it also computes is stored in a pass of its own (the softmax's pass is online)."""
+    check("edge_output_beside_softmax", graph(), Config(disabled=REWRITES | {"dce", "cse"}), backend)
