@@ -9,7 +9,9 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from pigeon.ir.cost import GraphStats
+from pigeon.ir.ops import Op
 from pigeon.ir.passes import Gradient, optimize, optimize_gradient
+from pigeon.ir.passes.autodiff import NOT_DIFFERENTIABLE
 from pigeon.ir.program import Program
 from pigeon.ir.shape_inference import ShapeError
 
@@ -79,20 +81,24 @@ class Executable:
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
             return self.run(self.forward, g, *tensors)
         # a tensor without elements (a 0-column input, say) has an empty gradient, and an input
-        # that no output depends on has a zero one: no backward program is built for them
+        # that no output depends on differentiably a zero one: no backward program for them
         wrt = tuple(n for n, t in zip(names, tensors) if t.requires_grad and t.numel() and n in self.reaching)
         return _ProgramFunction.apply(self, g, wrt, *tensors)
 
     @functools.cached_property
     def reaching(self) -> frozenset[str]:
-        """The inputs that some output depends on."""
+        """The inputs that some output depends on differentiably (not only through comparisons,
+        step functions or a ``where``'s condition)."""
         seen: set[str] = set()
         stack = list(self.forward.outputs)
         while stack:
             name = stack.pop()
-            if name not in seen:
-                seen.add(name)
-                stack += self.forward.node(name).args
+            if name in seen:
+                continue
+            seen.add(name)
+            node = self.forward.node(name)
+            if node.op not in NOT_DIFFERENTIABLE:
+                stack += node.args[1:] if node.op == Op.SELECT else node.args
         return frozenset(n.name for n in self.forward.inputs if n.name in seen)
 
 

@@ -18,7 +18,7 @@ from pigeon.codegen import CodegenError, FallbackWarning, InterpretedKernel, ren
 from pigeon.codegen.traversal import TraversalKernel
 from pigeon.ir.lower import lower
 from pigeon.ir.plans import GemmSchedule, PlanProgram
-from pigeon.lang import concat, dot, leaky_relu, linear, mean, relu, sigmoid, softmax, sum, tanh
+from pigeon.lang import concat, dot, leaky_relu, linear, mean, relu, sigmoid, softmax, sum, tanh, where
 from pigeon.runtime import cpp_compiler
 from pigeon.runtime.executable import Executable
 from pigeon.runtime.layouts import graph_stats
@@ -206,6 +206,16 @@ def unused_input(g, h, unused, weight):
 
 
 @pigeon.compile
+def threshold_input(g, h, c):
+    """An input read only by a comparison: its gradient is zero."""
+    for e in g.edges():
+        e.msg = where(h[e.src] > c, 1.0, h[e.dst])
+    for n in g.dst_nodes():
+        n.out = sum(e.msg for e in n.incoming_edges())
+    return n.out
+
+
+@pigeon.compile
 def pair_value_per_edge(g, h):
     """A value of (source, relation) pairs returned per edge (computed once per pair)."""
     for e in g.edges():
@@ -318,6 +328,11 @@ def f_unused_input(g, h, unused, weight):
     return aggregate(per_edge_linear(h[g.src], weight[g.etype]), g.dst, g.num_dst_nodes)
 
 
+def f_threshold_input(g, h, c):
+    msg = torch.where(h[g.src] > c, torch.ones_like(h[g.src]), h[g.dst])
+    return aggregate(msg, g.dst, g.num_dst_nodes)
+
+
 def f_pair_value_per_edge(g, h):
     return torch.tanh(h[g.src])
 
@@ -355,6 +370,7 @@ def arguments(name, g, feats=5, heads=3):
         "empty_dot": (rand(n, f), rand(r, f, 0), rand(r, 0)),
         "unused_input": (rand(n, f), rand(n, 2), rand(r, f, f)),
         "pair_value_per_edge": (rand(n, f),),
+        "threshold_input": (rand(n, f), rand(f)),
         "global_value_per_node": (rand(n, f), rand(2)),
         "edge_output_beside_softmax": (rand(n, 2), rand(t, 2), rand(n, 3)),
     }[name]
@@ -368,6 +384,7 @@ FORMS = {fn.name: (fn, formula) for fn, formula in [
     (empty_output, f_empty_output)]}
 DEFAULT_ONLY_FORMS = {fn.name: (fn, formula) for fn, formula in [
     (empty_middle, f_empty_middle), (empty_dot, f_empty_dot), (unused_input, f_unused_input),
+    (threshold_input, f_threshold_input),
     (pair_value_per_edge, f_pair_value_per_edge), (global_value_per_node, f_global_value_per_node),
     (edge_output_beside_softmax, f_edge_output_beside_softmax)]}
 
@@ -599,10 +616,11 @@ def test_zero_width_features(name, backend):
 
 
 @pytest.mark.parametrize("backend", ["reference"] + BACKENDS)
-@pytest.mark.parametrize("name", ["unused_input", "pair_value_per_edge", "global_value_per_node"])
+@pytest.mark.parametrize("name", ["unused_input", "threshold_input", "pair_value_per_edge", "global_value_per_node"])
 def test_outputs_at_other_rows_and_unused_inputs(name, backend):
     """Outputs read through a gather from a kernel over other rows (pairs, one global row) are
-    copied by a kernel of their own rows; an input that reaches no output gets a zero gradient."""
+    copied by a kernel of their own rows; an input that reaches no output, or only through a
+    comparison, gets a zero gradient."""
     check(name, graph(), Config(), backend)
     check(name, graph(), Config(disabled=REWRITES), backend)
 
