@@ -168,7 +168,7 @@ class ReferenceExecutor:
         def outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             if batched:  # rows, *batch, in  x  rows, *batch, out -> *batch, in, out
                 return torch.einsum("n...i,n...o->...io", a, b)
-            return a.reshape(-1, a.shape[-1]).transpose(0, 1) @ b.reshape(-1, b.shape[-1])
+            return a.flatten(0, -2).transpose(0, 1) @ b.flatten(0, -2)  # zero-width axes too
 
         if by == "all":
             if domain == Domain.GLOBAL:

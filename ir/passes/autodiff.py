@@ -246,7 +246,8 @@ def _concat(b: _Backward, n: Node, g: str) -> list:
     grads, start = [], 0
     for i, a in enumerate(n.args):
         width = b.fwd.node(a).type.shape[-1]
-        grads.append((i, b.emit(Op.SLICE, [g], "d", start=start, stop=start + width)))
+        if width:  # a part of width 0 has an empty gradient: nothing to slice
+            grads.append((i, b.emit(Op.SLICE, [g], "d", start=start, stop=start + width)))
         start += width
     return grads
 
