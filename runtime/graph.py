@@ -184,6 +184,27 @@ class Graph:
 
         return from_dgl(g, num_etypes, num_ntypes)
 
+    @classmethod
+    def from_pyg(cls, data: Any) -> Graph:
+        """A graph from PyG's ``Data`` (``edge_index``, optional ``edge_type`` and ``node_type``)
+        or ``HeteroData`` (node types numbered in ``data.node_types`` order, edge types in
+        ``data.edge_types`` order, nodes type by type as ``HeteroData.to_homogeneous`` numbers
+        them, so ``graph.pack(x_dict)`` and ``graph.unpack(out)`` map PyG's per-type tensors)."""
+        if hasattr(data, "node_types") and hasattr(data, "edge_types") and hasattr(data, "to_homogeneous"):
+            homo = data.to_homogeneous(add_node_type=True, add_edge_type=True)
+            return cls.from_edges(homo.edge_index[0], homo.edge_index[1], homo.edge_type, int(homo.num_nodes),
+                                  homo.node_type, num_etypes=len(data.edge_types), num_ntypes=len(data.node_types),
+                                  etype_names=[rel for _, rel, _ in data.edge_types], ntype_names=list(data.node_types),
+                                  canonical_etypes=list(data.edge_types))
+        edge_index = getattr(data, "edge_index", None)
+        if not isinstance(edge_index, torch.Tensor):
+            raise GraphError(f"expected a torch_geometric Data or HeteroData with an edge_index, got {type(data).__name__}")
+        num_nodes = data.num_nodes
+        if num_nodes is None:
+            raise GraphError("the Data has no num_nodes (nor node features to count them by)")
+        return cls.from_edges(edge_index[0], edge_index[1], getattr(data, "edge_type", None), int(num_nodes),
+                              getattr(data, "node_type", None))
+
     # sizes and arrays -------------------------------------------------------------------
 
     @property

@@ -13,6 +13,7 @@ tg = pytest.importorskip("torch_geometric")
 import dgl.nn  # noqa: E402
 import torch_geometric.nn as pyg_nn  # noqa: E402
 
+import pigeon  # noqa: E402
 import pigeon.nn.dgl as pdgl  # noqa: E402
 import pigeon.nn.pyg as ppyg  # noqa: E402
 from pigeon.nn.relational import bases_order  # noqa: E402
@@ -225,3 +226,24 @@ def test_dgl_hgt_dropout_draws_as_dgl():
     want = theirs(g, x, ntype, etype)
     torch.manual_seed(11)
     torch.testing.assert_close(ours(g, x, ntype, etype), want, rtol=1e-10, atol=1e-10)
+
+
+def test_graph_from_pyg_data_and_hetero_data():
+    from torch_geometric.data import Data, HeteroData
+    src, dst, etype, n = GRAPHS["random"]
+    ntype = torch.arange(n) % 3
+    g = pigeon.Graph.from_pyg(Data(edge_index=torch.stack([src, dst]), edge_type=etype, node_type=ntype, num_nodes=n))
+    assert torch.equal(g.src, src) and torch.equal(g.dst, dst) and torch.equal(g.etype, etype)
+    assert torch.equal(g.ntype, ntype) and g.num_nodes == n
+
+    hetero = HeteroData()
+    hetero["author"].x = torch.randn(3, 4)
+    hetero["paper"].x = torch.randn(5, 4)
+    hetero["author", "writes", "paper"].edge_index = torch.tensor([[0, 1, 2], [4, 0, 0]])
+    hetero["paper", "cites", "paper"].edge_index = torch.tensor([[1, 2], [3, 3]])
+    g = pigeon.Graph.from_pyg(hetero)
+    assert g.ntype_names == ("author", "paper") and g.etype_names == ("writes", "cites") and g.num_nodes == 8
+    # paper i is node 3 + i; author i is node i
+    assert sorted(zip(g.src.tolist(), g.dst.tolist(), g.etype.tolist())) == [(0, 7, 0), (1, 3, 0), (2, 3, 0), (4, 6, 1), (5, 6, 1)]
+    x = g.pack({"author": hetero["author"].x, "paper": hetero["paper"].x})
+    torch.testing.assert_close(g.unpack(x)["paper"], hetero["paper"].x)

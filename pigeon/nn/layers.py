@@ -25,7 +25,10 @@ def as_graph(g: Any) -> Graph:
     if type(g).__module__.startswith("dgl"):
         from pigeon.dgl_adapter import from_dgl
         return from_dgl(g)
-    raise TypeError(f"expected a pigeon.Graph or a dgl.DGLGraph, got {type(g).__name__}")
+    if type(g).__module__.startswith("torch_geometric"):
+        return Graph.from_pyg(g)
+    raise TypeError(f"expected a pigeon.Graph, a dgl.DGLGraph or a torch_geometric Data / HeteroData, "
+                    f"got {type(g).__name__}")
 
 
 def _packed(g: Graph, h: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
