@@ -30,15 +30,17 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-import naive
-import pigeon
-import pigeon.lang
-from pigeon.ir.passes import PASS_NAMES
-from pigeon.runtime import cpp_compiler
-from random_graphs import EDGE_CASES, edge_case_graph
+pytest.importorskip("hypothesis", reason="the fuzzer needs Hypothesis (pip install -e '.[dev]')")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import naive  # noqa: E402
+import pigeon  # noqa: E402
+import pigeon.lang  # noqa: E402
+from pigeon.ir.passes import PASS_NAMES  # noqa: E402
+from pigeon.runtime import cpp_compiler  # noqa: E402
+from random_graphs import EDGE_CASES, edge_case_graph  # noqa: E402
 
 HAS_WHERE = hasattr(pigeon.lang, "where")  # the grammar's `where` productions need it
 BACKENDS = ("reference", "cpp") if cpp_compiler.find_compiler() is not None else ("reference",)
