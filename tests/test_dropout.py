@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import pigeon
 from pigeon.lang import dropout, linear, sum
-from test_where import GRAPHS, backend  # noqa: F401 - the back-end fixture
+from test_where import GRAPHS
 
 
 @pigeon.compile
@@ -28,7 +28,7 @@ def dropped_formula(g, h, W, training=True):
 
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("graph", ["many_etypes", "hub", "no_edges"])
-def test_dropout_equals_torchs(graph, training, backend):  # noqa: F811
+def test_dropout_equals_torchs(graph, training, backend):
     g = GRAPHS[graph]()
     gen = torch.Generator().manual_seed(1)
     leaves = [torch.randn(g.num_nodes, 4, dtype=torch.float64, generator=gen),

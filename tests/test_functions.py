@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import pigeon
 from pigeon.lang import clamp, elu, linear, maximum, minimum, softplus, sum
 from random_graphs import random_graph
-from test_where import GRAPHS, backend  # noqa: F401 - the back-end fixture
+from test_where import GRAPHS
 
 
 @pigeon.compile
@@ -33,7 +33,7 @@ def mixed_formula(g, h, a):
 
 
 @pytest.mark.parametrize("graph", GRAPHS)
-def test_functions_match_torch(graph, backend):  # noqa: F811
+def test_functions_match_torch(graph, backend):
     g = GRAPHS[graph]()
     torch.manual_seed(0)
     h = torch.randn(g.num_nodes, 5, dtype=torch.float64)
@@ -139,7 +139,7 @@ def smallest_formula(g, h, a):
 
 
 @pytest.mark.parametrize("graph", GRAPHS)
-def test_min_aggregation_matches_torch(graph, backend):  # noqa: F811
+def test_min_aggregation_matches_torch(graph, backend):
     g = GRAPHS[graph]()
     gen = torch.Generator().manual_seed(2)
     leaves = [torch.randn(g.num_nodes, 3, dtype=torch.float64, generator=gen).round(decimals=1),  # ties too
@@ -173,7 +173,7 @@ def sliced_formula(g, h, W, bias):
 
 
 @pytest.mark.parametrize("graph", GRAPHS)
-def test_slices_match_torch(graph, backend):  # noqa: F811
+def test_slices_match_torch(graph, backend):
     g = GRAPHS[graph]()
     gen = torch.Generator().manual_seed(3)
     leaves = [torch.randn(g.num_nodes, 6, dtype=torch.float64, generator=gen),

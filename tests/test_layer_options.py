@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import formulas
 import pigeon
 import pigeon.nn as pnn
-from test_where import GRAPHS, backend  # noqa: F401 - the back-end fixture
+from test_where import GRAPHS
 
 
 def layer_and_formula(name, g):
@@ -20,7 +20,7 @@ def layer_and_formula(name, g):
 
 @pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("name", ["rgat", "hgt"])
-def test_edge_weight_and_attention(name, graph, backend):  # noqa: F811
+def test_edge_weight_and_attention(name, graph, backend):
     g = GRAPHS[graph]()
     torch.manual_seed(0)
     layer, formula = layer_and_formula(name, g)

@@ -7,7 +7,7 @@ import torch
 import pigeon
 from pigeon.lang import linear, max, mean, softmax, sum
 from random_graphs import random_graph
-from test_where import GRAPHS, backend  # noqa: F401 - the back-end fixture
+from test_where import GRAPHS
 
 
 @pigeon.compile
@@ -38,7 +38,7 @@ def out_and_in_formula(g, h, W):
 
 
 @pytest.mark.parametrize("graph", GRAPHS)
-def test_outgoing_aggregation_matches_the_formula(graph, backend):  # noqa: F811
+def test_outgoing_aggregation_matches_the_formula(graph, backend):
     g = GRAPHS[graph]()
     torch.manual_seed(0)
     h = torch.randn(g.num_nodes, 4, dtype=torch.float64, requires_grad=True)

@@ -6,7 +6,7 @@ import torch
 import pigeon
 from pigeon.lang import linear, max, mean, sum, tanh
 from random_graphs import random_graph
-from test_where import GRAPHS, backend  # noqa: F401 - the back-end fixture
+from test_where import GRAPHS
 
 
 @pigeon.compile
@@ -29,7 +29,7 @@ def centred_formula(g, h, W, a):
 
 
 @pytest.mark.parametrize("graph", GRAPHS)
-def test_readouts_match_the_formula(graph, backend):  # noqa: F811
+def test_readouts_match_the_formula(graph, backend):
     g = GRAPHS[graph]()
     gen = torch.Generator().manual_seed(0)
     leaves = [torch.randn(g.num_nodes, 4, dtype=torch.float64, generator=gen),

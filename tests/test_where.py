@@ -89,25 +89,6 @@ CASES = {
 }
 
 
-@pytest.fixture(params=["reference", "cpp", "cuda_harness"])
-def backend(request, monkeypatch):
-    name = request.param
-    if name != "reference" and not HAS_GXX:
-        pytest.skip("needs g++")
-    if name == "cuda_harness":
-        from cuda_cpu.runner import HarnessProgram
-        from pigeon.runtime import executable
-        cache = {}
-
-        def run(program, g, *tensors):
-            if id(program) not in cache:
-                cache[id(program)] = (program, HarnessProgram(lower(program)))
-            return cache[id(program)][1](g, *tensors)
-        monkeypatch.setattr(executable, "runner", lambda backend, config=None: run)
-        return "reference"  # runs the plans through the harness instead
-    return name
-
-
 @pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("case", CASES)
 def test_where_matches_the_formula(case, graph, backend):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from pigeon.examples.zoo import LAYERS
-from test_where import GRAPHS, backend  # noqa: F401 - the back-end fixture
+from test_where import GRAPHS
 
 
 def scatter_sum(x, index, rows):
@@ -112,7 +112,7 @@ FORMULAS = {"rgcn_basis": rgcn_basis, "rgcn_bdd": rgcn_bdd, "rgin": rgin, "rsage
 
 @pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("layer", sorted(LAYERS))
-def test_zoo_layer_matches_its_formula(layer, graph, backend):  # noqa: F811
+def test_zoo_layer_matches_its_formula(layer, graph, backend):
     module = LAYERS[layer]
     fn = getattr(module, layer)
     g = GRAPHS[graph]()
