@@ -12,7 +12,7 @@ import torch
 
 import pigeon
 from pigeon.examples.rgcn import rgcn
-from pigeon.ir.cost import program_cost, score
+from pigeon.ir.cost import Cost, program_cost, score
 from pigeon.lang import dot, linear, sum
 from pigeon.runtime.graph import Graph
 from pigeon.runtime.layouts import graph_stats
@@ -37,6 +37,25 @@ class LastGraph:
         return self._graph
 
 
+def _message(msg: Any, e: Any, edge_weight: Any, aggr: str) -> Any:
+    """An edge's message scaled by its weight and, for "mean", by 1 / |N_r(v)| (while tracing)."""
+    if edge_weight is not None:
+        msg = msg * edge_weight[e]
+    return msg / e.dst_etype_degree if aggr == "mean" else msg
+
+
+def _aggregated(g: Any, h: Any, loop_weight: Any, bias: Any) -> Any:
+    """The destinations' sum of e.msg, plus the self loop and the bias (while tracing)."""
+    for n in g.dst_nodes():
+        out = sum(e.msg for e in n.incoming_edges())
+        if loop_weight is not None:
+            out = out + linear(h[n], loop_weight)
+        if bias is not None:
+            out = out + bias
+        n.out = out
+    return n.out
+
+
 @pigeon.compile
 def rgcn_bases_first(g, h, bases, coeff, loop_weight=None, bias=None, edge_weight=None, aggr="mean"):
     """RGCN with W_r = sum_b coeff[r, b] V_b applied as bases first: ``bases`` is [in, out * B]
@@ -47,19 +66,8 @@ def rgcn_bases_first(g, h, bases, coeff, loop_weight=None, bias=None, edge_weigh
         n.per_basis = linear(h[n], bases).reshape(size, num_bases)
     for e in g.edges():
         msg = dot(e.src.per_basis, coeff[e.etype].reshape(1, num_bases)).reshape(size)
-        if edge_weight is not None:
-            msg = msg * edge_weight[e]
-        if aggr == "mean":
-            msg = msg / e.dst_etype_degree
-        e.msg = msg
-    for n in g.dst_nodes():
-        out = sum(e.msg for e in n.incoming_edges())
-        if loop_weight is not None:
-            out = out + linear(h[n], loop_weight)
-        if bias is not None:
-            out = out + bias
-        n.out = out
-    return n.out
+        e.msg = _message(msg, e, edge_weight, aggr)
+    return _aggregated(g, h, loop_weight, bias)
 
 
 @pigeon.compile
@@ -68,19 +76,8 @@ def rgcn_blocks(g, h, blocks, loop_weight=None, bias=None, edge_weight=None, agg
     num_blocks, size_in, size_out = blocks.shape[1:]
     for e in g.edges():
         msg = linear(h[e.src].reshape(num_blocks, size_in), blocks[e.etype]).reshape(num_blocks * size_out)
-        if edge_weight is not None:
-            msg = msg * edge_weight[e]
-        if aggr == "mean":
-            msg = msg / e.dst_etype_degree
-        e.msg = msg
-    for n in g.dst_nodes():
-        out = sum(e.msg for e in n.incoming_edges())
-        if loop_weight is not None:
-            out = out + linear(h[n], loop_weight)
-        if bias is not None:
-            out = out + bias
-        n.out = out
-    return n.out
+        e.msg = _message(msg, e, edge_weight, aggr)
+    return _aggregated(g, h, loop_weight, bias)
 
 
 def bases_order(g: Graph, h: torch.Tensor, bases: torch.Tensor, coeff: torch.Tensor, **kwargs: Any) -> str:
@@ -93,8 +90,8 @@ def bases_order(g: Graph, h: torch.Tensor, bases: torch.Tensor, coeff: torch.Ten
     with torch.no_grad():
         plain = rgcn.executable(g, h, composed, **kwargs).forward
         first = rgcn_bases_first.executable(g, h, flat, coeff, **kwargs).forward
-    compose_flops = 2 * coeff.shape[0] * num_bases * size_in * size_out
-    cost_plain = score(program_cost(plain, stats).total) + compose_flops / 20.0
+    composing = Cost(flops=2 * coeff.shape[0] * num_bases * size_in * size_out)
+    cost_plain = score(program_cost(plain, stats).total + composing)
     return "compose" if cost_plain <= score(program_cost(first, stats).total) else "bases"
 
 
