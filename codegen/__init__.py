@@ -71,7 +71,7 @@ def render(plan: KernelPlan, with_common: bool = True) -> KernelSource:
     text = _environment().get_template(template).render(**context)
     source = (common_source(target) + "\n" + text) if with_common else text
     return KernelSource(name, source, tuple(context["args"]), context["launch"], plan,
-                        tuple(dict.fromkeys(builder.zero_filled)))
+                        tuple(dict.fromkeys(builder.zero_filled)), tuple(dict.fromkeys(builder.max_filled)))
 
 
 def render_module(plans: PlanProgram | list[KernelPlan], fallback: bool = False

@@ -64,7 +64,8 @@ class KernelBuilder:
         self.acc = ACCUMULATE[self.dtype]
         self.storage = STORAGE[self.dtype]
         self.args: dict[str, KernelArg] = {}
-        self.zero_filled: list[str] = []
+        self.zero_filled: list[str] = []  # outputs accumulated into with atomics
+        self.max_filled: list[str] = []  # outputs maximised into with atomics
         for r in plan.reads:
             self._arg(f"p_{r.name}", f"const {self.storage}* __restrict__", "read", r.name)
         for w in plan.writes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from math import prod
 
+from pigeon.ir.indices import PAIR_INDICES
 from pigeon.ir.ops import ELEMENTWISE, Op
 from pigeon.ir.plans import GemmSchedule, KernelPlan, Strategy
 from pigeon.ir.printer import format_node
@@ -155,16 +156,19 @@ class GemmKernel(KernelBuilder):
     def _scatter(self, node: Node, rows: dict[Domain, str]) -> None:
         index, source = node.attrs["index"], self.nodes[node.args[0]].type.domain
         mean_per_dst = node.attrs["kind"] == "mean" and index == "dst" and source == Domain.EDGE
-        if node.attrs["kind"] != "sum" and not mean_per_dst:
-            raise CodegenError(f"{self.plan.name}: only sums and means into destinations are scattered, "
-                               f"not a {node.attrs['kind']} along {index}")
+        maximum = node.attrs["kind"] == "max" and index in PAIR_INDICES and source == Domain.EDGE
+        if node.attrs["kind"] != "sum" and not mean_per_dst and not maximum:
+            raise CodegenError(f"{self.plan.name}: only sums and means into destinations (and maxima into "
+                               f"pairs) are scattered, not a {node.attrs['kind']} along {index}")
+        if maximum and self.storage != self.acc:
+            raise CodegenError(f"{self.plan.name}: no atomic maximum of 16-bit values")
         if index == "all":
             row = None
         elif index == "to_dst":
             row = "row"
         else:
             row = f"{self.index_arg(index, source)}[row]"
-        self.zero_filled.append(node.name)
+        (self.max_filled if maximum else self.zero_filled).append(node.name)
         offset = "f" if row is None else f"{row} * {node.type.numel} + f"
         value = self.read(node.args[0], 'f', rows, 'own')
         if mean_per_dst:  # each edge adds its share of its destination's mean
@@ -173,7 +177,7 @@ class GemmKernel(KernelBuilder):
         if index == "to_dst" and self.exclusive_rows:  # one destination, one node: no other task adds there
             self.code.add(f"pg_add(p_{node.name} + {offset}, {value});")
         else:
-            self.code.add(f"pg_atomic_add(p_{node.name} + {offset}, {value});")
+            self.code.add(f"pg_atomic_{'max' if maximum else 'add'}(p_{node.name} + {offset}, {value});")
 
     def _shared_bytes(self) -> int:
         size = 8 if self.acc == "double" else 4

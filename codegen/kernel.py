@@ -60,6 +60,7 @@ class KernelSource:
     launch: Launch
     plan: KernelPlan
     zero_filled: tuple[str, ...] = ()  # outputs accumulated into with atomics: cleared before launch
+    max_filled: tuple[str, ...] = ()  # outputs maximised into with atomics: -infinity before launch
 
 
 @dataclass(frozen=True)

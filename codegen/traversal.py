@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from math import prod
 
-from pigeon.ir.indices import GATHER_INDICES
+from pigeon.ir.indices import GATHER_INDICES, PAIR_INDICES
 from pigeon.ir.ops import ELEMENTWISE, Op
 from pigeon.ir.plans import CpuTraversalSchedule, KernelPlan, Strategy, TraversalSchedule
 from pigeon.ir.printer import format_node
@@ -295,8 +295,13 @@ class TraversalKernel(KernelBuilder):
         source = self.nodes[node.args[0]]
         index, to = node.attrs["index"], node.attrs["to"]
         mean_per_dst = kind == "mean" and index == "dst" and source.type.domain == Domain.EDGE
-        if kind != "sum" and not mean_per_dst:
+        # a maximum needs every target row to receive a value (its -infinity would stay): true of
+        # the pairs of edges, each made by at least one edge
+        maximum = kind == "max" and index in PAIR_INDICES and source.type.domain == Domain.EDGE
+        if kind != "sum" and not mean_per_dst and not maximum:
             raise CodegenError(f"{self.plan.name}: cannot scatter a {kind} along {index} with atomics")
+        if maximum and self.storage != self.acc:
+            raise CodegenError(f"{self.plan.name}: no atomic maximum of 16-bit values")
         here = rows[source.type.domain]
         if index == "all":
             row = None
@@ -308,10 +313,10 @@ class TraversalKernel(KernelBuilder):
             row = f"{self.index_arg(index, source.type.domain)}[{here}]"
         if node.name not in self.plan.writes:
             raise CodegenError(f"{self.plan.name}: scatter %{node.name} is not stored")
-        self.zero_filled.append(node.name)
+        (self.max_filled if maximum else self.zero_filled).append(node.name)
         n = node.type.numel
         if self.cpu and self.ordered_by == index and row is not None:
-            self._ordered_scatter(node, rows, row, mean_per_dst)
+            self._ordered_scatter(node, rows, row, mean_per_dst, maximum)
             return
         loop, k = self.lane_elements(node.args[0])
         self.guarded_loop(guard, loop, vector=False)  # atomics do not vectorise
@@ -331,10 +336,11 @@ class TraversalKernel(KernelBuilder):
             self.private[node.name] = self._arg(f"rows_{node.type.domain.value}", "const long long", "rows",
                                                 node.type.domain) if node.type.domain != Domain.GLOBAL else "1"
         else:
-            c.add(f"pg_atomic_add(p_{node.name} + {offset}, {value});")
+            c.add(f"pg_atomic_{'max' if maximum else 'add'}(p_{node.name} + {offset}, {value});")
         c.close()
 
-    def _ordered_scatter(self, node: Node, rows: dict[Domain, str], target: str, mean_per_dst: bool) -> None:
+    def _ordered_scatter(self, node: Node, rows: dict[Domain, str], target: str, mean_per_dst: bool,
+                         maximum: bool = False) -> None:
         """A scatter of a kernel that walks its rows in target order (C++): only the first and
         the last target of a thread's range are shared with other threads and need atomics."""
         c = self.code
@@ -347,10 +353,11 @@ class TraversalKernel(KernelBuilder):
         c.block()
         c.add(f"const long long target = {target};")
         c.open("if (target == first_target || target == last_target)")
-        c.add(f"for (int f = 0; f < {n}; ++f) pg_atomic_add(p_{node.name} + target * {n} + f, {value});")
+        shared, alone = ("pg_atomic_max", "pg_max_into") if maximum else ("pg_atomic_add", "pg_add")
+        c.add(f"for (int f = 0; f < {n}; ++f) {shared}(p_{node.name} + target * {n} + f, {value});")
         c.otherwise()
         c.add("#pragma omp simd")
-        c.add(f"for (int f = 0; f < {n}; ++f) pg_add(p_{node.name} + target * {n} + f, {value});")
+        c.add(f"for (int f = 0; f < {n}; ++f) {alone}(p_{node.name} + target * {n} + f, {value});")
         c.close()
         c.close()
 

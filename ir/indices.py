@@ -27,6 +27,10 @@ GATHER_INDICES: dict[str, tuple[tuple[Domain, Domain], ...]] = {
     "all": tuple((D.GLOBAL, d) for d in D if d != D.GLOBAL),
 }
 
+# edge -> unique (node, edge type) pair: every pair is made by at least one edge, so a reduction
+# along these indices reaches every row of its target (an atomic maximum needs no empty-row fix)
+PAIR_INDICES = ("compact", "compact_dst")
+
 # type selectors: the index that picks, for each row of a domain, a row of a parameter
 SELECTORS = ("etype", "src_ntype", "dst_ntype", "ntype", "all")
 
@@ -40,6 +44,16 @@ def param_domain_of(selector: str) -> Domain:
     if selector == "all":
         return D.GLOBAL
     raise ValueError(f"unknown type selector {selector!r}; expected one of {SELECTORS}")
+
+
+# softmax index -> (the domain of its rows, the domain of the groups it normalises over): over the
+# incoming edges of each destination, of each (destination, edge type) pair, or over the
+# (destination, edge type) pairs of each destination
+SOFTMAX_GROUPS: dict[str, tuple[Domain, Domain]] = {
+    "dst": (D.EDGE, D.DST),
+    "compact_dst": (D.EDGE, D.COMPACT_DST),
+    "compact_dst_node": (D.COMPACT_DST, D.DST),
+}
 
 
 def check_gather(index: str, source: Domain, target: Domain) -> None:

@@ -99,8 +99,12 @@ def _reduce(x: ValueType, attrs: Mapping[str, Any]) -> ValueType:
 
 
 def _edge_softmax(x: ValueType, attrs: Mapping[str, Any]) -> ValueType:
-    if x.domain != Domain.EDGE:
-        raise ShapeError(f"edge_softmax needs an edge value, got a {x.domain.value} value")
+    index = attrs.get("index", "dst")
+    if index not in indices.SOFTMAX_GROUPS:
+        raise ShapeError(f"edge_softmax index {index!r}: expected one of {sorted(indices.SOFTMAX_GROUPS)}")
+    rows = indices.SOFTMAX_GROUPS[index][0]
+    if x.domain != rows:
+        raise ShapeError(f"edge_softmax along {index} normalises {rows.value} values, got a {x.domain.value} value")
     return x
 
 

@@ -40,12 +40,28 @@ def dot(x: Any, y: Any) -> Sym:
     return tracer.op(Op.DOT, [tracer.broadcast(a, domain), tracer.broadcast(b, domain)])
 
 
-def softmax(x: Any) -> Sym:
-    """Softmax of an edge value over the incoming edges of each destination node."""
+def softmax(x: Any, by: str | None = None) -> Sym:
+    """Softmax of an edge value over the incoming edges of each destination node; with
+    ``by="etype"``, or inside an aggregation over ``r.incoming_edges()``, over the incoming edges
+    of the same edge type only. Of a relation value (inside an aggregation over
+    ``n.relations()``), over the relations of each destination."""
     tracer = current()
-    if tracer.aggregations and tracer.aggregations[-1][1] == "outgoing":
+    if by not in (None, "etype"):
+        raise TraceError(f"softmax's by must be None or 'etype', got {by!r}")
+    direction = tracer.aggregations[-1][1] if tracer.aggregations else None
+    if direction == "outgoing":
         raise TraceError("softmax(x) normalises over each destination's incoming edges, not over "
                          "n.outgoing_edges(); compute it in an edge loop if that is what you mean")
+    x = tracer.as_sym(x)
+    if x.domain == Domain.COMPACT_DST:
+        if by is not None:
+            raise TraceError("softmax of a relation value normalises over each destination's relations; by= is for edge values")
+        return tracer.op(Op.EDGE_SOFTMAX, [x], {"index": "compact_dst_node"}, hint="softmax_relations")
+    if x.domain != Domain.EDGE:
+        raise TraceError(f"softmax(x) normalises edge values (or relation values over n.relations()); "
+                         f"got a {x.domain.value} value")
+    if by == "etype" or direction == "relation":
+        return tracer.op(Op.EDGE_SOFTMAX, [x], {"index": "compact_dst"}, hint="softmax_etype")
     return tracer.op(Op.EDGE_SOFTMAX, [x])
 
 
@@ -183,7 +199,7 @@ def where(cond: Any, a: Any, b: Any) -> Sym:
     return tracer.op(Op.SELECT, [tracer.broadcast(v, domain) for v in values], hint="where")
 
 
-def _aggregate(kind: str, items: Iterable[Any], fallback: Any) -> Any:
+def _aggregate(kind: str, items: Iterable[Any], fallback: Any, by: str | None = None) -> Any:
     if not tracing():
         return fallback(list(items))
     tracer = current()
@@ -195,10 +211,17 @@ def _aggregate(kind: str, items: Iterable[Any], fallback: Any) -> Any:
         raise TraceError(f"{kind}(...) aggregates one edge value per edge: write "
                          f"{kind}(<edge value> for e in n.incoming_edges())")
     x = tracer.as_sym(values[0])
-    if isinstance(seen[1], tuple):  # a readout over every node or edge: one global value
-        return _readout(tracer, kind, tracer.broadcast(x, seen[1][1]))
+    if isinstance(seen[1], tuple):  # a readout over every node or edge: one global value (or one per type)
+        return _readout(tracer, kind, tracer.broadcast(x, seen[1][1]), by)
+    if by is not None:
+        raise TraceError(f"{kind}(..., by=...) is for readouts over g.nodes(), g.edges() or g.dst_relations(); "
+                         f"for one value per relation of each node loop over g.dst_relations()")
+    if seen[1] == "relations":
+        return _across_relations(tracer, kind, tracer.broadcast(x, Domain.COMPACT_DST))
     if x.domain != Domain.EDGE:
         raise TraceError(f"{kind}(...) aggregates edge values into nodes; got a {x.domain.value} value")
+    if seen[1] == "relation":
+        return _within_relation(tracer, kind, x)
     if seen[1] == "incoming":
         if kind == "min":  # the smallest is minus the largest of the negated values
             return -tracer.op(Op.REDUCE, [-x], {"index": "dst", "to": Domain.DST, "kind": "max"}, hint="min")
@@ -211,39 +234,89 @@ def _aggregate(kind: str, items: Iterable[Any], fallback: Any) -> Any:
     return tracer.op(Op.REDUCE, [x], {"index": "src", "to": Domain.NODE, "kind": "sum"}, hint=f"{kind}_out")
 
 
-def _readout(tracer: Any, kind: str, x: Sym) -> Sym:
-    """The sum or mean of ``x`` over all rows of its domain (0 where there are none)."""
+def _within_relation(tracer: Any, kind: str, x: Sym) -> Sym:
+    """``kind`` of the edge value ``x`` over the edges of each (destination, edge type) pair."""
+    to_pair = {"index": "compact_dst", "to": Domain.COMPACT_DST}
+    if kind == "min":
+        return -tracer.op(Op.REDUCE, [-x], {**to_pair, "kind": "max"}, hint="min_etype")
+    if kind == "mean":  # every pair has an edge: no empty group to guard
+        x = x / tracer.degree("dst_etype")
+    kind = "sum" if kind == "mean" else kind
+    return tracer.op(Op.REDUCE, [x], {**to_pair, "kind": kind}, hint=f"{kind}_etype")
+
+
+def _across_relations(tracer: Any, kind: str, x: Sym) -> Sym:
+    """``kind`` of the relation value ``x`` over the relations of each destination (0 for a
+    destination without edges)."""
+    to_dst = {"index": "compact_dst_node", "to": Domain.DST}
     if kind in ("max", "min"):
-        raise TraceError(f"{kind} over every node or edge is not supported; sum and mean are")
-    total = tracer.op(Op.REDUCE, [x], {"index": "all", "to": Domain.GLOBAL, "kind": "sum"}, hint=f"{kind}_all")
+        # every pair has an edge, so the extreme over a node's incoming edges, each reading its
+        # pair's value, is the extreme over its pairs (and a per-destination traversal takes it)
+        flip = kind == "min"  # the smallest is minus the largest of the negated values
+        on_edges = tracer.op(Op.GATHER, [-x if flip else x], {"index": "compact_dst", "to": Domain.EDGE},
+                             hint="relation_e")
+        top = tracer.op(Op.REDUCE, [on_edges], {"index": "dst", "to": Domain.DST, "kind": "max"}, hint=f"{kind}_relations")
+        return -top if flip else top
+    total = tracer.op(Op.REDUCE, [x], {**to_dst, "kind": "sum"}, hint=f"{kind}_relations")
     if kind == "sum":
         return total
-    ones = tracer.broadcast(tracer.constant(1.0), x.domain)
-    count = tracer.op(Op.REDUCE, [ones], {"index": "all", "to": Domain.GLOBAL, "kind": "sum"}, hint="count")
+    ones = tracer.broadcast(tracer.constant(1.0), Domain.COMPACT_DST)
+    count = tracer.op(Op.REDUCE, [ones], {**to_dst, "kind": "sum"}, hint="relations")
     return total / maximum(count, 1.0)
 
 
-def sum(items: Iterable[Any], start: Any = 0) -> Any:  # noqa: A001 - the DSL's aggregation
-    """Sum of edge values over the incoming edges of each destination (zero where none)."""
-    return _aggregate("sum", items, lambda v: builtins.sum(v, start))
+# readout by type: (by, the domain read) -> the index that picks each row's type
+_READOUT_INDEX = {("etype", Domain.EDGE): "etype", ("etype", Domain.COMPACT_DST): "etype",
+                  ("ntype", Domain.NODE): "ntype", ("ntype", Domain.DST): "ntype"}
 
 
-def mean(items: Iterable[Any]) -> Any:
-    """Mean of edge values over the incoming edges of each destination (zero where none)."""
+def _readout(tracer: Any, kind: str, x: Sym, by: str | None = None) -> Sym:
+    """The ``kind`` of ``x`` over all rows of its domain, or with ``by`` over the rows of each
+    type (0 where there are none): one global value, or one per type."""
+    if by is None:
+        index, to = "all", Domain.GLOBAL
+    elif (by, x.domain) in _READOUT_INDEX:
+        index = _READOUT_INDEX[(by, x.domain)]
+        to = Domain.ETYPE if by == "etype" else Domain.NTYPE
+    else:
+        raise TraceError(f"a readout of {x.domain.value} values by {by!r}: by='etype' is for edges and "
+                         f"relations, by='ntype' for nodes")
+    into = {"index": index, "to": to}
+    if kind in ("max", "min"):
+        flip = kind == "min"
+        top = tracer.op(Op.REDUCE, [-x if flip else x], {**into, "kind": "max"}, hint=f"{kind}_{by or 'all'}")
+        return -top if flip else top
+    total = tracer.op(Op.REDUCE, [x], {**into, "kind": "sum"}, hint=f"{kind}_{by or 'all'}")
+    if kind == "sum":
+        return total
+    ones = tracer.broadcast(tracer.constant(1.0), x.domain)
+    count = tracer.op(Op.REDUCE, [ones], {**into, "kind": "sum"}, hint="count")
+    return total / maximum(count, 1.0)
+
+
+def sum(items: Iterable[Any], start: Any = 0, *, by: str | None = None) -> Any:  # noqa: A001 - the DSL's aggregation
+    """Sum of edge values over the incoming edges of each destination (zero where none); of
+    relation values over ``n.relations()``; a readout over every node, edge or relation (with
+    ``by="etype"`` or ``"ntype"``: one value per type)."""
+    return _aggregate("sum", items, lambda v: builtins.sum(v, start), by)
+
+
+def mean(items: Iterable[Any], *, by: str | None = None) -> Any:
+    """Mean of edge values over the incoming edges of each destination (zero where none); see sum."""
     def fallback(values: list[Any]) -> Any:
         return builtins.sum(values) / len(values)
-    return _aggregate("mean", items, fallback)
+    return _aggregate("mean", items, fallback, by)
 
 
-def min(items: Iterable[Any], *args: Any, **kwargs: Any) -> Any:  # noqa: A001
-    """Smallest edge value over the incoming edges of each destination (zero where none)."""
+def min(items: Iterable[Any], *args: Any, by: str | None = None, **kwargs: Any) -> Any:  # noqa: A001
+    """Smallest edge value over the incoming edges of each destination (zero where none); see sum."""
     if args or kwargs:
         return builtins.min(items, *args, **kwargs)
-    return _aggregate("min", items, builtins.min)
+    return _aggregate("min", items, builtins.min, by)
 
 
-def max(items: Iterable[Any], *args: Any, **kwargs: Any) -> Any:  # noqa: A001
-    """Largest edge value over the incoming edges of each destination (zero where none)."""
+def max(items: Iterable[Any], *args: Any, by: str | None = None, **kwargs: Any) -> Any:  # noqa: A001
+    """Largest edge value over the incoming edges of each destination (zero where none); see sum."""
     if args or kwargs:
         return builtins.max(items, *args, **kwargs)
-    return _aggregate("max", items, builtins.max)
+    return _aggregate("max", items, builtins.max, by)

@@ -194,7 +194,14 @@ class Sym:
     __int__ = __index__ = __float__
 
     def __getitem__(self, key: Any) -> "Sym":
-        """``x[..., a:b]`` (or ``x[a:b]`` for one axis): a range of the last feature axis."""
+        """``x[..., a:b]`` (or ``x[a:b]`` for one axis): a range of the last feature axis; ``x[e.etype]``
+        (``x[n.ntype]``, ...) of a value per type (a readout by type): the row of the element's type."""
+        if isinstance(key, Selector):
+            from pigeon.ir.indices import param_domain_of
+            if self.domain != param_domain_of(key.index):
+                raise TraceError(f"{key.text} selects a row of a value per {param_domain_of(key.index).value} "
+                                 f"(a readout with by=...), not of a {self.domain.value} value")
+            return self.tracer.op(Op.GATHER, [self], {"index": key.index, "to": key.row_domain}, hint=f"by_{key.index}")
         keys = key if isinstance(key, tuple) else (key,)
         last = keys[-1] if keys else None
         rest = keys[:-1]
@@ -424,7 +431,7 @@ class InputProxy:
         tracer = self.tracer
         if isinstance(key, EndProxy):
             node_value = self.sym(Domain.NODE, f"{self.name}[{key.text}]")
-            return tracer.op(Op.GATHER, [node_value], {"index": key.end, "to": Domain.EDGE},
+            return tracer.op(Op.GATHER, [node_value], {"index": key.index, "to": key.row_domain},
                              hint=f"{self.name}_{key.end}")
         if isinstance(key, NodeProxy):
             node_value = self.sym(Domain.NODE, f"{self.name}[n]")
@@ -498,11 +505,16 @@ class GraphProxy:
         """The destination nodes: all nodes of a graph, the output nodes of a sampled block."""
         return self._tracer.graph_loop("g.dst_nodes()", lambda: NodeProxy(self._tracer, Domain.DST))
 
+    def dst_relations(self) -> Iterator["RelationProxy"]:
+        """Every (destination node, edge type) pair with at least one edge: a relation of a
+        destination (one symbolic pair while tracing)."""
+        return self._tracer.graph_loop("g.dst_relations()", lambda: RelationProxy(self._tracer))
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
         raise TraceError(f"g.{name} is not available while tracing; a compiled function may use "
-                         f"g.edges(), g.nodes() and g.dst_nodes()")
+                         f"g.edges(), g.nodes(), g.dst_nodes() and g.dst_relations()")
 
 
 class EdgeProxy:
@@ -539,28 +551,31 @@ class EndProxy(_Ids):
     """``e.src`` or ``e.dst``: node values of an edge's end, gathered onto the edge; compared
     (``e.src == e.dst``), its node id."""
 
-    def __init__(self, tracer: "Tracer", end: str):
+    def __init__(self, tracer: "Tracer", end: str, loop: str = "e", index: str | None = None,
+                 row_domain: Domain = Domain.EDGE):
         object.__setattr__(self, "_tracer", tracer)
         object.__setattr__(self, "end", end)
-        object.__setattr__(self, "text", f"e.{end}")
-        object.__setattr__(self, "index", end)
-        object.__setattr__(self, "row_domain", Domain.EDGE)
+        object.__setattr__(self, "text", f"{loop}.{end}")
+        object.__setattr__(self, "index", index or end)
+        object.__setattr__(self, "row_domain", row_domain)
 
     def __getattr__(self, name: str) -> Any:
         tracer: Tracer = object.__getattribute__(self, "_tracer")
-        end = object.__getattribute__(self, "end")
+        end, text = object.__getattribute__(self, "end"), object.__getattribute__(self, "text")
+        row_domain = object.__getattribute__(self, "row_domain")
         if name == "ntype":
-            return Selector(f"{end}_ntype", Domain.EDGE, f"e.{end}.ntype")
+            return Selector(f"{end}_ntype", row_domain, f"{text}.ntype")
         if name.startswith("__"):
             raise AttributeError(name)
-        value = tracer.node_value(name, f"e.{end}.{name}")
+        value = tracer.node_value(name, f"{text}.{name}")
         if end == "src" and value.domain == Domain.DST:
             raise TraceError(f"node value {name} is set in a g.dst_nodes() loop, so only "
                              f"destination nodes have it; set it in a g.nodes() loop to read e.src.{name}")
-        return tracer.op(Op.GATHER, [value], {"index": end, "to": Domain.EDGE}, hint=f"{name}_{end}")
+        return tracer.op(Op.GATHER, [value], {"index": object.__getattribute__(self, "index"), "to": row_domain},
+                         hint=f"{name}_{end}")
 
     def __setattr__(self, name: str, value: Any) -> None:
-        raise TraceError(f"e.{object.__getattribute__(self, 'end')}.{name} cannot be set from an edge loop; "
+        raise TraceError(f"{object.__getattribute__(self, 'text')}.{name} cannot be set from this loop; "
                          f"set node values as n.{name} in a g.nodes() or g.dst_nodes() loop")
 
 
@@ -583,17 +598,17 @@ class NodeProxy:
             raise TraceError("n.outgoing_edges() needs a node of the whole graph: loop over g.nodes()")
         return self._edges("outgoing")
 
+    def relations(self) -> Iterator["RelationProxy"]:
+        """This destination's relations (its (node, edge type) pairs with edges, as set in a
+        g.dst_relations() loop); aggregate their values with sum/mean/max/min."""
+        if object.__getattribute__(self, "domain") != Domain.DST:
+            raise TraceError("n.relations() needs a destination node: loop over g.dst_nodes()")
+        tracer: Tracer = object.__getattribute__(self, "_tracer")
+        return _aggregated(tracer, "relations", "n.relations()", "r", lambda: RelationProxy(tracer))
+
     def _edges(self, direction: str) -> Iterator[EdgeProxy]:
         tracer: Tracer = object.__getattribute__(self, "_tracer")
-        if not tracer.aggregations:
-            raise TraceError(f"n.{direction}_edges() is traced once, for one symbolic edge, so it can only "
-                             f"be aggregated: write sum(<edge value> for e in n.{direction}_edges()) with "
-                             f"sum, mean or max from pigeon.lang (not a for loop that accumulates, nor "
-                             f"Python's own sum or max, nor a list comprehension)")
-        seen = tracer.aggregations[-1]
-        seen[0] += 1
-        seen[1] = direction
-        yield EdgeProxy(tracer)
+        return _aggregated(tracer, direction, f"n.{direction}_edges()", "e", lambda: EdgeProxy(tracer))
 
     def __getattr__(self, name: str) -> Any:
         tracer: Tracer = object.__getattribute__(self, "_tracer")
@@ -618,6 +633,60 @@ class NodeProxy:
         tracer.node_values[name] = tracer.store(value, domain, name, f"n.{name}")
 
 
+def _aggregated(tracer: "Tracer", direction: str, what: str, var: str, make: Any) -> Iterator[Any]:
+    """The one symbolic element of ``what``, which only an aggregation may loop over."""
+    if not tracer.aggregations:
+        raise TraceError(f"{what} is traced once, for one symbolic element, so it can only be "
+                         f"aggregated: write sum(<value> for {var} in {what}) with sum, mean, max or "
+                         f"min from pigeon.lang (not a for loop that accumulates, nor Python's own sum "
+                         f"or max, nor a list comprehension)")
+    seen = tracer.aggregations[-1]
+    seen[0] += 1
+    seen[1] = direction
+    yield make()
+
+
+class RelationProxy:
+    """The loop variable of ``for r in g.dst_relations()`` (or of an aggregation over
+    ``n.relations()``): one (destination node, edge type) pair with edges. ``r.etype``,
+    ``r.dst`` (its node: ``r.dst.h``, ``h[r.dst]``, ``r.dst.ntype``), ``r.incoming_edges()`` (the
+    pair's edges) and pair values ``r.name``."""
+
+    _RESERVED = ("etype", "dst", "incoming_edges")
+
+    def __init__(self, tracer: "Tracer"):
+        object.__setattr__(self, "_tracer", tracer)
+
+    def incoming_edges(self) -> Iterator[EdgeProxy]:
+        """The edges of this pair: the destination's incoming edges of this edge type."""
+        tracer: Tracer = object.__getattribute__(self, "_tracer")
+        return _aggregated(tracer, "relation", "r.incoming_edges()", "e", lambda: EdgeProxy(tracer))
+
+    def __getattr__(self, name: str) -> Any:
+        tracer: Tracer = object.__getattribute__(self, "_tracer")
+        if name == "etype":
+            return Selector("etype", Domain.COMPACT_DST, "r.etype")
+        if name == "dst":
+            return EndProxy(tracer, "dst", "r", "compact_dst_node", Domain.COMPACT_DST)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name not in tracer.pair_values:
+            known = ", ".join(sorted(tracer.pair_values)) or "none yet"
+            raise TraceError(f"relation value r.{name} was never set in a g.dst_relations() loop (set so far: {known})")
+        return tracer.pair_values[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        tracer: Tracer = object.__getattribute__(self, "_tracer")
+        if name in self._RESERVED:
+            raise TraceError(f"r.{name} is read-only")
+        if tracer.open_loop != "g.dst_relations()":
+            raise TraceError(f"r.{name} can only be set in a g.dst_relations() loop")
+        tracer.pair_values[name] = tracer.store(value, Domain.COMPACT_DST, name, f"r.{name}")
+
+    def __repr__(self) -> str:
+        return "r"
+
+
 # ----------------------------------------------------------------------------------------
 # the tracer
 
@@ -629,12 +698,13 @@ class Tracer:
         self.builder = Builder(name)
         self.edge_values: dict[str, Sym] = {}
         self.node_values: dict[str, Sym] = {}
+        self.pair_values: dict[str, Sym] = {}  # values of (destination, edge type) pairs
         self._degrees: dict[str, Sym] = {}
         self._dtype: str | None = None
         self.sizes_read: set[str] = set()  # tensor arguments whose first size the trace read
         self.open_loop: str | None = None  # the graph loop being traced
         self.early_exits: list[tuple[str, int, str]] = []  # graph loops left by break or return
-        self.aggregations: list[list[Any]] = []  # open sum/mean/max calls: [edge loops seen, direction]
+        self.aggregations: list[list[Any]] = []  # open sum/mean/max calls: [loops seen, direction]
         self.dropouts: list[DropoutMask] = []  # the masks the program takes, drawn at every call
         self.num_inputs = 0  # the tensor arguments' inputs (dropout masks are numbered after them)
 
@@ -647,7 +717,8 @@ class Tracer:
         if self.aggregations:  # a readout: sum or mean over every node or edge
             seen = self.aggregations[-1]
             seen[0] += 1
-            seen[1] = ("all", make().domain if what != "g.edges()" else Domain.EDGE)
+            loop_domains = {"g.edges()": Domain.EDGE, "g.dst_relations()": Domain.COMPACT_DST}
+            seen[1] = ("all", loop_domains.get(what) or make().domain)
         if self.open_loop is not None:
             raise TraceError(f"a loop over {what} inside the loop over {self.open_loop}: nested graph "
                              f"loops are not supported (a loop body is traced once, for one element); "
@@ -710,7 +781,7 @@ class Tracer:
         if isinstance(x, torch.Tensor):
             raise TraceError("a concrete tensor cannot be mixed into a traced program; "
                              "pass it as an argument of the compiled function")
-        if isinstance(x, (EdgeProxy, EndProxy, NodeProxy, Selector)):
+        if isinstance(x, (EdgeProxy, EndProxy, NodeProxy, RelationProxy, Selector)):
             raise TraceError(f"{x!r} is a loop variable, not a value; index a tensor with it")
         raise TraceError(f"cannot use a {type(x).__name__} as a traced value")
 
@@ -792,8 +863,12 @@ class Tracer:
             raise TraceError(f"{use} = a number: make it a tensor argument instead")
         sym = self.as_sym(value)
         if sym.domain == Domain.EDGE and domain != Domain.EDGE:
-            raise TraceError(f"{use} is a node value but an edge value was given; aggregate it with "
-                             f"sum/mean/max(... for e in n.incoming_edges())")
+            over = "r.incoming_edges()" if domain == Domain.COMPACT_DST else "n.incoming_edges()"
+            raise TraceError(f"{use} is not an edge value but an edge value was given; aggregate it with "
+                             f"sum/mean/max(... for e in {over})")
+        if sym.domain == Domain.COMPACT_DST and domain != Domain.COMPACT_DST:
+            raise TraceError(f"{use} is a node value but a relation value was given; aggregate it with "
+                             f"sum/mean/max(... for r in n.relations())")
         sym = self.broadcast(sym, domain)
         self.builder.name_value(sym.handle, name)
         return sym

@@ -39,6 +39,13 @@ class Scratch:
     zeroed: bool
 
 
+def _fill(kernel: KernelSource, name: str) -> float | None:
+    """The value an output starts from: 0 for atomic sums, -inf for atomic maxima, else none."""
+    if name in kernel.max_filled:
+        return float("-inf")
+    return 0.0 if name in kernel.zero_filled else None
+
+
 class Launch:
     """One kernel bound to one graph: its grid and the graph's arguments, worked out once, so a
     call only allocates the outputs and fills in the values of the program's memory."""
@@ -48,13 +55,15 @@ class Launch:
         self.device = g.device
         self.grid = grid(kernel, g)
         self.args: list[Argument | Slot | Scratch | None] = _graph_arguments(kernel, g)
-        self.outputs = [(name, expected_shape(g, t), TORCH_DTYPES[t.dtype], name in kernel.zero_filled)
+        self.outputs = [(name, expected_shape(g, t), TORCH_DTYPES[t.dtype], _fill(kernel, name))
                         for name in kernel.plan.writes for t in [kernel.plan.value_type(name)]]
 
     def allocate_outputs(self, memory: dict[str, torch.Tensor]) -> None:
-        """Buffers for every value the kernel stores (zeroed where it accumulates with atomics)."""
-        for name, shape, dtype, zeroed in self.outputs:
-            memory[name] = (torch.zeros if zeroed else torch.empty)(shape, dtype=dtype, device=self.device)
+        """Buffers for every value the kernel stores (zeroed where it accumulates with atomics,
+        -infinity where it takes a maximum with them)."""
+        for name, shape, dtype, fill in self.outputs:
+            memory[name] = (torch.empty(shape, dtype=dtype, device=self.device) if fill is None
+                            else torch.full(shape, fill, dtype=dtype, device=self.device))
 
     def arguments(self, memory: dict[str, torch.Tensor]) -> list[Argument]:
         out = []

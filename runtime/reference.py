@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from pigeon.ir.indices import SOFTMAX_GROUPS
 from pigeon.ir.ops import Op
 from pigeon.ir.printer import format_node
 from pigeon.ir.program import Node, Program
@@ -142,11 +143,13 @@ class ReferenceExecutor:
         return segment_reduce(x, idx, rows, kind)
 
     def _edge_softmax(self, node: Node, x: torch.Tensor) -> torch.Tensor:
-        dst, rows = layouts.arrays(self.g).dst, self.g.num_dst_nodes
-        peak = segment_reduce(x.detach(), dst, rows, "max")  # softmax is shift-invariant
-        e = torch.exp(x - peak.index_select(0, dst))
-        total = segment_reduce(e, dst, rows, "sum")
-        return e / total.index_select(0, dst)
+        index = node.attrs.get("index", "dst")
+        members, groups = SOFTMAX_GROUPS[index]
+        group, rows = layouts.index_array(self.g, index, members), layouts.num_rows(self.g, groups)
+        peak = segment_reduce(x.detach(), group, rows, "max")  # softmax is shift-invariant
+        e = torch.exp(x - peak.index_select(0, group))
+        total = segment_reduce(e, group, rows, "sum")
+        return e / total.index_select(0, group)
 
     # linear algebra ---------------------------------------------------------------------
 

@@ -63,6 +63,28 @@ __device__ __forceinline__ void pg_atomic_add_16(T* p, float v) {
 __device__ __forceinline__ void pg_atomic_add(pg_half* p, float v) { pg_atomic_add_16(p, v); }
 __device__ __forceinline__ void pg_atomic_add(pg_bf16* p, float v) { pg_atomic_add_16(p, v); }
 
+// Atomic maximum (the target starts at -infinity; NaN wins, as in torch), by compare-and-swap.
+__device__ __forceinline__ bool pg_replaces(float old, float v) { return v > old || (v != v && old == old); }
+__device__ __forceinline__ bool pg_replaces(double old, double v) { return v > old || (v != v && old == old); }
+__device__ __forceinline__ void pg_atomic_max(float* p, float v) {
+    int* word = (int*)p;
+    int old = *word;
+    while (pg_replaces(__int_as_float(old), v)) {
+        const int seen = atomicCAS(word, old, __float_as_int(v));
+        if (seen == old) break;
+        old = seen;
+    }
+}
+__device__ __forceinline__ void pg_atomic_max(double* p, double v) {
+    unsigned long long* word = (unsigned long long*)p;
+    unsigned long long old = *word;
+    while (pg_replaces(__longlong_as_double((long long)old), v)) {
+        const unsigned long long seen = atomicCAS(word, old, (unsigned long long)__double_as_longlong(v));
+        if (seen == old) break;
+        old = seen;
+    }
+}
+
 // Reductions across the `width` lanes that share a row (width is a power of two <= 32). Every
 // lane of the warp must call them: kernels keep control flow uniform across a warp.
 template <typename T>

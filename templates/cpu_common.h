@@ -86,6 +86,17 @@ static inline void pg_atomic_add_16(T* p, float v) {  // a compare-and-swap on t
 static inline void pg_atomic_add(pg_half* p, float v) { pg_atomic_add_16(p, v); }
 static inline void pg_atomic_add(pg_bf16* p, float v) { pg_atomic_add_16(p, v); }
 
+// Maximum into memory (the target starts at -infinity; NaN wins, as in torch): plain where this
+// thread alone writes, by compare-and-swap where other threads do too.
+template <typename T> static inline bool pg_replaces(T old, T v) { return v > old || (v != v && old == old); }
+template <typename T> static inline void pg_max_into(T* p, T v) { if (pg_replaces(*p, v)) *p = v; }
+template <typename T> static inline void pg_atomic_max(T* p, T v) {
+    T old;
+    __atomic_load(p, &old, __ATOMIC_RELAXED);
+    while (pg_replaces(old, v) && !__atomic_compare_exchange(p, &old, &v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+}
+
 // Elementwise helpers used by generated expressions.
 template <typename T> static inline T pg_max(T a, T b) { return a > b ? a : b; }
 template <typename T> static inline T pg_sigmoid(T x) { return (T)1 / ((T)1 + exp(-x)); }

@@ -91,7 +91,7 @@ def test_program_dag_and_users():
     (Op.LINEAR, [ValueType(Domain.EDGE, (4,)), ValueType(Domain.NTYPE, (4, 3))], {"by": "etype"}, "needs a etype weight"),
     (Op.GATHER, [ValueType(Domain.EDGE, (4,))], {"index": "src", "to": Domain.EDGE}, "cannot move edge rows"),
     (Op.REDUCE, [ValueType(Domain.EDGE, (4,))], {"index": "dst", "to": Domain.DST, "kind": "median"}, "reduce kind"),
-    (Op.EDGE_SOFTMAX, [ValueType(Domain.NODE, (4,))], {}, "needs an edge value"),
+    (Op.EDGE_SOFTMAX, [ValueType(Domain.NODE, (4,))], {}, "along dst normalises edge values"),
     (Op.RESHAPE, [ValueType(Domain.EDGE, (4,))], {"shape": (3, 2)}, "cannot reshape"),
     (Op.CONCAT, [ValueType(Domain.EDGE, (2, 4)), ValueType(Domain.EDGE, (3, 4))], {}, "differ before the last axis"),
     (Op.SUM_TO, [ValueType(Domain.EDGE, (2, 4))], {"shape": (3,)}, "not broadcast"),

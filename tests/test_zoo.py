@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from pigeon.examples.zoo import LAYERS
+from test_relations import pairs
 from test_where import GRAPHS
 
 
@@ -106,8 +107,33 @@ def simple_hgn(g, h, weight, rel_emb, rel_weight, a_dst, a_src, a_rel, res_weigh
     return F.elu(agg.reshape(-1, heads * size)) + h[: g.num_dst_nodes] @ res_weight
 
 
+def han(g, h, proj, attn_src, attn_dst, sem_weight, sem_bias, sem_query):
+    heads, size = attn_src.shape[1:]
+    pair, node, etype = pairs(g)
+    num_pairs, rows = node.numel(), g.num_dst_nodes
+    z = (h @ proj).reshape(-1, heads, size)
+    score = F.leaky_relu((z[g.src] * attn_src[g.etype]).sum(-1) + (z[g.dst] * attn_dst[g.etype]).sum(-1), 0.2)
+    alpha = edge_softmax(score, pair, num_pairs)  # within each (destination, metapath)
+    per_path = F.elu(scatter_sum(alpha.unsqueeze(-1) * z[g.src], pair, num_pairs).reshape(num_pairs, heads * size))
+    w = torch.tanh(per_path @ sem_weight + sem_bias) @ sem_query  # [pairs]
+    count = torch.bincount(etype, minlength=g.num_etypes).clamp(min=1).to(w.dtype)
+    importance = scatter_sum(w, etype, g.num_etypes) / count  # mean over the nodes of each metapath
+    beta = edge_softmax(importance[etype], node, rows)  # across each node's metapaths
+    return scatter_sum(beta.unsqueeze(1) * per_path, node, rows)
+
+
+def gatv2_relations(g, h, w_src, w_dst, attn, bias):
+    heads, size = attn.shape[1:]
+    pair, node, _ = pairs(g)
+    z = torch.bmm(h[g.src].unsqueeze(1), w_src[g.etype]).squeeze(1).reshape(-1, heads, size)
+    z_dst = torch.bmm(h[g.dst].unsqueeze(1), w_dst[g.etype]).squeeze(1).reshape(-1, heads, size)
+    alpha = edge_softmax((F.leaky_relu(z + z_dst, 0.2) * attn[g.etype]).sum(-1), pair, node.numel())
+    return scatter_sum(alpha.unsqueeze(-1) * z, g.dst, g.num_dst_nodes).reshape(-1, heads * size) + bias
+
+
 FORMULAS = {"rgcn_basis": rgcn_basis, "rgcn_bdd": rgcn_bdd, "rgin": rgin, "rsage": rsage,
-            "compgcn": compgcn, "film": film, "heat": heat, "simple_hgn": simple_hgn}
+            "compgcn": compgcn, "film": film, "heat": heat, "simple_hgn": simple_hgn, "han": han,
+            "gatv2_relations": gatv2_relations}
 
 
 @pytest.mark.parametrize("graph", GRAPHS)

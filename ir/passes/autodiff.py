@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from ..indices import SOFTMAX_GROUPS
 from ..ops import COMPARISONS, Op
 from ..program import Node, Program, freeze_attrs
 from ..rewrite import Rewriter
@@ -204,25 +205,27 @@ def _reduce(b: _Backward, n: Node, g: str) -> list:
     spread = b.emit(Op.GATHER, [g], "d", index=index, to=x_domain)
     if kind == "sum":
         return [(0, spread)]
-    if index != "dst" or x_domain != Domain.EDGE:
-        raise AutodiffError(f"no derivative of a {kind} reduction along {index!r}; only of sum, or of "
-                            f"mean/max over the incoming edges of destination nodes")
     if kind == "mean":
+        if index != "dst" or x_domain != Domain.EDGE:
+            raise AutodiffError(f"no derivative of a mean reduction along {index!r}; only of sum and max, "
+                                f"or of a mean over the incoming edges of destination nodes")
         degree = b.emit(Op.DEGREE, [], by="dst", dtype=n.type.dtype)
         return [(0, b.emit(Op.DIV, [spread, degree], "d"))]
-    # max: the gradient goes to the edges that reached the maximum, shared equally among ties
-    peak = b.emit(Op.GATHER, [b.value(n.name)], index="dst", to=Domain.EDGE)
+    # max: the gradient goes to the rows that reached the maximum, shared equally among ties
+    peak = b.emit(Op.GATHER, [b.value(n.name)], index=index, to=x_domain)
     hit = b.emit(Op.EQ, [b.value(n.args[0]), peak], "argmax")
-    ties = b.emit(Op.GATHER, [b.emit(Op.REDUCE, [hit], "ties", index="dst", to=n.type.domain, kind="sum")],
-                  "ties", index="dst", to=Domain.EDGE)
+    ties = b.emit(Op.GATHER, [b.emit(Op.REDUCE, [hit], "ties", index=index, to=n.type.domain, kind="sum")],
+                  "ties", index=index, to=x_domain)
     return [(0, b.emit(Op.DIV, [b.emit(Op.MUL, [spread, hit], "d"), ties], "d"))]
 
 
 def _edge_softmax(b: _Backward, n: Node, g: str) -> list:
+    index = n.attrs.get("index", "dst")
+    rows, groups = SOFTMAX_GROUPS[index]
     y = b.value(n.name)
     yg = b.emit(Op.MUL, [y, g], "d")
-    total = b.emit(Op.REDUCE, [yg], "d", index="dst", to=Domain.DST, kind="sum")
-    spread = b.emit(Op.GATHER, [total], "d", index="dst", to=Domain.EDGE)
+    total = b.emit(Op.REDUCE, [yg], "d", index=index, to=groups, kind="sum")
+    spread = b.emit(Op.GATHER, [total], "d", index=index, to=rows)
     return [(0, b.emit(Op.MUL, [y, b.emit(Op.SUB, [g, spread], "d")], "d"))]
 
 

@@ -34,6 +34,8 @@ using std::exp; using std::log; using std::sqrt; using std::tanh; using std::erf
 
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
+inline double __longlong_as_double(long long i) { double f; std::memcpy(&f, &i, 8); return f; }
+inline long long __double_as_longlong(double f) { long long i; std::memcpy(&i, &f, 8); return i; }
 
 struct pg_warp_state {
     std::unique_ptr<std::barrier<>> barrier;
@@ -94,6 +96,14 @@ inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fe
 inline double atomicAdd(double* p, double v) { return std::atomic_ref<double>(*p).fetch_add(v); }
 inline unsigned int atomicCAS(unsigned int* p, unsigned int expected, unsigned int desired) {
     std::atomic_ref<unsigned int>(*p).compare_exchange_strong(expected, desired);
+    return expected;
+}
+inline int atomicCAS(int* p, int expected, int desired) {
+    std::atomic_ref<int>(*p).compare_exchange_strong(expected, desired);
+    return expected;
+}
+inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long expected, unsigned long long desired) {
+    std::atomic_ref<unsigned long long>(*p).compare_exchange_strong(expected, desired);
     return expected;
 }
 
