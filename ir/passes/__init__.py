@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 from ..cost import GraphStats
 from ..program import Program
 from ..verify import verify
-from . import compact, cse, dce, linear_merge, linear_reorder
+from . import aggregation_order, compact, cse, dce, linear_merge, linear_reorder
 from .autodiff import AutodiffError, Gradient, differentiate
 
 Pass = Callable[[Program, "GraphStats | None"], Program]
@@ -22,6 +22,7 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("dce", dce.run),  # before the rewrites, so that their cost decisions see no dead values
     ("linear_reorder", linear_reorder.run),
     ("linear_merge", linear_merge.run),
+    ("aggregation_order", aggregation_order.run),  # before compact: it compares both forms compacted
     ("compact", compact.run),
 )
 PASS_NAMES = tuple(name for name, _ in PIPELINE)
