@@ -289,9 +289,11 @@ class NaiveInterpreter:
         return weighted / count
 
     def _edge_softmax(self, node, domains, x: Rows) -> Rows:
+        """Over the rows that share a group: a destination's incoming edges, a (destination,
+        edge type) pair's edges, or a destination's pairs (the op's index)."""
         out: list[Any] = [None] * len(x)
         incoming: dict[int, list[int]] = {}
-        for e, d in enumerate(self.s.dst):
+        for e, d in enumerate(self.s.source_rows(node.attrs.get("index", "dst"), domains[0])):
             incoming.setdefault(d, []).append(e)
         for edges in incoming.values():
             with torch.no_grad():

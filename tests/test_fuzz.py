@@ -329,12 +329,17 @@ class ProgramWriter:
 
     def softmax(self, ctx: str, shape: tuple[int, ...], depth: int, rowed: bool | None) -> Expr:
         x = self.expr(ctx, shape, depth, True)
-        return Expr(f"softmax({x.text})", True, 1.0)
+        within = ', by="etype"' if self.draw(st.integers(0, 2)) == 0 else ""  # within each relation
+        return Expr(f"softmax({x.text}{within})", True, 1.0)
 
     def aggregate(self, ctx: str, shape: tuple[int, ...], depth: int, rowed: bool | None) -> Expr:
         kind = self.pick(["sum", "mean", "max"])
         x = self.expr("edge", shape, depth, True)
         bound = x.bound * DEGREE_BOUND if kind == "sum" else x.bound
+        if self.draw(st.integers(0, 2)) == 0:  # within each relation (its softmaxes too), then across
+            across = self.pick(["sum", "mean", "max", "min"])
+            bound = x.bound * DEGREE_BOUND if "sum" in (kind, across) else x.bound
+            return Expr(f"{across}({kind}({x.text} for e in r.incoming_edges()) for r in n.relations())", True, bound)
         return Expr(f"{kind}({x.text} for e in n.incoming_edges())", True, bound)
 
     def where(self, ctx: str, shape: tuple[int, ...], depth: int, rowed: bool | None) -> Expr:
