@@ -1,0 +1,212 @@
+"""The speed-up of changing one import: each drop-in layer of ``pigeon.nn.pyg`` and
+``pigeon.nn.dgl`` against its peer's own class, side by side in one process.
+
+Each Pigeon layer loads its peer's ``state_dict``; the output, the input's gradient and every
+parameter's gradient are checked equal (within float32 rounding) before anything is timed, and
+a mismatch exits with status 1. Times are medians of repeated calls after a warm-up; speed-up =
+peer time / Pigeon time. Run in the DGL environment (DGL 2.1 and PyG):
+
+    python -m pigeon.benchmarks.dropin                                  # bgs, am, biokg, 64 features
+    python -m pigeon.benchmarks.dropin --datasets aifb --scale 0.25     # a quick run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+import pigeon.datasets
+
+from .case import difference, status_of, upstream_gradient
+
+
+@dataclass(frozen=True)
+class DropIn:
+    """A peer class and Pigeon's, built with the same arguments, called the same way."""
+
+    name: str
+    peer: Callable[[Any], torch.nn.Module]  # (graph) -> the peer's layer
+    ours: Callable[[Any], torch.nn.Module]  # (graph) -> Pigeon's layer
+    call: Callable[[torch.nn.Module, Any, torch.Tensor], torch.Tensor]  # (layer, inputs, x) -> output
+
+
+@dataclass
+class Inputs:
+    """A graph in the forms the layers take."""
+
+    graph: Any  # pigeon.Graph
+    edge_index: torch.Tensor
+    edge_type: torch.Tensor
+    node_type: torch.Tensor
+    dgl_graph: Any
+
+
+def _pyg(name: str) -> Any:
+    import torch_geometric.nn as pyg_nn
+    return getattr(pyg_nn, name)
+
+
+def _dgl(name: str) -> Any:
+    import dgl.nn as dgl_nn
+    return getattr(dgl_nn, name)
+
+
+def _ours(module: str, name: str) -> Any:
+    import importlib
+    return getattr(importlib.import_module(f"pigeon.nn.{module}"), name)
+
+
+def drop_ins(feats: int, num_bases: int) -> list[DropIn]:
+    """The drop-in pairs: basis decomposition as issue-sized RGCN runs use it."""
+    def bases(g: Any) -> int:
+        return min(num_bases, g.num_etypes)
+
+    def pyg_call(layer: torch.nn.Module, d: Inputs, x: torch.Tensor) -> torch.Tensor:
+        return layer(x, d.edge_index, d.edge_type)
+
+    def dgl_rgcn_call(layer: torch.nn.Module, d: Inputs, x: torch.Tensor) -> torch.Tensor:
+        return layer(d.dgl_graph, x, d.edge_type)
+
+    def dgl_hgt_call(layer: torch.nn.Module, d: Inputs, x: torch.Tensor) -> torch.Tensor:
+        return layer(d.dgl_graph, x, d.node_type, d.edge_type)
+
+    heads = 4
+    found = [
+        DropIn("PyG RGCNConv (num_bases)", lambda g: _pyg("RGCNConv")(feats, feats, g.num_etypes, num_bases=bases(g)),
+               lambda g: _ours("pyg", "RGCNConv")(feats, feats, g.num_etypes, num_bases=bases(g)), pyg_call),
+        DropIn("PyG FastRGCNConv (num_bases)",
+               lambda g: _pyg("FastRGCNConv")(feats, feats, g.num_etypes, num_bases=bases(g)),
+               lambda g: _ours("pyg", "FastRGCNConv")(feats, feats, g.num_etypes, num_bases=bases(g)), pyg_call),
+        DropIn("PyG FiLMConv", lambda g: _pyg("FiLMConv")(feats, feats, g.num_etypes),
+               lambda g: _ours("pyg", "FiLMConv")(feats, feats, g.num_etypes), pyg_call),
+        DropIn("DGL RelGraphConv (basis)",
+               lambda g: _dgl("RelGraphConv")(feats, feats, g.num_etypes, "basis", bases(g)),
+               lambda g: _ours("dgl", "RelGraphConv")(feats, feats, g.num_etypes, "basis", bases(g)), dgl_rgcn_call),
+        DropIn("DGL HGTConv", lambda g: _dgl("HGTConv")(feats, feats // heads, heads, g.num_ntypes, g.num_etypes, dropout=0.0),
+               lambda g: _ours("dgl", "HGTConv")(feats, feats // heads, heads, g.num_ntypes, g.num_etypes, dropout=0.0),
+               dgl_hgt_call),
+    ]
+    try:
+        _ours("pyg", "RGATConv")
+        found.append(DropIn("PyG RGATConv", lambda g: _pyg("RGATConv")(feats, feats // heads, g.num_etypes, heads=heads),
+                            lambda g: _ours("pyg", "RGATConv")(feats, feats // heads, g.num_etypes, heads=heads),
+                            pyg_call))
+    except AttributeError:
+        pass
+    return found
+
+
+def inputs_of(graph: Any) -> Inputs:
+    import dgl
+    src, dst = graph.src, graph.dst
+    return Inputs(graph, torch.stack([src, dst]), graph.etype, graph.ntype,
+                  dgl.graph((src, dst), num_nodes=graph.num_nodes))
+
+
+def _median_ms(step: Callable[[], Any], warmup: int, repeat: int) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def _gradients(layer: torch.nn.Module, d: Inputs, x: torch.Tensor, call: Callable) -> tuple[torch.Tensor, dict]:
+    x = x.detach().clone().requires_grad_()
+    layer.zero_grad()
+    out = call(layer, d, x)
+    out.backward(upstream_gradient(out))
+    grads = {"input": x.grad}
+    grads.update({n: p.grad for n, p in layer.named_parameters() if p.grad is not None})
+    return out.detach(), grads
+
+
+def compare(case: DropIn, d: Inputs, x: torch.Tensor, warmup: int, repeat: int) -> list[dict[str, Any]]:
+    """Both layers, checked equal, then timed in inference and in training."""
+    torch.manual_seed(0)
+    try:
+        peer = case.peer(d.graph)
+    except Exception as err:  # a peer that cannot be built here is recorded, not dropped
+        return [{"layer": case.name, "mode": m, "status": status_of(err)} for m in ("infer", "train")]
+    ours = case.ours(d.graph)
+    ours.load_state_dict(peer.state_dict())
+    rows = []
+    try:
+        ref_out, ref_grads = _gradients(ours, d, x, case.call)
+    except Exception as err:
+        return [{"layer": case.name, "mode": m, "status": f"Pigeon {status_of(err)}"} for m in ("infer", "train")]
+    try:
+        out, grads = _gradients(peer, d, x, case.call)
+        problems = [f"{k}: {p}" for k, p in [("output", difference(ref_out, out))] +
+                    [(k, difference(v, grads[k]) if k in grads else "missing") for k, v in ref_grads.items()] if p]
+        check = "MISMATCH (" + "; ".join(problems) + ")" if problems else "same output and gradients"
+    except Exception as err:
+        return [{"layer": case.name, "mode": m, "status": status_of(err)} for m in ("infer", "train")]
+    for mode in ("infer", "train"):
+        row = {"layer": case.name, "mode": mode, "status": "ok", "check": check}
+        for who, layer in (("pigeon", ours), ("peer", peer)):
+            if mode == "infer":
+                def step(layer=layer):
+                    with torch.no_grad():
+                        case.call(layer, d, x)
+            else:
+                def step(layer=layer):
+                    _gradients(layer, d, x, case.call)
+            try:
+                row[f"{who}_ms"] = _median_ms(step, warmup, repeat)
+            except Exception as err:
+                row["status"] = f"{who}: {status_of(err)}"
+        if "pigeon_ms" in row and "peer_ms" in row:
+            row["speedup"] = row["peer_ms"] / row["pigeon_ms"]
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["bgs", "am", "biokg"])
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--feats", type=int, default=64)
+    parser.add_argument("--num-bases", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="write every result to this file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = []
+    print(f"{'graph':<8} {'layer':<32} {'mode':<5} {'Pigeon ms':>10} {'peer ms':>10} {'speed-up':>9}  check")
+    for name in args.datasets:
+        data = pigeon.datasets.load(name, scale=args.scale, seed=0, feat_dim=args.feats)
+        d = inputs_of(data.graph)
+        for case in drop_ins(args.feats, args.num_bases):
+            for row in compare(case, d, data.features, args.warmup, args.repeat):
+                row["graph"] = name
+                results.append(row)
+                timing = (f"{row['pigeon_ms']:>10.1f} {row['peer_ms']:>10.1f} {row['speedup']:>8.2f}x"
+                          if "speedup" in row else f"{'':>10} {'':>10} {'':>9}")
+                print(f"{name:<8} {row['layer']:<32} {row['mode']:<5} {timing}  {row.get('check', row['status'])}",
+                      flush=True)
+    for mode in ("infer", "train"):
+        ups = [r["speedup"] for r in results if r["mode"] == mode and "speedup" in r]
+        if ups:
+            print(f"geometric mean speed-up, {mode}: {math.exp(sum(map(math.log, ups)) / len(ups)):.2f}x over {len(ups)} cases"
+                  f" (below 1x: {sum(u < 1 for u in ups)})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 1 if any("MISMATCH" in r.get("check", "") for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
