@@ -13,7 +13,6 @@ from pigeon.ir.program import Program
 from pigeon.ir.types import Domain
 from pigeon.runtime.executable import Executable
 from pigeon.runtime.graph import Graph
-from pigeon.runtime import layouts
 from pigeon.runtime.layouts import graph_stats
 from pigeon.runtime.tuning import CACHE, DEFAULT, Config, tuning_key
 
@@ -75,7 +74,7 @@ class CompiledFunction:
         self._executables: dict[tuple, Executable] = {}
         self._domains: dict[str, Domain] = {}
         self._sizes_read: set[str] = set()  # tensor arguments whose first size a trace read
-        self._dropouts: dict[int, list] = {}  # id(program) -> the dropout masks it takes
+        self._extras: dict[int, list] = {}  # id(program) -> its inputs made at every call (dropout masks, row lookups)
         self.last_executable: Executable | None = None  # what the latest call ran
 
     def _bind(self, g: Any, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
@@ -86,6 +85,8 @@ class CompiledFunction:
         return list(bound.arguments.items())[1:]
 
     def _tensor_key(self, name: str, value: torch.Tensor) -> tuple:
+        if not value.is_floating_point() and value.dtype != torch.bool:  # ids: one per element, any count
+            return ("ids", tuple(value.shape[1:]), value.dtype)
         has_rows = self._domains.get(name, Domain.GLOBAL) != Domain.GLOBAL
         whole = not has_rows or name in self._sizes_read
         return ("tensor", tuple(value.shape) if whole else tuple(value.shape[1:]), value.dtype)
@@ -109,9 +110,9 @@ class CompiledFunction:
         key = self._key(params)
         program = self._programs.get(key)
         if program is None:
-            dropouts: list = []
-            program = trace(self.fn, self.name, params, self._sizes_read, dropouts)
-            self._dropouts[id(program)] = dropouts
+            extras: list = []
+            program = trace(self.fn, self.name, params, self._sizes_read, extras)
+            self._extras[id(program)] = extras
             domains = {n.name: n.type.domain for n in program.inputs}
             if any(self._domains.get(k, d) != d for k, d in domains.items()):
                 self._programs.clear()  # the inputs' domains changed: older keys mean other things
@@ -148,9 +149,8 @@ class CompiledFunction:
             calls.append((self, g, args, kwargs))
         params = flat_tensors(self._bind(g, args, kwargs))
         exe = self.executable(g, *args, **kwargs)
-        for mask in self._dropouts.get(id(exe.traced), ()):
-            like = next(iter(params.values()))
-            params[mask.name] = mask.draw(layouts.num_rows(g, mask.domain), like.dtype, like.device)
+        for extra in self._extras.get(id(exe.traced), ()):
+            params[extra.name] = extra.make(g, params)
         self.last_executable = exe
         outputs = exe(g, [params[n.name] for n in exe.forward.inputs])
         return outputs[0] if isinstance(outputs, tuple) and len(outputs) == 1 else outputs

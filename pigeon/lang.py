@@ -11,7 +11,7 @@ from typing import Any, Iterable
 from pigeon.ir.ops import Op
 from pigeon.ir.types import Domain
 
-from .tracer import InputProxy, ParamRef, Sym, TraceError, current, joint_domain, tracing
+from .tracer import IdsProxy, InputProxy, ParamRef, Sym, TraceError, current, joint_domain, tracing
 
 __all__ = ["linear", "dot", "softmax", "exp", "log", "sqrt", "relu", "leaky_relu", "sigmoid",
            "tanh", "gelu", "abs", "elu", "softplus", "minimum", "maximum", "clamp", "sum", "mean", "max", "min",
@@ -27,6 +27,8 @@ def linear(x: Any, weight: Any) -> Sym:
         w, by = weight.param.sym(), weight.selector.index
     elif isinstance(weight, InputProxy):
         w, by = weight.sym(), "all"
+    elif isinstance(weight, IdsProxy):
+        weight._not_a_value()
     else:
         raise TraceError("linear's weight must be a tensor argument, whole (W) or indexed by a type (W[e.etype])")
     return tracer.op(Op.LINEAR, [x, w], {"by": by})

@@ -447,8 +447,10 @@ class InputProxy:
             from pigeon.ir.indices import param_domain_of
             self.declare(param_domain_of(key.index), f"{self.name}[{key.text}]")
             return ParamRef(self, key)
-        raise TraceError(f"index {self.name} with e.src, e.dst, e, n, e.etype, e.src.ntype or n.ntype; "
-                         f"got {type(key).__name__}")
+        if isinstance(key, IdsRef):
+            return key.read_at(tracer.row_lookup(self, key))
+        raise TraceError(f"index {self.name} with e.src, e.dst, e, n, e.etype, e.src.ntype, n.ntype or the ids "
+                         f"of an integer argument (t[e], t[n]); got {type(key).__name__}")
 
     def reshape(self, *shape: Any) -> Sym:
         return self.sym().reshape(*shape)
@@ -481,6 +483,53 @@ for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__
               "__float__", "__int__", "__index__") + _COMPARISONS:
     setattr(InputProxy, _name, (lambda n: lambda self, *a: getattr(self.sym(), n)(*a))(_name))
 InputProxy.__hash__ = object.__hash__  # type: ignore[method-assign]
+
+
+class IdsProxy:
+    """An integer tensor argument while tracing: ids per edge or node, read as ``t[e]``,
+    ``t[n]``, ``t[e.src]``, ``t[e.dst]`` to pick rows of a table (``emb[t[e]]``)."""
+
+    def __init__(self, name: str, tensor: torch.Tensor):
+        self.name, self.shape = name, tuple(tensor.shape)
+        self.dtype = str(tensor.dtype).replace("torch.", "")
+
+    def __getitem__(self, key: Any) -> "IdsRef":
+        if isinstance(key, EdgeProxy):
+            return IdsRef(self, Domain.EDGE, None, f"{self.name}[e]")
+        if isinstance(key, NodeProxy):
+            return IdsRef(self, Domain.NODE, "to_dst" if key.domain == Domain.DST else None, f"{self.name}[n]")
+        if isinstance(key, EndProxy):
+            return IdsRef(self, Domain.NODE, key.index, f"{self.name}[{key.text}]", key.row_domain)
+        raise TraceError(f"index the integer argument {self.name} with e, n, e.src or e.dst; got {type(key).__name__}")
+
+    def _not_a_value(self, *args: Any) -> Any:
+        raise TraceError(f"{self.name} ({self.dtype}) is not floating point: an integer tensor only picks rows "
+                         f"of a table, as emb[{self.name}[e]]; pass values to compute with as a floating tensor")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _not_a_value
+    __neg__ = __bool__ = __float__ = __index__ = __iter__ = _not_a_value
+
+
+class IdsRef:
+    """``t[e]`` (or ``t[n]``, ``t[e.src]``): the id of each element, for ``table[t[e]]``."""
+
+    def __init__(self, proxy: IdsProxy, domain: Domain, gather: str | None, text: str,
+                 to: Domain | None = None):
+        self.proxy, self.domain, self.gather, self.text = proxy, domain, gather, text
+        self.to = to or (Domain.DST if gather == "to_dst" else domain)
+
+    def read_at(self, rows: Sym) -> Sym:
+        """The looked-up rows (one per id's element) moved to the element that reads them."""
+        if self.gather is None:
+            return rows
+        return rows.tracer.op(Op.GATHER, [rows], {"index": self.gather, "to": self.to}, hint=f"{self.proxy.name}_rows")
+
+    def _not_a_value(self, *args: Any) -> Any:
+        raise TraceError(f"{self.text} is an id of {self.proxy.name} ({self.proxy.dtype}), not floating point: it "
+                         f"only picks a row of a table, as emb[{self.text}]")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _not_a_value
+    __neg__ = __bool__ = __float__ = __index__ = __iter__ = _not_a_value
 
 
 # ----------------------------------------------------------------------------------------
@@ -699,13 +748,14 @@ class Tracer:
         self.edge_values: dict[str, Sym] = {}
         self.node_values: dict[str, Sym] = {}
         self.pair_values: dict[str, Sym] = {}  # values of (destination, edge type) pairs
+        self._extra_handles: dict[str, int] = {}  # row lookups already made, by input name
         self._degrees: dict[str, Sym] = {}
         self._dtype: str | None = None
         self.sizes_read: set[str] = set()  # tensor arguments whose first size the trace read
         self.open_loop: str | None = None  # the graph loop being traced
         self.early_exits: list[tuple[str, int, str]] = []  # graph loops left by break or return
         self.aggregations: list[list[Any]] = []  # open sum/mean/max calls: [loops seen, direction]
-        self.dropouts: list[DropoutMask] = []  # the masks the program takes, drawn at every call
+        self.extras: list[DropoutMask | RowLookup] = []  # inputs made at every call, after the function's own
         self.num_inputs = 0  # the tensor arguments' inputs (dropout masks are numbered after them)
 
     def graph_loop(self, what: str, make: Any) -> Iterator[Any]:
@@ -781,6 +831,8 @@ class Tracer:
         if isinstance(x, torch.Tensor):
             raise TraceError("a concrete tensor cannot be mixed into a traced program; "
                              "pass it as an argument of the compiled function")
+        if isinstance(x, (IdsRef, IdsProxy)):
+            x._not_a_value()
         if isinstance(x, (EdgeProxy, EndProxy, NodeProxy, RelationProxy, Selector)):
             raise TraceError(f"{x!r} is a loop variable, not a value; index a tensor with it")
         raise TraceError(f"cannot use a {type(x).__name__} as a traced value")
@@ -799,11 +851,29 @@ class Tracer:
 
     def dropout_mask(self, x: Sym, p: float) -> Sym:
         """An input of ``x``'s domain and shape holding dropout's scaled mask (drawn per call)."""
-        mask = DropoutMask(f"dropout_mask_{len(self.dropouts)}", p, x.domain, x.shape)
-        self.dropouts.append(mask)
-        vtype = ValueType(x.domain, x.shape, self.dtype)
-        position = self.num_inputs + len(self.dropouts) - 1  # after the function's own inputs
-        return Sym(self, self.builder.input(mask.name, vtype, position, self.loc()))
+        count = sum(isinstance(extra, DropoutMask) for extra in self.extras)
+        return self.extra_input(DropoutMask(f"dropout_mask_{count}", p, x.domain, x.shape), x.shape)
+
+    def row_lookup(self, table: "InputProxy", ids: "IdsRef") -> Sym:
+        """``table[ids[...]]`` as an input of the ids' domain: the rows picked at every call."""
+        if len(table.shape) < 1:
+            raise TraceError(f"{table.name}[{ids.text}] picks rows of {table.name}, a scalar tensor")
+        name = f"{table.name}_at_{ids.proxy.name}"
+        for extra in self.extras:
+            if isinstance(extra, RowLookup) and extra.name == name and extra.domain == ids.domain:
+                return Sym(self, self._extra_handles[name])
+        if table.torch_dtype.is_floating_point is False:
+            raise TraceError(f"{table.name}[{ids.text}]: the table {table.name} must be a floating tensor")
+        lookup = RowLookup(name, table.name, ids.proxy.name, ids.domain)
+        sym = self.extra_input(lookup, tuple(table.shape[1:]))
+        self._extra_handles[name] = sym.handle
+        return sym
+
+    def extra_input(self, extra: "DropoutMask | RowLookup", shape: tuple[int, ...]) -> Sym:
+        self.extras.append(extra)
+        vtype = ValueType(extra.domain, shape, self.dtype)
+        position = self.num_inputs + len(self.extras) - 1  # after the function's own inputs
+        return Sym(self, self.builder.input(extra.name, vtype, position, self.loc()))
 
     def constant(self, value: float) -> Sym:
         """A number as a global traced value."""
@@ -875,6 +945,32 @@ class Tracer:
 
 
 @dataclasses.dataclass(frozen=True)
+class RowLookup:
+    """``table[ids[...]]``: the program input ``name`` takes, at every call, the rows of the
+    argument ``table`` that the integer argument ``ids`` picks, one per row of ``domain``. Torch
+    picks them (index_select), so the table's gradient flows through torch's autograd."""
+
+    name: str
+    table: str
+    ids: str
+    domain: Domain
+
+    def make(self, g: Any, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        from pigeon.runtime import layouts
+        table, ids = params[self.table], params[self.ids]
+        rows = layouts.num_rows(g, self.domain)
+        if ids.dim() == 2 and ids.shape[1] == 1:
+            ids = ids.reshape(-1)
+        if ids.shape != (rows,):
+            raise ValueError(f"{self.ids} has shape {list(params[self.ids].shape)}; expected [{rows}], one id per "
+                             f"{'edge' if self.domain == Domain.EDGE else 'node'}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= table.shape[0]):
+            raise ValueError(f"{self.ids} holds ids from {int(ids.min())} to {int(ids.max())}; {self.table} has "
+                             f"{table.shape[0]} rows")
+        return table.index_select(0, ids.to(device=table.device, dtype=torch.long))
+
+
+@dataclasses.dataclass(frozen=True)
 class DropoutMask:
     """A dropout of a traced value: the program input ``name`` takes, at every call, a mask of
     the value's rows and shape drawn as torch.nn.functional.dropout draws it."""
@@ -890,6 +986,11 @@ class DropoutMask:
         if self.p == 1.0:
             return torch.zeros(shape, dtype=dtype, device=device)
         return torch.empty(shape, dtype=dtype, device=device).bernoulli_(1.0 - self.p).div_(1.0 - self.p)
+
+    def make(self, g: Any, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        from pigeon.runtime import layouts
+        like = next(iter(params.values()))
+        return self.draw(layouts.num_rows(g, self.domain), like.dtype, like.device)
 
 
 def joint_domain(a: Domain, b: Domain) -> Domain:
@@ -944,16 +1045,21 @@ def flat_tensors(params: list[tuple[str, Any]]) -> dict[str, torch.Tensor]:
 
 
 def trace(fn: Any, name: str, params: list[tuple[str, Any]], sizes_read: set[str] | None = None,
-          dropouts: list[DropoutMask] | None = None) -> Program:
+          extras: list[DropoutMask | RowLookup] | None = None) -> Program:
     """Trace ``fn(g, *values)``; ``params`` are the (name, value) pairs after the graph.
 
     ``sizes_read`` collects the tensor arguments whose first size the trace read (the program
-    holds that number as a constant); ``dropouts`` the dropout masks the program takes."""
+    holds that number as a constant); ``extras`` the inputs the program takes that are made at
+    every call (dropout masks, rows picked by integer ids)."""
     tracer = Tracer(name)
     proxies: list[Any] = []
     inputs: list[InputProxy] = []
     names = {pname for pname, _ in params}
     for pname, value in params:
+        if isinstance(value, torch.Tensor) and not value.is_floating_point() and not value.is_complex() \
+                and value.dtype != torch.bool:
+            proxies.append(IdsProxy(pname, value))  # ids: rows of tables are picked with them
+            continue
         if isinstance(value, torch.Tensor):
             proxy = InputProxy(tracer, pname, len(inputs), value)
             inputs.append(proxy)
@@ -1000,6 +1106,6 @@ def trace(fn: Any, name: str, params: list[tuple[str, Any]], sizes_read: set[str
                 proxy.declare(Domain.GLOBAL, f"{proxy.name} (unused)")
     if sizes_read is not None:
         sizes_read |= tracer.sizes_read
-    if dropouts is not None:
-        dropouts.extend(tracer.dropouts)
+    if extras is not None:
+        extras.extend(tracer.extras)
     return tracer.builder.build([s.handle for s in syms])

@@ -65,5 +65,5 @@ def test_a_numpy_argument_is_named_not_printed():
 def test_an_integer_tensor_is_named():
     g = random_graph(num_etypes=6, seed=3)
     w = [torch.randn(6, 4, 3) for _ in range(2)]
-    with pytest.raises(pigeon.TraceError, match=r"h \(int64\) are not floating point"):
+    with pytest.raises(pigeon.TraceError, match=r"h\[e.src\] is an id of h \(int64\), not floating point"):
         two_weights(g, torch.ones(g.num_nodes, 4, dtype=torch.long), w, {"scale": torch.randn(3)})
