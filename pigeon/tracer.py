@@ -142,9 +142,14 @@ class Sym:
         return self
 
     def __pow__(self, other: Any) -> "Sym":
+        """``x ** c`` for a number c; ``x ** y`` for a traced y is exp(y log x): for positive x
+        (as torch.pow there, its gradients too)."""
+        if isinstance(other, (Sym, ParamRef, InputProxy)):
+            exponent = self.tracer.as_sym(other)
+            return self.tracer.op(Op.EXP, [exponent * self.tracer.op(Op.LOG, [self])], hint="pow")
         if not _is_number(other):
-            raise TraceError("the exponent of a traced value must be a Python number; for a traced "
-                             "exponent y of a positive x write exp(y * log(x))")
+            raise TraceError(f"the exponent of a traced value must be a Python number or a traced value, "
+                             f"got a {type(other).__name__}")
         return self.tracer.op(Op.POW, [self], {"c": float(other)})
 
     def __rpow__(self, other: Any) -> "Sym":

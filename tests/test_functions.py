@@ -198,3 +198,29 @@ def test_other_indexing_is_refused():
         return n.out
     with pytest.raises(pigeon.TraceError, match="sliced along its last feature axis only"):
         f(random_graph(num_etypes=3, seed=0), torch.randn(40, 4))
+
+
+@pigeon.compile
+def traced_power(g, h, a):
+    for e in g.edges():
+        e.x = (1.0 + h[e.src] * h[e.src]) ** (a * h[e.dst])  # a positive base, a traced exponent
+    for n in g.dst_nodes():
+        n.out = sum(e.x for e in n.incoming_edges())
+    return n.out
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_a_traced_exponent_matches_torch_pow(graph, backend):
+    g = GRAPHS[graph]()
+    gen = torch.Generator().manual_seed(3)
+    h = (torch.randn(g.num_nodes, 3, dtype=torch.float64, generator=gen) * 0.5).requires_grad_()
+    a = torch.randn(3, dtype=torch.float64, generator=gen).requires_grad_()
+    with pigeon.use_backend(backend):
+        out = traced_power(g, h, a)
+    h_ref, a_ref = h.detach().clone().requires_grad_(), a.detach().clone().requires_grad_()
+    x = torch.pow(1.0 + h_ref[g.src] ** 2, a_ref * h_ref[g.dst])
+    ref = torch.zeros(g.num_dst_nodes, 3, dtype=x.dtype).index_add(0, g.dst, x)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)  # float64: rounding only
+    up = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
+    for got, want in zip(torch.autograd.grad((out * up).sum(), (h, a)), torch.autograd.grad((ref * up).sum(), (h_ref, a_ref))):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
