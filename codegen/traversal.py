@@ -29,7 +29,7 @@ from .kernel import Launch
 REPLICATE_UP_TO = 8  # values of at most this many features, with every input readable anywhere, are replicated
 # parameter-sized domains: a C++ kernel scatters into them through a private copy per thread, as
 # every thread would contend for the same few rows with atomics
-SMALL_DOMAINS = (Domain.GLOBAL, Domain.ETYPE, Domain.NTYPE)
+SMALL_DOMAINS = (Domain.GLOBAL, Domain.ETYPE, Domain.NTYPE, Domain.GRAPH)
 
 
 def array_size(n: int) -> int:

@@ -1,14 +1,15 @@
 """The cost model: FLOPs and bytes moved by every op of a program on a graph of given sizes.
 
 Level-1 costs count every computed value as written to memory and read back by each user, with
-one exception that fusion always makes true: gathers, reshapes and degrees are views, read
-through an index by their users (they cost only their index reads). Level-2 plans count only
+one exception that fusion always makes true: gathers, reshapes, slices and degrees are views,
+read through an index (or at an offset) by their users (they cost only their index reads). Level-2 plans count only
 what their kernels materialise.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from .ops import ELEMENTWISE, Op
 from .program import Node, Program
@@ -29,12 +30,14 @@ class GraphStats:
     num_compact_dst: int  # unique (dst, etype) pairs
     num_etypes: int
     num_ntypes: int
+    num_graphs: int = 1  # graphs of a batch
 
     def rows(self, domain: Domain) -> int:
         return {
             Domain.NODE: self.num_nodes, Domain.DST: self.num_dst_nodes, Domain.EDGE: self.num_edges,
             Domain.COMPACT: self.num_compact, Domain.COMPACT_DST: self.num_compact_dst,
-            Domain.ETYPE: self.num_etypes, Domain.NTYPE: self.num_ntypes, Domain.GLOBAL: 1,
+            Domain.ETYPE: self.num_etypes, Domain.NTYPE: self.num_ntypes, Domain.GRAPH: self.num_graphs,
+            Domain.GLOBAL: 1,
         }[domain]
 
     def bucket(self) -> tuple[int, ...]:
@@ -78,7 +81,7 @@ def node_cost(node: Node, args: tuple[ValueType, ...], stats: GraphStats) -> Cos
     op, out = node.op, node.type
     rows = stats.rows(out.domain)
     size = lambda t: value_bytes(t, stats)  # noqa: E731
-    if op in (Op.INPUT, Op.RESHAPE, Op.CONST):
+    if op in (Op.INPUT, Op.RESHAPE, Op.SLICE, Op.CONST):
         return Cost()
     if op == Op.MATCH:
         return Cost(rows, rows * INDEX_BYTES * (1 if node.attrs.get("rhs") is None else 2))
@@ -97,7 +100,7 @@ def node_cost(node: Node, args: tuple[ValueType, ...], stats: GraphStats) -> Cos
         return Cost(2 * stats.rows(x.domain) * x.numel * dy.shape[-1], size(x) + size(dy) + size(out))
     if op == Op.DOT:
         return Cost(2 * rows * max(args[0].numel, args[1].numel), size(args[0]) + size(args[1]) + size(out))
-    if op in (Op.CONCAT, Op.SLICE):
+    if op == Op.CONCAT:
         return Cost(0, 2 * size(out))
     if op in ELEMENTWISE or op == Op.SUM_TO:
         work = max([a.numel for a in args] + [out.numel])
@@ -129,3 +132,71 @@ def score(cost: Cost) -> float:
 def cheaper(candidate: Program, current: Program, stats: GraphStats) -> bool:
     """Whether ``candidate`` costs less than ``current`` on graphs of these sizes."""
     return score(program_cost(candidate, stats).total) < score(program_cost(current, stats).total)
+
+
+# ---- modelled time of kernel plans on the C++/OpenMP back end ---------------------------------
+#
+# A kernel's time is a weighted sum of what it does: a fixed cost per kernel (the ctypes call and
+# the OpenMP region), a cost per task handed to a thread, bytes streamed, bytes read through an
+# index (rows gathered at random), GEMM FLOPs scaled by how well the micro-kernel's register tile
+# fits the output, and other FLOPs; work is split over the threads. The weights were fitted to
+# measured times (benchmarks/cost_model.py); they are seconds per unit on the machine measured.
+
+@dataclass(frozen=True)
+class CpuWeights:
+    kernel: float = 2.0e-5  # seconds per kernel call
+    task: float = 1.0e-7  # seconds per task (a tile of GEMM rows, a chunk of traversal rows)
+    byte: float = 1.0e-10  # seconds per byte streamed (loads, stores, index arrays)
+    gathered_byte: float = 2.0e-10  # seconds per byte read through an index
+    gemm_flop: float = 1.0e-10  # seconds per GEMM FLOP at a full register tile
+    flop: float = 4.0e-10  # seconds per other FLOP
+    atomic: float = 1.0e-9  # seconds per element added atomically
+
+
+CPU_WEIGHTS = CpuWeights()
+THREADS = 2  # the threads the weights were measured with (the machines here have 2 cores)
+
+
+def kernel_features(kernel: Any, stats: GraphStats) -> dict[str, float]:
+    """What ``CpuWeights`` multiplies for one kernel plan: per-thread counts of each unit."""
+    from .plans import CpuGemmSchedule, CpuTraversalSchedule, Strategy
+    from .roofline import kernel_cost
+
+    types = {n.name: n.type for n in kernel.reads + kernel.ops}
+    rows = stats.rows(kernel.domain)
+    compulsory = kernel_cost(kernel, stats)
+    gathered = sum(value_bytes(n.type, stats) for n in kernel.ops
+                   if n.op == Op.GATHER and n.attrs["index"] not in ("all", "to_dst"))
+    gemm = [n for n in kernel.ops if n.op in (Op.LINEAR, Op.LINEAR_WGRAD)]
+    gemm_flops = sum(node_cost(n, tuple(types[a] for a in n.args), stats).flops for n in gemm)
+    other_flops = max(compulsory.flops - gemm_flops, 0)
+    s = kernel.schedule
+    if isinstance(s, CpuGemmSchedule):
+        segments = stats.num_etypes if any(n.attrs.get("by") == "etype" for n in gemm) else \
+            stats.num_ntypes if any(n.attrs.get("by") == "ntype" for n in gemm) else 1
+        tasks = rows / s.tile_rows + segments
+        cols = max((n.type.shape[-1] for n in gemm if n.type.shape), default=1)
+        padded = math.ceil(cols / s.micro_cols) * s.micro_cols / max(cols, 1)
+        # loads per FLOP of a micro_rows x micro_cols register tile: (mr + mc) / (mr * mc)
+        intensity = (s.micro_rows + s.micro_cols) / (s.micro_rows * s.micro_cols) / (24 / 128)
+        gemm_flops *= padded * max(intensity, 1.0)
+    elif isinstance(s, CpuTraversalSchedule):
+        tasks = rows / s.rows_per_task
+        if s.prefetch == 0:
+            gathered *= 1.25
+    else:
+        tasks = rows / 32
+    atomics = sum(stats.rows(types[n.args[0]].domain) * types[n.args[0]].numel for n in kernel.ops
+                  if n.op == Op.REDUCE and kernel.strategy != Strategy.DST_PARALLEL)
+    return {"kernel": 1.0, "task": tasks / THREADS, "byte": compulsory.bytes / THREADS,
+            "gathered_byte": gathered / THREADS, "gemm_flop": gemm_flops / THREADS,
+            "flop": other_flops / THREADS, "atomic": atomics / THREADS}
+
+
+def plans_seconds(plans: Any, stats: GraphStats, weights: CpuWeights = CPU_WEIGHTS) -> float:
+    """The modelled time of a plan program's kernels on graphs of these sizes."""
+    total = 0.0
+    for kernel in plans.kernels:
+        features = kernel_features(kernel, stats)
+        total += sum(getattr(weights, name) * value for name, value in features.items())
+    return total

@@ -24,6 +24,7 @@ GATHER_INDICES: dict[str, tuple[tuple[Domain, Domain], ...]] = {
     "src_ntype": ((D.NTYPE, D.EDGE), (D.NTYPE, D.COMPACT)),
     "dst_ntype": ((D.NTYPE, D.EDGE), (D.NTYPE, D.COMPACT_DST)),
     "ntype": ((D.NTYPE, D.NODE), (D.NTYPE, D.DST), (D.NTYPE, D.NTYPE)),
+    "graph": ((D.GRAPH, D.NODE), (D.GRAPH, D.DST), (D.GRAPH, D.GRAPH)),
     "all": tuple((D.GLOBAL, d) for d in D if d != D.GLOBAL),
 }
 
@@ -32,7 +33,7 @@ GATHER_INDICES: dict[str, tuple[tuple[Domain, Domain], ...]] = {
 PAIR_INDICES = ("compact", "compact_dst")
 
 # type selectors: the index that picks, for each row of a domain, a row of a parameter
-SELECTORS = ("etype", "src_ntype", "dst_ntype", "ntype", "all")
+SELECTORS = ("etype", "src_ntype", "dst_ntype", "ntype", "graph", "all")
 
 
 def param_domain_of(selector: str) -> Domain:
@@ -41,6 +42,8 @@ def param_domain_of(selector: str) -> Domain:
         return D.ETYPE
     if selector in ("src_ntype", "dst_ntype", "ntype"):
         return D.NTYPE
+    if selector == "graph":
+        return D.GRAPH
     if selector == "all":
         return D.GLOBAL
     raise ValueError(f"unknown type selector {selector!r}; expected one of {SELECTORS}")

@@ -20,6 +20,7 @@ class Domain(enum.Enum):
     COMPACT_DST = "compact_dst"  # one row per unique (destination node, edge type) pair
     ETYPE = "etype"  # one row per edge type
     NTYPE = "ntype"  # one row per node type
+    GRAPH = "graph"  # one row per graph of a batch of graphs
     GLOBAL = "global"  # no row axis
 
     @property
@@ -28,7 +29,7 @@ class Domain(enum.Enum):
 
     @property
     def is_param(self) -> bool:
-        return self in (Domain.ETYPE, Domain.NTYPE, Domain.GLOBAL)
+        return self in (Domain.ETYPE, Domain.NTYPE, Domain.GRAPH, Domain.GLOBAL)
 
 
 ROW_DOMAINS = (Domain.NODE, Domain.DST, Domain.EDGE, Domain.COMPACT, Domain.COMPACT_DST)

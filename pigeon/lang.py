@@ -269,7 +269,9 @@ def _across_relations(tracer: Any, kind: str, x: Sym) -> Sym:
 
 # readout by type: (by, the domain read) -> the index that picks each row's type
 _READOUT_INDEX = {("etype", Domain.EDGE): "etype", ("etype", Domain.COMPACT_DST): "etype",
-                  ("ntype", Domain.NODE): "ntype", ("ntype", Domain.DST): "ntype"}
+                  ("ntype", Domain.NODE): "ntype", ("ntype", Domain.DST): "ntype",
+                  ("graph", Domain.NODE): "graph", ("graph", Domain.DST): "graph"}
+_READOUT_DOMAIN = {"etype": Domain.ETYPE, "ntype": Domain.NTYPE, "graph": Domain.GRAPH}
 
 
 def _readout(tracer: Any, kind: str, x: Sym, by: str | None = None) -> Sym:
@@ -278,11 +280,10 @@ def _readout(tracer: Any, kind: str, x: Sym, by: str | None = None) -> Sym:
     if by is None:
         index, to = "all", Domain.GLOBAL
     elif (by, x.domain) in _READOUT_INDEX:
-        index = _READOUT_INDEX[(by, x.domain)]
-        to = Domain.ETYPE if by == "etype" else Domain.NTYPE
+        index, to = _READOUT_INDEX[(by, x.domain)], _READOUT_DOMAIN[by]
     else:
         raise TraceError(f"a readout of {x.domain.value} values by {by!r}: by='etype' is for edges and "
-                         f"relations, by='ntype' for nodes")
+                         f"relations, by='ntype' and by='graph' (each graph of a batch) for nodes")
     into = {"index": index, "to": to}
     if kind in ("max", "min"):
         flip = kind == "min"

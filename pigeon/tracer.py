@@ -667,8 +667,8 @@ class NodeProxy:
     def __getattr__(self, name: str) -> Any:
         tracer: Tracer = object.__getattribute__(self, "_tracer")
         domain = object.__getattribute__(self, "domain")
-        if name == "ntype":
-            return Selector("ntype", domain, "n.ntype")
+        if name in ("ntype", "graph"):
+            return Selector(name, domain, f"n.{name}")
         if name.startswith("__"):
             raise AttributeError(name)
         value = tracer.node_value(name, f"n.{name}")
@@ -681,8 +681,8 @@ class NodeProxy:
 
     def __setattr__(self, name: str, value: Any) -> None:
         tracer: Tracer = object.__getattribute__(self, "_tracer")
-        if name == "ntype":
-            raise TraceError("n.ntype is read-only")
+        if name in ("ntype", "graph"):
+            raise TraceError(f"n.{name} is read-only")
         domain = object.__getattribute__(self, "domain")
         tracer.node_values[name] = tracer.store(value, domain, name, f"n.{name}")
 

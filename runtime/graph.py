@@ -76,7 +76,8 @@ class Graph:
                  num_ntypes: int | None = None, etype_names: Sequence[str] | None = None,
                  ntype_names: Sequence[str] | None = None,
                  canonical_etypes: Sequence[tuple[str, str, str]] | None = None,
-                 num_dst_nodes: int | None = None):
+                 num_dst_nodes: int | None = None, graph_id: TensorLike | None = None,
+                 num_graphs: int | None = None):
         if not isinstance(num_nodes, (int, np.integer)) or isinstance(num_nodes, bool) or num_nodes < 0:
             raise GraphError(f"num_nodes must be a non-negative int, got {num_nodes!r}")
         self._num_nodes = int(num_nodes)
@@ -96,6 +97,13 @@ class Graph:
         self._ntype = _as_index(ntype, "ntype").to(self._src.device)
         if self._ntype.numel() != self._num_nodes:
             raise GraphError(f"ntype has {self._ntype.numel()} entries but num_nodes is {self._num_nodes}")
+        if graph_id is None:
+            graph_id = torch.zeros(self._num_nodes, dtype=torch.int64)
+        self._graph_id = _as_index(graph_id, "graph_id").to(self._src.device)
+        if self._graph_id.numel() != self._num_nodes:
+            raise GraphError(f"graph_id has {self._graph_id.numel()} entries but num_nodes is {self._num_nodes}")
+        self._num_graphs = self._count(num_graphs, None, self._graph_id, "graph")
+        _check_range(self._graph_id, self._num_graphs, "graph_id", "graphs")
         self._num_etypes = self._count(num_etypes, etype_names, self._etype, "etype")
         self._num_ntypes = self._count(num_ntypes, ntype_names, self._ntype, "ntype")
         _check_range(self._src, self._num_nodes, "src", "nodes")
@@ -129,6 +137,28 @@ class Graph:
                    ntype: TensorLike | None = None, **kwargs: Any) -> Graph:
         """A graph from PyG-style arrays: edge ``i`` goes ``src[i] -> dst[i]`` with type ``etype[i]``."""
         return cls(src, dst, etype, num_nodes, ntype, **kwargs)
+
+    @classmethod
+    def batch(cls, graphs: Sequence[Graph]) -> Graph:
+        """Several graphs as one, node ids shifted, each node's ``graph_id`` the position of its
+        graph (for readouts per graph: ``mean((x for n in g.nodes()), by="graph")``)."""
+        graphs = list(graphs)
+        if not graphs or not all(isinstance(g, Graph) for g in graphs):
+            raise GraphError("Graph.batch takes a non-empty list of pigeon.Graph")
+        if any(g.is_block for g in graphs):
+            raise GraphError("Graph.batch takes whole graphs, not sampled blocks")
+        offsets = [0]
+        for g in graphs:
+            offsets.append(offsets[-1] + g.num_nodes)
+        device = graphs[0].device
+        return cls(torch.cat([g._src.to(device) + o for g, o in zip(graphs, offsets)]),
+                   torch.cat([g._dst.to(device) + o for g, o in zip(graphs, offsets)]),
+                   torch.cat([g._etype.to(device) for g in graphs]), offsets[-1],
+                   torch.cat([g._ntype.to(device) for g in graphs]),
+                   num_etypes=max(g.num_etypes for g in graphs), num_ntypes=max(g.num_ntypes for g in graphs),
+                   graph_id=torch.repeat_interleave(torch.arange(len(graphs)),
+                                                    torch.tensor([g.num_nodes for g in graphs])),
+                   num_graphs=len(graphs))
 
     @classmethod
     def from_dict(cls, edges: Mapping[tuple[str, str, str], tuple[TensorLike, TensorLike]],
@@ -186,8 +216,8 @@ class Graph:
 
     @classmethod
     def from_pyg(cls, data: Any) -> Graph:
-        """A graph from PyG's ``Data`` (``edge_index``, optional ``edge_type`` and ``node_type``)
-        or ``HeteroData`` (node types numbered in ``data.node_types`` order, edge types in
+        """A graph from PyG's ``Data`` (``edge_index``, optional ``edge_type`` and ``node_type``;
+        a ``Batch``'s ``batch`` gives every node's graph) or ``HeteroData`` (node types numbered in ``data.node_types`` order, edge types in
         ``data.edge_types`` order, nodes type by type as ``HeteroData.to_homogeneous`` numbers
         them, so ``graph.pack(x_dict)`` and ``graph.unpack(out)`` map PyG's per-type tensors)."""
         if hasattr(data, "node_types") and hasattr(data, "edge_types") and hasattr(data, "to_homogeneous"):
@@ -202,8 +232,10 @@ class Graph:
         num_nodes = data.num_nodes
         if num_nodes is None:
             raise GraphError("the Data has no num_nodes (nor node features to count them by)")
+        batch = getattr(data, "batch", None)  # a torch_geometric Batch: the graph of every node
         return cls.from_edges(edge_index[0], edge_index[1], getattr(data, "edge_type", None), int(num_nodes),
-                              getattr(data, "node_type", None))
+                              getattr(data, "node_type", None), graph_id=batch,
+                              num_graphs=getattr(data, "num_graphs", None) if batch is not None else None)
 
     # sizes and arrays -------------------------------------------------------------------
 
@@ -226,6 +258,15 @@ class Graph:
     def ntype(self) -> torch.Tensor:
         """A copy of the node type of every node."""
         return self._ntype.clone()
+
+    @property
+    def graph_id(self) -> torch.Tensor:
+        """A copy of the graph of every node, in a batch of graphs (all 0 for one graph)."""
+        return self._graph_id.clone()
+
+    @property
+    def num_graphs(self) -> int:
+        return self._num_graphs
 
     @property
     def num_nodes(self) -> int:
@@ -272,7 +313,7 @@ class Graph:
             return self
         moved = object.__new__(Graph)  # the same validated graph: its arrays copied once, to the device
         moved.__dict__.update(self.__dict__)
-        for name in ("_src", "_dst", "_etype", "_ntype"):
+        for name in ("_src", "_dst", "_etype", "_ntype", "_graph_id"):
             setattr(moved, name, getattr(self, name).to(device))
         moved._cache = {}
         moved._versions = moved._array_versions()
@@ -335,7 +376,7 @@ class Graph:
     # cached derived data ----------------------------------------------------------------
 
     def _array_versions(self) -> tuple[int, ...]:
-        return tuple(t._version for t in (self._src, self._dst, self._etype, self._ntype))
+        return tuple(t._version for t in (self._src, self._dst, self._etype, self._ntype, self._graph_id))
 
     def check_unchanged(self) -> None:
         """Raise GraphChangedError if an array the graph owns was modified in place since

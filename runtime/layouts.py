@@ -61,12 +61,13 @@ class GraphArrays(NamedTuple):
     dst: torch.Tensor
     etype: torch.Tensor
     ntype: torch.Tensor
+    graph_id: torch.Tensor
 
 
 def arrays(g: Graph) -> GraphArrays:
     """The index arrays ``g`` owns, not copies: for the runtime to read, never to write (a write
     that torch sees raises GraphChangedError on the graph's next use)."""
-    return GraphArrays(g._src, g._dst, g._etype, g._ntype)  # the graph's companion module: no copies
+    return GraphArrays(g._src, g._dst, g._etype, g._ntype, g._graph_id)  # the graph's companion module: no copies
 
 
 def _offsets(type_ids: torch.Tensor, num_types: int) -> torch.Tensor:
@@ -120,7 +121,8 @@ def num_rows(g: Graph, domain: Domain) -> int:
     if domain == Domain.COMPACT_DST:
         return compact_dst(g).num_pairs
     return {Domain.NODE: g.num_nodes, Domain.DST: g.num_dst_nodes, Domain.EDGE: g.num_edges,
-            Domain.ETYPE: g.num_etypes, Domain.NTYPE: g.num_ntypes, Domain.GLOBAL: 0}[domain]
+            Domain.ETYPE: g.num_etypes, Domain.NTYPE: g.num_ntypes, Domain.GRAPH: g.num_graphs,
+            Domain.GLOBAL: 0}[domain]
 
 
 class DstWork(NamedTuple):
@@ -206,7 +208,7 @@ def index_array(g: Graph, index: str, target: Domain) -> torch.Tensor | None:
             return compact_dst(g).node
         if index == "to_dst":
             return torch.arange(g.num_dst_nodes, device=g.device)
-        if target in (Domain.ETYPE, Domain.NTYPE):  # a selector on its own parameter domain
+        if target in (Domain.ETYPE, Domain.NTYPE, Domain.GRAPH):  # a selector on its own parameter domain
             return torch.arange(num_rows(g, target), device=g.device)
         if index == "etype":
             return pairs[target](g).etype if target in pairs else a.etype
@@ -216,6 +218,8 @@ def index_array(g: Graph, index: str, target: Domain) -> torch.Tensor | None:
             return a.ntype[compact_dst(g).node] if target == Domain.COMPACT_DST else a.ntype[a.dst]
         if index == "ntype":
             return a.ntype[: g.num_dst_nodes] if target == Domain.DST else a.ntype
+        if index == "graph":
+            return a.graph_id[: g.num_dst_nodes] if target == Domain.DST else a.graph_id
         raise ValueError(f"unknown index {index!r}")
     return g.cached(("index", index, target), build)
 
@@ -257,7 +261,7 @@ def graph_stats(g: Graph) -> GraphStats:
     """The row counts of every domain on ``g``, for the cost model."""
     return g.cached("stats", lambda: GraphStats(
         g.num_nodes, g.num_dst_nodes, g.num_edges, compact(g).num_pairs, compact_dst(g).num_pairs,
-        g.num_etypes, g.num_ntypes))
+        g.num_etypes, g.num_ntypes, g.num_graphs))
 
 
 def order(g: Graph, by: str, domain: Domain) -> torch.Tensor:

@@ -150,7 +150,8 @@ def _owned_case_arrays():
     n, e = 30, 200
     src, dst = torch.randint(0, n, (e,), generator=gen), torch.randint(0, n, (e,), generator=gen)
     etype, ntype = torch.randint(0, 5, (e,), generator=gen), torch.randint(0, 3, (n,), generator=gen)
-    return n, {"src": src, "dst": dst, "etype": etype, "ntype": ntype}
+    graph_id = (torch.arange(n) >= n // 2).long()  # two graphs of a batch
+    return n, {"src": src, "dst": dst, "etype": etype, "ntype": ntype, "graph_id": graph_id}
 
 
 def _hgt_args(g):
@@ -184,8 +185,9 @@ def test_graph_cannot_change_under_the_compiler(backend, whose, how):
 
     n, given = _owned_case_arrays()
     original = {k: v.clone() for k, v in given.items()}
-    g = pigeon.Graph.from_edges(given["src"], given["dst"], given["etype"], n, given["ntype"])
-    expected_graph = pigeon.Graph.from_edges(original["src"], original["dst"], original["etype"], n, original["ntype"])
+    g = pigeon.Graph.from_edges(given["src"], given["dst"], given["etype"], n, given["ntype"], graph_id=given["graph_id"])
+    expected_graph = pigeon.Graph.from_edges(original["src"], original["dst"], original["etype"], n, original["ntype"],
+                                             graph_id=original["graph_id"])
     args = _hgt_args(g)
     with pigeon.use_backend(backend):
         hgt.hgt(g, *args)  # layouts built and cached

@@ -16,7 +16,7 @@ from ..rewrite import Rewriter, rewrite_where_cheaper
 from ..types import Domain
 from . import cse, dce
 
-IDENTITY = {Domain.ETYPE: "etype", Domain.NTYPE: "ntype", Domain.GLOBAL: "all"}
+IDENTITY = {Domain.ETYPE: "etype", Domain.NTYPE: "ntype", Domain.GRAPH: "graph", Domain.GLOBAL: "all"}
 
 
 def _plain(node: Node, program: Program) -> bool:
