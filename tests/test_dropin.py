@@ -5,6 +5,8 @@ self loops, multi-edges, a hub, no edges at all, and a DGL sampled block.
 Runs in the DGL environment (``pytest -m dgl``)."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -17,7 +19,7 @@ import pigeon  # noqa: E402
 import pigeon.nn.dgl as pdgl  # noqa: E402
 import pigeon.nn.pyg as ppyg  # noqa: E402
 from pigeon.nn.relational import bases_order  # noqa: E402
-from random_graphs import random_graph  # noqa: E402
+from random_graphs import EDGE_CASES, edge_case_graph, random_graph  # noqa: E402
 
 pytestmark = pytest.mark.dgl
 
@@ -48,13 +50,29 @@ def randomise(module, gen):
 def compare(ours, theirs, ours_call, theirs_call, x):
     """Outputs and the gradients of the input and every parameter, float64 (rounding only)."""
     x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_ours, out_theirs = ours_call(x_ours), theirs_call(x_theirs)
-    torch.testing.assert_close(out_ours, out_theirs, rtol=1e-10, atol=1e-10)
-    up = torch.randn(out_theirs.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
-    (out_ours * up).sum().backward()
-    (out_theirs * up).sum().backward()
-    torch.testing.assert_close(x_ours.grad, x_theirs.grad, rtol=1e-10, atol=1e-10)
+    compare_outputs(ours, theirs, ours_call(x_ours), theirs_call(x_theirs), [(x_ours, x_theirs)])
+
+
+def compare_outputs(ours, theirs, out_ours, out_theirs, inputs):
+    """Outputs (a tensor or a dict of them) and the gradients of ``inputs`` (pairs of leaves:
+    ours, theirs) and of every parameter, float64; both layers have the same parameter names."""
+    if isinstance(out_theirs, dict):
+        assert list(out_ours) == list(out_theirs)
+        out_ours, out_theirs = list(out_ours.values()), list(out_theirs.values())
+    else:
+        out_ours, out_theirs = [out_ours], [out_theirs]
+    gen = torch.Generator().manual_seed(9)
+    loss_ours = loss_theirs = 0
+    for a, b in zip(out_ours, out_theirs):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+        up = torch.randn(b.shape, dtype=torch.float64, generator=gen)
+        loss_ours, loss_theirs = loss_ours + (a * up).sum(), loss_theirs + (b * up).sum()
+    loss_ours.backward()
+    loss_theirs.backward()
+    for mine, peer in inputs:
+        torch.testing.assert_close(mine.grad, peer.grad, rtol=1e-10, atol=1e-10)
     theirs_params = dict(theirs.named_parameters())
+    assert set(theirs_params) == {name for name, _ in ours.named_parameters()}
     for name, p in ours.named_parameters():
         want = theirs_params[name].grad
         want = torch.zeros_like(p) if want is None else want
@@ -247,3 +265,198 @@ def test_graph_from_pyg_data_and_hetero_data():
     assert sorted(zip(g.src.tolist(), g.dst.tolist(), g.etype.tolist())) == [(0, 7, 0), (1, 3, 0), (2, 3, 0), (4, 6, 1), (5, 6, 1)]
     x = g.pack({"author": hetero["author"].x, "paper": hetero["paper"].x})
     torch.testing.assert_close(g.unpack(x)["paper"], hetero["paper"].x)
+
+
+def peer_and_ours(module, cls_name, *args, seed=3, **kwargs):
+    theirs = getattr(pyg_nn, cls_name)(*args, **kwargs).double()
+    randomise(theirs, torch.Generator().manual_seed(seed))
+    ours = getattr(module, cls_name)(*args, **kwargs).double()
+    ours.load_state_dict(theirs.state_dict())
+    return ours, theirs
+
+
+FEATURELESS_CASES = [(config, "none", "hub") for config in ("mean", "add", "bases", "no_root_no_bias")] + [
+    ("mean", "indices", "hub"), ("bases", "indices", "random"), ("bases", "none", "no_edges")]
+
+
+@pytest.mark.parametrize("config, nodes, graph", FEATURELESS_CASES)
+@pytest.mark.parametrize("cls", ["RGCNConv", "FastRGCNConv"])
+def test_pyg_rgcn_featureless(cls, config, nodes, graph):
+    """x=None or node indices: the weights' rows are the nodes' embeddings (FastRGCNConv takes a
+    message's rows at the source's position, as PyG's does)."""
+    src, dst, etype, n = GRAPHS[graph]
+    ours, theirs = peer_and_ours(ppyg, cls, n, 4, 12, **PYG_CONFIGS[config])
+    x = None if nodes == "none" else torch.randint(0, n, (n,), generator=torch.Generator().manual_seed(4))
+    edge_index = torch.stack([src, dst])
+    compare_outputs(ours, theirs, ours(x, edge_index, etype), theirs(x, edge_index, etype), [])
+
+
+def test_pyg_rgcn_featureless_refuses_blocks():
+    conv = ppyg.RGCNConv(6, 4, 2, num_blocks=2)
+    with pytest.raises(ValueError, match="Block-diagonal"):
+        conv(None, torch.tensor([[0, 1], [1, 2]]), torch.tensor([0, 1]))
+
+
+RGAT_CONFIGS = {
+    "additive": {},
+    "heads_mean": {"heads": 2, "concat": False},
+    "multiplicative": {"attention_mode": "multiplicative-self-attention", "dim": 2, "heads": 2},
+    "multiplicative_mean": {"attention_mode": "multiplicative-self-attention", "dim": 2, "heads": 2, "concat": False},
+    "bases": {"num_bases": 3, "heads": 2},
+    "blocks": {"num_blocks": 2, "heads": 2},
+    "edge_attr": {"edge_dim": 3, "heads": 2},
+    "edge_attr_multiplicative": {"edge_dim": 3, "attention_mode": "multiplicative-self-attention", "dim": 2},
+    "mod_additive": {"mod": "additive", "heads": 2},
+    "mod_scaled": {"mod": "scaled", "heads": 2, "attention_mode": "multiplicative-self-attention", "dim": 2},
+    "mod_f_additive": {"mod": "f-additive", "heads": 2},
+    "mod_f_scaled": {"mod": "f-scaled", "heads": 2, "concat": False},
+    "no_bias_slope": {"bias": False, "negative_slope": 0.1},
+    "within": {"attention_mechanism": "within-relation", "heads": 2},
+    "within_multiplicative": {"attention_mechanism": "within-relation", "dim": 2, "mod": "f-scaled",
+                              "attention_mode": "multiplicative-self-attention"},
+}
+
+
+def check_rgat(config, src, dst, etype, n, num_relations):
+    kwargs = RGAT_CONFIGS[config]
+    ours, theirs = peer_and_ours(ppyg, "RGATConv", 6, 4, num_relations, **kwargs)
+    gen = torch.Generator().manual_seed(4)
+    edge_index = torch.stack([src, dst])
+    edge_attr = torch.randn(src.numel(), 3, dtype=torch.float64, generator=gen) if "edge_dim" in kwargs else None
+    x = torch.randn(n, 6, dtype=torch.float64, generator=gen)
+    x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ours, (index_ours, alpha_ours) = ours(x_ours, edge_index, etype, edge_attr, return_attention_weights=True)
+    out_theirs, (_, alpha_theirs) = theirs(x_theirs, edge_index, etype, edge_attr, return_attention_weights=True)
+    assert index_ours is edge_index
+    torch.testing.assert_close(alpha_ours, alpha_theirs, rtol=1e-10, atol=1e-10)
+    compare_outputs(ours, theirs, out_ours, out_theirs, [(x_ours, x_theirs)])
+
+
+RGAT_CASES = [(config, "random") for config in RGAT_CONFIGS] + [
+    (config, "hub") for config in ("additive", "multiplicative_mean", "edge_attr", "mod_scaled", "within")] + [
+    (config, "no_edges") for config in ("heads_mean", "mod_f_scaled")]
+
+
+@pytest.mark.parametrize("config, graph", RGAT_CASES)
+def test_pyg_rgat(config, graph):
+    check_rgat(config, *GRAPHS[graph], 12)
+
+
+@pytest.mark.parametrize("kind, config", zip(EDGE_CASES, itertools.cycle(
+    ["multiplicative_mean", "mod_scaled", "within", "edge_attr", "heads_mean", "within_multiplicative", "blocks"])))
+def test_pyg_rgat_adversarial(kind, config):
+    g = edge_case_graph(kind, seed=1)
+    check_rgat(config, g.src, g.dst, g.etype, g.num_nodes, g.num_etypes)
+
+
+@pytest.mark.parametrize("mode", ["additive-self-attention", "multiplicative-self-attention"])
+def test_pyg_rgat_dropout_draws_as_pyg(mode):
+    src, dst, etype, n = GRAPHS["random"]
+    ours, theirs = peer_and_ours(ppyg, "RGATConv", 6, 4, 12, heads=2, dropout=0.4, attention_mode=mode,
+                                 dim=1 if mode.startswith("additive") else 2)
+    x, edge_index = torch.randn(n, 6, dtype=torch.float64), torch.stack([src, dst])
+    torch.manual_seed(11)
+    want = theirs(x, edge_index, etype)
+    torch.manual_seed(11)
+    torch.testing.assert_close(ours(x, edge_index, etype), want, rtol=1e-10, atol=1e-10)
+
+
+def test_pyg_rgat_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="attention mechanism"):
+        ppyg.RGATConv(6, 4, 3, attention_mechanism="within")
+    with pytest.raises(ValueError, match="mod must be None with dropout"):
+        ppyg.RGATConv(6, 4, 3, mod="scaled", dropout=0.2)
+    with pytest.raises(TypeError, match="aggr"):
+        ppyg.RGATConv(6, 4, 3, aggr="mean")
+    conv = ppyg.RGATConv(6, 4, 3)
+    x, edge_index, edge_type = torch.randn(3, 6), torch.tensor([[0, 1], [1, 2]]), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="edge_dim"):
+        conv(x, edge_index, edge_type, torch.randn(2, 2))
+    with pytest.raises(ValueError, match="size"):
+        conv(x, edge_index, edge_type, size=(3, 2))
+    assert conv(x, edge_index, edge_type, size=(3, 3)).shape == (3, 4)
+
+
+HGT_METADATA = (["author", "paper", "term"],
+                [("author", "writes", "paper"), ("paper", "cites", "paper"), ("paper", "written_by", "author"),
+                 ("term", "describes", "paper")])  # term has no incoming edge type: no output
+
+
+def hetero_graph(kind, sizes={"author": 7, "paper": 9, "term": 4}, seed=1):
+    """x_dict sizes and an edge_index_dict: random, a hub paper, one edge type left out, or no edges."""
+    gen = torch.Generator().manual_seed(seed)
+    edges = {}
+    for edge_type in HGT_METADATA[1]:
+        count = 0 if kind == "no_edges" else 15
+        src = torch.randint(0, sizes[edge_type[0]], (count,), generator=gen)
+        dst = torch.randint(0, sizes[edge_type[2]], (count,), generator=gen)
+        if kind == "hub" and edge_type[2] == "paper":
+            dst[:10] = 2
+        edges[edge_type] = torch.stack([src, dst])
+    if kind == "missing_type":
+        del edges[("paper", "written_by", "author")]  # authors get no messages, but an output
+    return sizes, edges
+
+
+def check_hgt(in_channels, sizes, edges, metadata=HGT_METADATA, heads=2):
+    ours, theirs = peer_and_ours(ppyg, "HGTConv", in_channels, 6, metadata, heads=heads)
+    gen = torch.Generator().manual_seed(4)
+    width = in_channels if isinstance(in_channels, dict) else {t: in_channels for t in metadata[0]}
+    x = {t: torch.randn(n, width[t], dtype=torch.float64, generator=gen) for t, n in sizes.items()}
+    x_ours = {t: v.clone().requires_grad_() for t, v in x.items()}
+    x_theirs = {t: v.clone().requires_grad_() for t, v in x.items()}
+    out_ours, out_theirs = ours(x_ours, edges), theirs(x_theirs, edges)
+    used = [t for t in x if t in out_theirs or any(t == e[0] for e in edges)]
+    compare_outputs(ours, theirs, out_ours, out_theirs, [(x_ours[t], x_theirs[t]) for t in used])
+    return out_ours
+
+
+HGT_IN_CHANNELS = {"skip": 6, "no_skip": 5, "mixed": {"author": 6, "paper": 3, "term": 8}}
+
+
+@pytest.mark.parametrize("channels, graph", [(channels, graph) for channels in ("skip", "mixed") for graph in (
+    "random", "hub", "missing_type", "no_edges")] + [("no_skip", "random")])
+def test_pyg_hgt(channels, graph):
+    out = check_hgt(HGT_IN_CHANNELS[channels], *hetero_graph(graph))
+    assert list(out) == ["author", "paper"]  # no output for term, which no edge type reaches
+
+
+def test_pyg_hgt_from_hetero_data():
+    from torch_geometric.data import HeteroData
+    sizes, edges = hetero_graph("random")
+    data = HeteroData()
+    for t, n in sizes.items():
+        data[t].x = torch.randn(n, 6, dtype=torch.float64)
+    for edge_type, edge_index in edges.items():
+        data[edge_type].edge_index = edge_index
+    ours, theirs = peer_and_ours(ppyg, "HGTConv", 6, 6, data.metadata(), heads=3)
+    x_dict, edge_index_dict = data.x_dict, data.edge_index_dict
+    compare_outputs(ours, theirs, ours(x_dict, edge_index_dict), theirs(x_dict, edge_index_dict), [])
+
+
+@pytest.mark.parametrize("kind", EDGE_CASES)
+def test_pyg_hgt_adversarial(kind):
+    """The adversarial graphs as heterographs: node type t<k> per node, one edge type per
+    (source type, relation, destination type) that occurs."""
+    g = edge_case_graph(kind, seed=1)
+    ntype, src, dst, etype = g.ntype, g.src, g.dst, g.etype
+    names = [f"t{i}" for i in range(g.num_ntypes)]
+    local = torch.zeros_like(ntype)
+    for t in range(g.num_ntypes):
+        local[ntype == t] = torch.arange(int((ntype == t).sum()))
+    edges = {}
+    for s, r, d in sorted(set(zip(ntype[src].tolist(), etype.tolist(), ntype[dst].tolist()))):
+        mask = (ntype[src] == s) & (etype == r) & (ntype[dst] == d)
+        edges[(names[s], f"r{r}", names[d])] = torch.stack([local[src[mask]], local[dst[mask]]])
+    if not edges:  # PyG needs one edge type in the call (it concatenates them), empty is fine
+        edges[(names[0], "r0", names[0])] = torch.zeros(2, 0, dtype=torch.long)
+    metadata = (names, list(edges))
+    sizes = {t: int((ntype == i).sum()) for i, t in enumerate(names)}
+    check_hgt(6, sizes, edges, metadata)
+
+
+def test_pyg_hgt_state_dict_keys_match_pyg_with_dotted_names():
+    metadata = (["a", "b"], [("a", "to", "b"), ("b", "back.x", "a")])  # p_rel stores "b__back#x__a"
+    theirs = pyg_nn.HGTConv(4, 4, metadata)
+    ours = ppyg.HGTConv(4, 4, metadata)
+    assert sorted(ours.state_dict()) == sorted(theirs.state_dict())

@@ -7,6 +7,8 @@ The graph is built from ``edge_index`` / ``edge_type`` on the first call and kep
 the same (compared by value)."""
 from __future__ import annotations
 
+import builtins
+import itertools
 import math
 from typing import Any
 
@@ -14,7 +16,7 @@ import torch
 from torch import nn
 
 import pigeon
-from pigeon.lang import concat, dropout, leaky_relu, linear, relu, softmax, sum
+from pigeon.lang import concat, dot, dropout, gelu, leaky_relu, linear, relu, sigmoid, softmax, sum, where
 from pigeon.runtime.graph import Graph, GraphError
 
 from .layers import PigeonLayer
@@ -45,6 +47,8 @@ class RGCNConv(PigeonLayer):
     ``aggr`` "mean" (per relation, PyG's default) or "add"/"sum", ``num_bases`` (W_r = sum_b
     comp[r, b] weight[b]) or ``num_blocks`` (block-diagonal W_r). Node features must be floats
     (PyG's featureless mode, ``x=None`` or node indices, is not supported)."""
+
+    _messages_by_position = False  # featureless messages: rows x[j] (RGCNConv) or j (FastRGCNConv)
 
     def __init__(self, in_channels: int, out_channels: int, num_relations: int, num_bases: int | None = None,
                  num_blocks: int | None = None, aggr: str = "mean", root_weight: bool = True,
@@ -85,9 +89,14 @@ class RGCNConv(PigeonLayer):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | None, edge_index: torch.Tensor,
+                edge_type: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: [num_nodes, in_channels] features, or (PyG's featureless mode) None or node
+        indices [num_nodes], which pick rows of the weights as the nodes' embeddings."""
+        if x is None or (isinstance(x, torch.Tensor) and x.dim() == 1 and not x.is_floating_point()):
+            return self._featureless(x, edge_index, edge_type)
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"x must be a float tensor of node features, got "
+            raise TypeError(f"x must be a float tensor of node features, node indices or None, got "
                             f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
         arrays = (edge_index,) if edge_type is None else (edge_index, edge_type)
         g = self._graphs.get(arrays, (x.size(0), self.num_relations), lambda: graph_from_edge_index(
@@ -103,13 +112,64 @@ class RGCNConv(PigeonLayer):
                              **kwargs)
         return out
 
+    def _featureless(self, x: torch.Tensor | None, edge_index: torch.Tensor,
+                     edge_type: torch.Tensor | None) -> torch.Tensor:
+        """Node j's input is row x_j of the weights (j itself for x=None), as PyG's: with bases
+        every edge mixes its source's rows of the bases; without, the rows of every relation
+        (bases = relations, mixed by the identity)."""
+        if self.num_blocks is not None:
+            raise ValueError("Block-diagonal decomposition not supported for non-continuous input features.")
+        ids = torch.arange(self.in_channels, device=self.weight.device) if x is None else x
+        if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < self.in_channels:
+            raise GraphError(f"x holds node indices, which must lie in [0, in_channels={self.in_channels})")
+        # PyG's FastRGCNConv takes each message's rows at the source's position, not at x[source]
+        message_ids = torch.arange(ids.numel(), device=ids.device) if self._messages_by_position else ids
+        if self._messages_by_position and ids.numel() > self.in_channels:
+            raise GraphError(f"{ids.numel()} nodes but in_channels={self.in_channels}: FastRGCNConv takes "
+                             f"node j's message from row j of the weights")
+        arrays = (edge_index,) if edge_type is None else (edge_index, edge_type)
+        g = self._graphs.get(arrays, (ids.numel(), self.num_relations), lambda: graph_from_edge_index(
+            edge_index, edge_type, ids.numel(), self.num_relations))
+        if self.comp is not None:
+            coeff = self.comp
+        else:
+            coeff = torch.eye(self.num_relations, dtype=self.weight.dtype, device=self.weight.device)
+        rows = self.weight.index_select(1, message_ids).permute(1, 2, 0)  # [N, out, bases]
+        root = None if self.root is None else self.root.index_select(0, ids)
+        return self._run(rgcn_featureless_program, g, rows.reshape(ids.numel(), -1), coeff, root, self.bias,
+                         aggr="mean" if self.aggr == "mean" else "sum")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, num_relations={self.num_relations})"
 
 
+@pigeon.compile
+def rgcn_featureless_program(g, node_bases, coeff, root=None, bias=None, aggr="mean"):
+    """RGCN on embeddings taken from the weights: ``node_bases`` [N, out * B] holds each node's
+    row of every basis (column o * B + b of node j: V_b[j, o]), ``coeff`` [R, B] mixes them per
+    relation, ``root`` [N, out] is each node's row of the root weight."""
+    num_bases = coeff.shape[1]
+    size = node_bases.shape[1] // num_bases
+    for e in g.edges():
+        msg = dot(node_bases[e.src].reshape(size, num_bases), coeff[e.etype].reshape(1, num_bases)).reshape(size)
+        e.msg = msg / e.dst_etype_degree if aggr == "mean" else msg
+    for n in g.dst_nodes():
+        out = sum(e.msg for e in n.incoming_edges())
+        if root is not None:
+            out = out + root[n]
+        if bias is not None:
+            out = out + bias
+        n.out = out
+    return n.out
+
+
 class FastRGCNConv(RGCNConv):
     """PyG's ``FastRGCNConv``: the same layer and parameters as ``RGCNConv`` (PyG computes it
-    another way, with more memory); here both run the same generated kernels."""
+    another way, with more memory); here both run the same generated kernels. With node indices
+    as ``x``, PyG's FastRGCNConv (unlike its RGCNConv) takes each message from the weights' row
+    at the source's position and the root term from row x[i]; so does this one."""
+
+    _messages_by_position = True
 
 
 @pigeon.compile
@@ -239,3 +299,357 @@ class _HeteroLinear(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.empty(num_types, in_channels, out_channels))
         self.bias = torch.nn.Parameter(torch.zeros(num_types, out_channels)) if bias else None
         torch.nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+
+def _parameter_key(key: str | tuple[str, ...]) -> str:
+    """The name PyG's ``ParameterDict`` stores ``key`` under (so state_dict keys match): a tuple
+    as ``<a___b>``, a name that is an attribute of ParameterDict as ``<name>``, dots as ``#``."""
+    if isinstance(key, tuple):
+        key = f"<{'___'.join(key)}>"
+    if key in _PARAMETER_DICT_ATTRS:
+        key = f"<{key}>"
+    return key.replace(".", "#")
+
+
+_PARAMETER_DICT_ATTRS = frozenset(dir(torch.nn.ParameterDict))
+
+
+class _HeteroDictLinear(torch.nn.Module):
+    """PyG's ``HeteroDictLinear`` parameters: ``lins[key]`` a Linear (weight [out, in], bias [out]) per key."""
+
+    def __init__(self, in_channels: dict[str, int], out_channels: int):
+        super().__init__()
+        self.lins = torch.nn.ModuleDict({key: torch.nn.Linear(size, out_channels) for key, size in in_channels.items()})
+
+
+@pigeon.compile
+def hgt_program(g, x, kqv_weight, kqv_bias, k_rel, v_rel, p_rel, out_weight, out_bias, skip=None, skip_mask=None):
+    """PyG's HGTConv on one graph of every node type: ``kqv_weight`` [T, in, 3 F] (K, Q, V side by
+    side), ``k_rel``, ``v_rel`` [R, H, D, D], ``p_rel`` [R, H], ``out_weight`` [T, F, F]; the skip gate
+    ``skip`` [T] where ``skip_mask`` [T] is 1 (node types whose input size is F; None: all of them).
+    ``x`` may be wider than F (node types of other input sizes, zero-padded): the skip reads its
+    first F columns."""
+    heads, size = k_rel.shape[1], k_rel.shape[-1]
+    width = heads * size
+    for n in g.nodes():
+        kqv = linear(x[n], kqv_weight[n.ntype]) + kqv_bias[n.ntype]
+        n.k = kqv[..., 0:width].reshape(heads, size)
+        n.q = kqv[..., width:2 * width].reshape(heads, size)
+        n.v = kqv[..., 2 * width:3 * width].reshape(heads, size)
+    for e in g.edges():
+        e.score = dot(linear(e.src.k, k_rel[e.etype]), e.dst.q) * p_rel[e.etype].reshape(heads, 1) / math.sqrt(size)
+        e.msg = linear(e.src.v, v_rel[e.etype])
+    for n in g.dst_nodes():
+        agg = sum(softmax(e.score) * e.msg for e in n.incoming_edges()).reshape(width)
+        out = linear(gelu(agg), out_weight[n.ntype]) + out_bias[n.ntype]
+        if skip is not None:
+            gate = sigmoid(skip[n.ntype])
+            if skip_mask is not None:  # gate 1 (the output alone) where the node type has no skip
+                gate = gate * skip_mask[n.ntype] + (1.0 - skip_mask[n.ntype])
+            residual = x[n] if x.shape[1] == width else x[n][..., 0:width]
+            out = gate * out + (1.0 - gate) * residual
+        n.out = out
+    return n.out
+
+
+class HGTConv(PigeonLayer):
+    """PyG's ``HGTConv``: ``kqv_lin`` and ``out_lin`` (a Linear per node type), ``k_rel`` and ``v_rel``
+    (one D x D matrix per head and edge type, numbered head * R + edge type), ``skip`` (per node
+    type) and ``p_rel`` (per edge type, [1, heads]) as in PyG; ``forward(x_dict, edge_index_dict)``
+    returns the outputs of the node types that are a destination of some edge type of
+    ``metadata`` (and present in ``x_dict``), in ``x_dict`` order, as PyG does."""
+
+    def __init__(self, in_channels: int | dict[str, int], out_channels: int, metadata: tuple[list, list],
+                 heads: int = 1, **kwargs: Any):
+        super().__init__()
+        if kwargs:
+            raise TypeError(f"unsupported arguments {sorted(kwargs)} (HGTConv aggregates with 'add', as PyG's)")
+        if out_channels % heads != 0:
+            raise ValueError(f"'out_channels' (got {out_channels}) must be divisible by the number of heads "
+                             f"(got {heads})")
+        node_types, edge_types = list(metadata[0]), [tuple(t) for t in metadata[1]]
+        if not isinstance(in_channels, dict):
+            in_channels = {node_type: in_channels for node_type in node_types}
+        bad = {t: c for t, c in in_channels.items() if not isinstance(c, int) or c < 1}
+        if bad:
+            raise ValueError(f"in_channels must be positive sizes (lazy initialisation with -1 is not "
+                             f"supported), got {bad}")
+        if set(in_channels) != set(node_types):
+            raise ValueError(f"in_channels has sizes for {sorted(in_channels)}; expected one for each node type "
+                             f"of metadata, {sorted(node_types)}")
+        if not edge_types:
+            raise ValueError("metadata has no edge types: HGTConv needs at least one")
+        self.in_channels, self.out_channels, self.heads = dict(in_channels), out_channels, heads
+        self.node_types, self.edge_types = node_types, edge_types
+        self.edge_types_map = {edge_type: i for i, edge_type in enumerate(edge_types)}
+        self.dst_node_types = {key[-1] for key in edge_types}
+        dim = out_channels // heads
+        self.kqv_lin = _HeteroDictLinear(self.in_channels, 3 * out_channels)
+        self.out_lin = _HeteroDictLinear({t: out_channels for t in node_types}, out_channels)
+        self.k_rel = _HeteroLinear(dim, dim, heads * len(edge_types), bias=False)
+        self.v_rel = _HeteroLinear(dim, dim, heads * len(edge_types), bias=False)
+        self.skip = torch.nn.ParameterDict({_parameter_key(t): nn.Parameter(torch.ones(1)) for t in node_types})
+        self.p_rel = torch.nn.ParameterDict({_parameter_key("__".join(t)): nn.Parameter(torch.ones(1, heads))
+                                             for t in edge_types})
+        for rel in (self.k_rel, self.v_rel):
+            bound = 1.0 / math.sqrt(dim)  # PyG's HeteroLinear init: kaiming_uniform(a=sqrt(5)) with fan = in
+            nn.init.uniform_(rel.weight, -bound, bound)
+        self._graphs = LastGraph()
+
+    def _graph(self, types: list[str], sizes: list[int], edge_index_dict: dict) -> Graph:
+        """One graph of every node type in ``types`` (consecutive ids, in that order) and every
+        edge type of ``edge_index_dict`` (numbered as in metadata)."""
+        offsets = dict(zip(types, [0] + list(itertools.accumulate(sizes))[:-1]))
+        counts = dict(zip(types, sizes))
+        src, dst, etype = [], [], []
+        for key, edge_index in edge_index_dict.items():
+            key = tuple(key)
+            if key not in self.edge_types_map:
+                raise GraphError(f"edge type {key} of edge_index_dict is not in the layer's metadata")
+            if not isinstance(edge_index, torch.Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
+                raise GraphError(f"edge_index_dict[{key}] must be a [2, num_edges] tensor")
+            for end, node_type in ((0, key[0]), (1, key[-1])):
+                if node_type not in offsets:
+                    raise GraphError(f"edge type {key} needs the features of node type {node_type!r} in x_dict")
+                ids = edge_index[end]
+                if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < counts[node_type]:
+                    raise GraphError(f"edge_index_dict[{key}] has a node id out of range for the "
+                                     f"{counts[node_type]} nodes of type {node_type!r}")
+            src.append(edge_index[0] + offsets[key[0]])
+            dst.append(edge_index[1] + offsets[key[-1]])
+            etype.append(torch.full_like(edge_index[0], self.edge_types_map[key]))
+        ntype = [torch.full((n,), self.node_types.index(t), dtype=torch.long) for t, n in zip(types, sizes)]
+        empty = torch.zeros(0, dtype=torch.long)
+        return Graph.from_edges(torch.cat(src) if src else empty, torch.cat(dst) if dst else empty,
+                                torch.cat(etype) if etype else empty, int(builtins.sum(sizes)),
+                                torch.cat(ntype) if ntype else empty, num_etypes=len(self.edge_types),
+                                num_ntypes=len(self.node_types))
+
+    def forward(self, x_dict: dict[str, torch.Tensor], edge_index_dict: dict) -> dict[str, torch.Tensor]:
+        types = [t for t in x_dict if t in self.kqv_lin.lins]  # as PyG: other keys are ignored
+        if not types:
+            raise ValueError(f"x_dict has no features of the layer's node types {self.node_types}")
+        for t in types:
+            if x_dict[t].dim() != 2 or x_dict[t].shape[1] != self.in_channels[t]:
+                raise ValueError(f"x_dict[{t!r}] has shape {list(x_dict[t].shape)}; expected "
+                                 f"[num_nodes, {self.in_channels[t]}]")
+        sizes = [x_dict[t].shape[0] for t in types]
+        g = self._graphs.get(tuple(edge_index_dict.values()), (tuple(types), tuple(sizes), tuple(edge_index_dict)),
+                             lambda: self._graph(types, sizes, edge_index_dict))
+        # one feature width for all node types: narrower ones are zero-padded, as are their weights
+        in_max = max(self.in_channels.values())
+        x = torch.cat([nn.functional.pad(x_dict[t], (0, in_max - x_dict[t].shape[1])) for t in types])
+        kqv_weight = torch.stack([nn.functional.pad(self.kqv_lin.lins[t].weight.t(),
+                                                    (0, 0, 0, in_max - self.in_channels[t])) for t in self.node_types])
+        kqv_bias = torch.stack([self.kqv_lin.lins[t].bias for t in self.node_types])
+        heads, dim = self.heads, self.out_channels // self.heads
+        k_rel = self.k_rel.weight.view(heads, -1, dim, dim).transpose(0, 1)  # [R, H, D, D]
+        v_rel = self.v_rel.weight.view(heads, -1, dim, dim).transpose(0, 1)
+        p_rel = torch.cat([self.p_rel[_parameter_key("__".join(t))] for t in self.edge_types])
+        out_weight = torch.stack([self.out_lin.lins[t].weight.t() for t in self.node_types])
+        out_bias = torch.stack([self.out_lin.lins[t].bias for t in self.node_types])
+        has_skip = [self.in_channels[t] == self.out_channels for t in self.node_types]  # PyG: same size in and out
+        skip = torch.cat([self.skip[_parameter_key(t)] for t in self.node_types]) if any(has_skip) else None
+        skip_mask = None if all(has_skip) or skip is None else torch.tensor(has_skip, dtype=x.dtype)
+        out = self._run(hgt_program, g, x, kqv_weight, kqv_bias, k_rel, v_rel, p_rel, out_weight, out_bias, skip,
+                        skip_mask)
+        parts = dict(zip(types, torch.split(out, sizes)))
+        return {t: parts[t] for t in types if t in self.dst_node_types}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(-1, {self.out_channels}, heads={self.heads})"
+
+
+@pigeon.compile
+def rgat_program(g, x, weight, q, k, bias=None, edge_attr=None, lin_edge=None, e=None, w=None, l1=None, b1=None,
+                 l2=None, b2=None, heads=1, dim=1, blocks=False, multiplicative=False, within_relation=False,
+                 mod=None, concat=True, negative_slope=0.2, p=0.0, training=False, return_attention=False):
+    """PyG's RGATConv, with the softmax over all incoming edges of a node or (``within_relation``)
+    over those of each relation: ``weight`` [R, in, H C] (or blocks [R, B, in / B, H C / B]),
+    ``q``, ``k`` [H C, H dim] mixing all heads; ``lin_edge`` [edge_dim, H C] and ``e`` [H C, H dim]
+    for edge attributes; ``mod`` one of PyG's cardinality preservation options (``w``, ``l1``,
+    ``b1``, ``l2``, ``b2`` as [C], [C], [C], [C, C], [C]). Heads x dim attention values per edge."""
+    width = q.shape[0]
+    size = width // heads
+    for edge in g.edges():
+        if blocks:
+            num_blocks, block_in = weight.shape[1], weight.shape[2]
+            out_i = linear(x[edge.dst].reshape(num_blocks, block_in), weight[edge.etype]).reshape(width)
+            out_j = linear(x[edge.src].reshape(num_blocks, block_in), weight[edge.etype]).reshape(width)
+        else:
+            out_i = linear(x[edge.dst], weight[edge.etype])
+            out_j = linear(x[edge.src], weight[edge.etype])
+        q_i, k_j = linear(out_i, q), linear(out_j, k)
+        attr = None if edge_attr is None else linear(linear(edge_attr[edge], lin_edge), e)
+        if multiplicative:
+            score = q_i * k_j if attr is None else q_i * k_j * attr
+        else:
+            score = leaky_relu(q_i + k_j if attr is None else q_i + k_j + attr, negative_slope)
+        edge.score = score
+        edge.msg = out_j.reshape(heads, 1, size)
+
+    def attention(edge):
+        return softmax(edge.score, by="etype") if within_relation else softmax(edge.score)
+
+    def message(edge):
+        alpha = attention(edge)
+        if mod == "f-additive":
+            alpha = where(alpha > 0, alpha + 1.0, alpha)
+        elif mod == "f-scaled":
+            alpha = alpha * edge.dst_degree
+        elif mod is None:
+            alpha = dropout(alpha, p, training)
+        msg = alpha.reshape(heads, dim, 1) * edge.msg  # [H, dim, C]
+        if mod == "additive":
+            msg = msg + w * edge.msg
+        elif mod == "scaled":
+            degree = linear(relu(edge.dst_degree * l1 + b1), l2) + b2
+            msg = msg * degree
+        return msg
+
+    block = dim * size
+    for n in g.dst_nodes():
+        agg = sum(message(edge) for edge in n.incoming_edges()).reshape(heads * block)
+        if not concat:  # the mean over heads
+            mean_agg = agg[..., 0:block]
+            for head in range(1, heads):
+                mean_agg = mean_agg + agg[..., head * block:(head + 1) * block]
+            agg = mean_agg / heads
+        n.out = agg if bias is None else agg + bias
+    if return_attention:
+        for edge in g.edges():
+            edge.attention = attention(edge).reshape(heads * dim)
+        return n.out, edge.attention
+    return n.out
+
+
+class RGATConv(PigeonLayer):
+    """PyG's ``RGATConv``, both attention mechanisms and both modes: ``q``,
+    ``k``, ``weight`` (or ``basis`` and ``att`` with ``num_bases``; blocks with ``num_blocks``),
+    ``bias``, ``lin_edge`` and ``e`` (with ``edge_dim``), ``w``, ``l1``, ``b1``, ``l2``, ``b2`` (the
+    ``mod`` options) as in PyG; ``forward(x, edge_index, edge_type, edge_attr=None, size=None,
+    return_attention_weights=None)``."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_relations: int, num_bases: int | None = None,
+                 num_blocks: int | None = None, mod: str | None = None, attention_mechanism: str = "across-relation",
+                 attention_mode: str = "additive-self-attention", heads: int = 1, dim: int = 1, concat: bool = True,
+                 negative_slope: float = 0.2, dropout: float = 0.0, edge_dim: int | None = None, bias: bool = True,
+                 **kwargs: Any):
+        super().__init__()
+        if kwargs.pop("aggr", "add") not in ("add", "sum") or kwargs:
+            raise TypeError(f"unsupported arguments {sorted(kwargs) or ['aggr']} (RGATConv aggregates with 'add' here)")
+        if attention_mechanism not in ("within-relation", "across-relation"):
+            raise ValueError('attention mechanism must either be "within-relation" or "across-relation"')
+        if attention_mode not in ("additive-self-attention", "multiplicative-self-attention"):
+            raise ValueError('attention mode must either be "additive-self-attention" or '
+                             '"multiplicative-self-attention"')
+        if attention_mode == "additive-self-attention" and dim > 1:
+            raise ValueError('"additive-self-attention" mode cannot be applied when value of d is greater than 1. '
+                             'Use "multiplicative-self-attention" instead.')
+        if mod not in (None, "additive", "scaled", "f-additive", "f-scaled"):
+            raise ValueError(f"mod must be None, 'additive', 'scaled', 'f-additive' or 'f-scaled', got {mod!r}")
+        if dropout > 0.0 and mod is not None:
+            raise ValueError("mod must be None with dropout value greater than 0 in order to sample attention "
+                             "coefficients stochastically")
+        if num_bases is not None and num_blocks is not None:
+            raise ValueError("Can not apply both basis-decomposition and block-diagonal-decomposition "
+                             "at the same time.")
+        if not isinstance(in_channels, int):
+            raise TypeError("in_channels must be an int here (bipartite (in_src, in_dst) pairs are not supported)")
+        self.in_channels, self.out_channels, self.num_relations = in_channels, out_channels, num_relations
+        self.num_bases, self.num_blocks, self.mod = num_bases, num_blocks, mod
+        self.attention_mechanism, self.attention_mode = attention_mechanism, attention_mode
+        self.heads, self.dim, self.concat = heads, dim, concat
+        self.negative_slope, self.dropout, self.edge_dim = negative_slope, dropout, edge_dim
+        width = heads * out_channels
+        self.q = nn.Parameter(torch.empty(width, heads * dim))
+        self.k = nn.Parameter(torch.empty(width, heads * dim))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(heads * dim * out_channels if concat else dim * out_channels))
+        else:
+            self.register_parameter("bias", None)
+        if edge_dim is not None:
+            self.lin_edge = torch.nn.Linear(edge_dim, width, bias=False)
+            self.e = nn.Parameter(torch.empty(width, heads * dim))
+        else:
+            self.lin_edge = None
+            self.register_parameter("e", None)
+        if num_bases is not None:
+            self.att = nn.Parameter(torch.empty(num_relations, num_bases))
+            self.basis = nn.Parameter(torch.empty(num_bases, in_channels, width))
+        elif num_blocks is not None:
+            if in_channels % num_blocks or width % num_blocks:
+                raise ValueError("both 'in_channels' and 'heads * out_channels' must be multiple of 'num_blocks' used")
+            self.weight = nn.Parameter(torch.empty(num_relations, num_blocks, in_channels // num_blocks,
+                                                   width // num_blocks))
+        else:
+            self.weight = nn.Parameter(torch.empty(num_relations, in_channels, width))
+        self.w = nn.Parameter(torch.ones(out_channels))
+        self.l1 = nn.Parameter(torch.empty(1, out_channels))
+        self.b1 = nn.Parameter(torch.empty(1, out_channels))
+        self.l2 = nn.Parameter(torch.empty(out_channels, out_channels))
+        self.b2 = nn.Parameter(torch.empty(1, out_channels))
+        self._graphs = LastGraph()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.num_bases is not None:
+            _glorot(self.basis)
+            _glorot(self.att)
+        else:
+            _glorot(self.weight)
+        _glorot(self.q)
+        _glorot(self.k)
+        with torch.no_grad():
+            if self.bias is not None:
+                self.bias.zero_()
+            self.l1.fill_(1.0)
+            self.b1.zero_()
+            self.l2.fill_(1.0 / self.out_channels)  # PyG means this (its torch.full is a no-op: l2 stays unset)
+            self.b2.zero_()
+        if self.lin_edge is not None:
+            _glorot(self.lin_edge.weight)
+            _glorot(self.e)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor | None = None,
+                edge_attr: torch.Tensor | None = None, size: tuple[int, int] | None = None,
+                return_attention_weights: bool | None = None) -> Any:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"x must be a float tensor of node features, got "
+                            f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
+        if size is not None and tuple(size) != (x.size(0), x.size(0)):
+            raise ValueError(f"size={tuple(size)} must be (num_nodes, num_nodes) = {(x.size(0),) * 2} here "
+                             f"(x is one tensor, so PyG reads both ends of an edge from it)")
+        arrays = (edge_index,) if edge_type is None else (edge_index, edge_type)
+        g = self._graphs.get(arrays, (x.size(0), self.num_relations), lambda: graph_from_edge_index(
+            edge_index, edge_type, x.size(0), self.num_relations))
+        lin_edge = e = None
+        if edge_attr is not None:
+            if self.lin_edge is None:
+                raise ValueError("Please set 'edge_dim = edge_attr.size(-1)' while calling the RGATConv layer")
+            edge_attr = edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr
+            if tuple(edge_attr.shape) != (g.num_edges, self.edge_dim):
+                raise GraphError(f"edge_attr has shape {list(edge_attr.shape)}; expected [{g.num_edges}, "
+                                 f"{self.edge_dim}], one row per edge")
+            lin_edge, e = self.lin_edge.weight.t(), self.e
+        if self.num_bases is not None:  # composed per relation, as PyG does
+            weight = (self.att @ self.basis.view(self.num_bases, -1)).view(self.num_relations, self.in_channels, -1)
+        else:
+            weight = self.weight
+        scaled = self.mod == "scaled"
+        out = self._run(rgat_program, g, x, weight, self.q, self.k, self.bias, edge_attr, lin_edge, e,
+                        self.w if self.mod == "additive" else None, self.l1.view(-1) if scaled else None,
+                        self.b1.view(-1) if scaled else None, self.l2 if scaled else None,
+                        self.b2.view(-1) if scaled else None, heads=self.heads, dim=self.dim,
+                        blocks=self.num_blocks is not None,
+                        multiplicative=self.attention_mode == "multiplicative-self-attention",
+                        within_relation=self.attention_mechanism == "within-relation", mod=self.mod,
+                        concat=self.concat, negative_slope=self.negative_slope, p=float(self.dropout),
+                        training=self.training, return_attention=isinstance(return_attention_weights, bool))
+        if isinstance(return_attention_weights, bool):
+            out, alpha = out
+            return out, (edge_index, alpha)
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, heads={self.heads})"
