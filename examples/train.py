@@ -1,4 +1,5 @@
-"""Node classification with two Pigeon layers and Adam on a generated graph.
+"""Node classification with two Pigeon layers and Adam on a generated graph (its labels are a
+hidden random relational layer of the features: test accuracy reaches 3 to 4.5x chance).
 
     python examples/train.py                       # RGCN on an aifb-shaped graph
     python examples/train.py --model hgt --dataset mutag --scale 0.05 --epochs 30
@@ -6,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
@@ -39,6 +41,23 @@ class Net(nn.Module):
         return self.classify(self.layers[1](g, h))
 
 
+def with_self_loops(g: pigeon.Graph) -> pigeon.Graph:
+    """``g`` plus an edge v -> v for every node, as one more edge type: RGAT and HGT have no self
+    loop of their own, and without one a node's own features reach it only along cycles."""
+    nodes = torch.arange(g.num_nodes)
+    return pigeon.Graph.from_edges(torch.cat([g.src, nodes]), torch.cat([g.dst, nodes]),
+                                   torch.cat([g.etype, torch.full_like(nodes, g.num_etypes)]), g.num_nodes,
+                                   ntype=g.ntype, num_ntypes=g.num_ntypes, num_etypes=g.num_etypes + 1)
+
+
+def progress(epochs: range):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is a dependency; still, a missing bar is no reason to fail
+        return epochs
+    return tqdm(epochs, desc="epochs", file=sys.stderr, leave=False)
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> float:
     return (logits[mask].argmax(-1) == labels[mask]).float().mean().item()
 
@@ -51,17 +70,20 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--weight-decay", type=float, default=5e-4, help="Adam's L2 penalty (the RGCN paper's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
     data = pigeon.datasets.load(args.dataset, scale=args.scale, seed=args.seed, feat_dim=64)
-    g = data.graph
+    g = data.graph if args.model == "rgcn" else with_self_loops(data.graph)
     print(f"{args.model} on {data.name}: {g}")
     net = Net(args.model, data.features.shape[1], args.hidden, data.num_classes, g.num_etypes, g.num_ntypes)
-    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     start = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
+    bar = progress(range(1, args.epochs + 1))
+    log = bar.write if hasattr(bar, "write") else print  # a line above the bar, not through it
+    for epoch in bar:
         net.train()
         optimizer.zero_grad()
         logits = net(g, data.features)
@@ -70,12 +92,12 @@ def main() -> None:
         optimizer.step()
         if epoch == 1:  # what ran: `pigeon tune MODEL --dataset NAME` makes it a tuned configuration
             for i, layer in enumerate(net.layers, 1):
-                print(f"layer {i}: {layer.last_executable.describe()}")
+                log(f"layer {i}: {layer.last_executable.describe()}")
         if epoch == 1 or epoch % 5 == 0 or epoch == args.epochs:
             with torch.no_grad():
                 logits = net(g, data.features)
-            print(f"epoch {epoch:3d}  loss {loss.item():.4f}  train acc {accuracy(logits, data.labels, data.train_mask):.3f}"
-                  f"  val acc {accuracy(logits, data.labels, data.val_mask):.3f}  ({time.perf_counter() - start:.1f} s)")
+            log(f"epoch {epoch:3d}  loss {loss.item():.4f}  train acc {accuracy(logits, data.labels, data.train_mask):.3f}"
+                f"  val acc {accuracy(logits, data.labels, data.val_mask):.3f}  ({time.perf_counter() - start:.1f} s)")
     with torch.no_grad():
         test_acc = accuracy(net(g, data.features), data.labels, data.test_mask)
     print(f"test accuracy {test_acc:.3f} (chance {1 / data.num_classes:.3f})")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pigeon.datasets import SHAPES, Dataset, DatasetError, debian, load, synthetic
+from pigeon.runtime.graph import Graph
 
 # the module, not the function of the same name that pigeon.datasets exports
 debian_mod = importlib.import_module("pigeon.datasets.debian")
@@ -224,3 +225,43 @@ def test_debian_apt_without_lists(monkeypatch):
     monkeypatch.setattr(debian_mod.subprocess, "run", empty)
     with pytest.raises(DatasetError, match=r"do not exist.*apt-get update"):
         debian()
+
+
+# labels: a hidden random relational layer that the example models learn ---------------------
+
+def test_labels_are_a_hidden_relational_layer():
+    import numpy as np
+    synthetic_mod = importlib.import_module("pigeon.datasets.synthetic")
+    gen = torch.Generator().manual_seed(3)
+    src, dst, etype = torch.randint(0, 40, (300,), generator=gen), torch.randint(0, 40, (300,), generator=gen), \
+        torch.randint(0, 5, (300,), generator=gen)
+    src[:4], dst[:4] = torch.tensor([0, 1, 7, 7]), torch.tensor([0, 1, 7, 7])  # self loops, a multi-edge
+    g = Graph.from_edges(src, dst, etype, 45)  # nodes 40..44: no edges at all
+    x = torch.randn(45, 6, generator=gen)
+    labels = synthetic_mod._labels(g, x.numpy(), 3, np.random.default_rng(11))
+    rng = np.random.default_rng(11)
+    proj = torch.from_numpy(rng.standard_normal((6, 3))).to(torch.float64)
+    signs = torch.from_numpy(rng.choice([-1.0, 1.0], size=(6, 3))).to(torch.float64)  # R + 1 = 6 rows
+    xp = x.double() @ proj
+    agg = torch.zeros(45, 3, dtype=torch.float64).index_add_(0, dst, xp[src] * signs[etype])
+    deg = torch.bincount(dst, minlength=45).clamp(min=1).unsqueeze(1)
+    assert torch.equal(labels, (xp * signs[5] + agg / deg).argmax(1))
+    other = Graph.from_edges(src, dst, (etype + 1) % 5, 45)  # the same edges with other types
+    assert not torch.equal(labels, synthetic_mod._labels(other, x.numpy(), 3, np.random.default_rng(11)))
+
+
+@pytest.mark.parametrize("model", ["rgcn", "rgat", "hgt"])
+def test_each_example_model_beats_chance_on_a_small_graph(model):
+    from pigeon.examples.train import Net, accuracy, with_self_loops
+    data = synthetic("mutag", scale=0.02, feat_dim=8, num_classes=4)
+    g = data.graph if model == "rgcn" else with_self_loops(data.graph)
+    net = Net(model, 8, 16, data.num_classes, g.num_etypes, g.num_ntypes)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01, weight_decay=5e-4)
+    for _ in range(25):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(g, data.features)[data.train_mask], data.labels[data.train_mask])
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        test_acc = accuracy(net(g, data.features), data.labels, data.test_mask)
+    assert test_acc > 1.5 / data.num_classes, f"{model}: test accuracy {test_acc:.3f}, chance {1 / data.num_classes}"

@@ -14,8 +14,9 @@ Structure (all vectorised numpy, no per-edge or per-node Python loops):
   random offset so that relations have different hubs. Degrees are heavy-tailed, and
   isolated nodes, self loops and duplicate edges occur and are kept.
 
-Labels are ``argmax((x_v + mean_{u -> v} x_u) @ P)`` for a fixed random projection ``P``, which a
-2-layer RGNN can learn from the features and the graph.
+Labels are the argmax of a hidden random relational layer, ``x_v P s_self + mean_{u -> v} x_u P
+s_r`` (a random projection ``P``; random signs ``s_r`` per relation, so what a neighbour says
+depends on the edge's type): a 2-layer RGNN learns them from the features and the typed edges.
 """
 from __future__ import annotations
 
@@ -149,12 +150,16 @@ def _endpoints(rel_n: np.ndarray, rel_of_edge: np.ndarray, skew: float,
 
 
 def _labels(graph: Graph, x: np.ndarray, num_classes: int, rng: np.random.Generator) -> torch.Tensor:
-    """argmax((x_v + mean of in-neighbour x_u) @ P) for a random projection P."""
+    """argmax(x_v P s_self + mean over the incoming edges u -> v of x_u P s_r): a hidden random
+    relational layer whose relation-r weight is W_r = P diag(s_r), for a random projection P and
+    random signs s_r per relation (and s_self for the node itself)."""
     proj = rng.standard_normal((x.shape[1], num_classes)).astype(np.float32)
+    signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(graph.num_etypes + 1, num_classes))
     xp = x @ proj
-    src, dst = graph.src.numpy(), graph.dst.numpy()
+    src, dst, etype = graph.src.numpy(), graph.dst.numpy(), graph.etype.numpy()
     deg = np.maximum(np.bincount(dst, minlength=graph.num_nodes), 1)
     xp_t = np.ascontiguousarray(xp.T)  # gathering from contiguous rows is ~2x faster
-    agg = np.stack([np.bincount(dst, weights=xp_t[c][src], minlength=graph.num_nodes)
+    signs_t = np.ascontiguousarray(signs.T)
+    agg = np.stack([np.bincount(dst, weights=xp_t[c][src] * signs_t[c][etype], minlength=graph.num_nodes)
                     for c in range(num_classes)], axis=1)
-    return torch.from_numpy(np.argmax(xp + agg / deg[:, None], axis=1).astype(np.int64))
+    return torch.from_numpy(np.argmax(xp * signs[-1] + agg / deg[:, None], axis=1).astype(np.int64))
