@@ -139,8 +139,10 @@ def cheaper(candidate: Program, current: Program, stats: GraphStats) -> bool:
 # A kernel's time is a weighted sum of what it does: a fixed cost per kernel (the ctypes call and
 # the OpenMP region), a cost per task handed to a thread, bytes streamed, bytes read through an
 # index (rows gathered at random), GEMM FLOPs scaled by how well the micro-kernel's register tile
-# fits the output, and other FLOPs; work is split over the threads. The weights were fitted to
-# measured times (benchmarks/cost_model.py); they are seconds per unit on the machine measured.
+# fits the output, and other FLOPs; work is split over the threads. The weights are seconds per
+# unit, set by hand to this 2-core machine's rates and checked against measured times with
+# benchmarks/cost_model.py (its --fit refits them; the refit ranks the measured candidates a
+# little better but drops the FLOP and gather terms, so it is not used).
 
 @dataclass(frozen=True)
 class CpuWeights:

@@ -127,7 +127,7 @@ def show(args: argparse.Namespace) -> None:
         print(render_module(list(unique.values()))[0], end="")
 
 
-STAGES = ("linear_reorder", "linear_merge", "compact")
+STAGES = ("linear_reorder", "horizontal_fusion", "aggregation_order", "compact")
 
 
 def cost(args: argparse.Namespace) -> None:

@@ -5,9 +5,14 @@ the fastest stored in the tuning cache.
 Program-level choices (passes, which values are compacted) matter on every back end; where
 generated kernels run (CUDA, C++) the lowering (destination reductions, horizontal fusion) and
 the kernels' schedule knobs of that target join them. The reference executor has only the former.
+Candidates are built from the programs the runtime runs (in training, the gradient programs of
+the inputs that get gradients), and configurations that run the same code are one candidate.
+The rank is the modelled time of the kernel plans on the C++ back end (``ir.cost.plans_seconds``),
+their roofline floor on CUDA, the level-1 cost on the reference executor.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import statistics
 import time
@@ -17,16 +22,20 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from pigeon.ir.cost import program_cost, score
+from pigeon.ir.cost import plans_seconds, program_cost, score
 from pigeon.ir.lower import lower
-from pigeon.ir.passes import differentiate, optimize
+from pigeon.ir.passes import optimize
+from pigeon.ir.plans import KernelPlan, PlanProgram
 from pigeon.ir.printer import format_program
+from pigeon.ir.program import Program
+from pigeon.ir.roofline import floor_seconds, kernel_cost
 
 from .graph import Graph
 from .layouts import graph_stats
 from .tuning import CACHE, DEFAULT, Config, TuningCache, device_name, schedule_knobs, tuning_key
 
-REWRITES = ("linear_reorder", "linear_merge", "compact")
+REWRITES = ("linear_reorder", "horizontal_fusion", "aggregation_order", "compact")
+LAUNCH_SECONDS = 5e-6  # a CUDA kernel launch, for the GPU's modelled time
 MIN_GAIN = 1.03  # a candidate replaces the defaults only when this much faster, twice
 Timer = Callable[[Callable[[], Any]], float]
 
@@ -59,6 +68,28 @@ class TuneResult:
         lines.append(f"default {self.default.seconds * 1e3:.2f} ms, best {self.best.seconds * 1e3:.2f} ms "
                      f"({self.best.label}): {self.speedup:.2f}x")
         return "\n".join(lines)
+
+
+def _plans(program: Program, config: Config, target: str) -> PlanProgram:
+    """The kernel plans the runtime of ``target`` runs for ``program`` under ``config``."""
+    plans = lower(program, config.dst_reductions, config.horizontal, target=target)
+    overrides = config.schedules_for(program.name, {k.name: k.schedule for k in plans.kernels})
+    return lower(program, config.dst_reductions, config.horizontal, overrides, target=target) if overrides else plans
+
+
+@functools.lru_cache(maxsize=4096)
+def _kernel_code(plan: KernelPlan) -> str:
+    """The code of one kernel without its comments and name, and how it is launched; a plan no
+    template renders runs as torch ops: its plan stands for its code."""
+    from pigeon.codegen import CodegenError, render
+
+    try:
+        kernel = render(plan, with_common=False)
+    except CodegenError:
+        return "torch ops: " + str(plan)
+    lines = [line for line in kernel.source.replace(kernel.name, "KERNEL").splitlines()
+             if not line.lstrip().startswith("//")]
+    return "\n".join(lines) + "\n" + str(kernel.launch).replace(kernel.name, "KERNEL")
 
 
 def median_timer(repeat: int = 5, warmup: int = 1) -> Timer:
@@ -94,21 +125,45 @@ class Tuner:
         self.stats = graph_stats(g)
         dtype = self.program.inputs[0].type.dtype if self.program.inputs else "float32"
         exe = fn.executable(g, *self.args, config=DEFAULT, **self.kwargs)
+        self.backend = exe.backend
         self.key = tuning_key(self.program, g, dtype, mode, exe.backend,
                               self._trained_inputs(exe) if mode == "train" else ())
 
     # ---- candidates ---------------------------------------------------------------------------
 
-    def _modelled(self, config: Config) -> tuple[float, str]:
-        forward = optimize(self.program, self.stats, config.disabled, config.keep_on_edges)
-        cost = program_cost(forward, self.stats).total
-        if self.mode == "train":
-            backward = optimize(differentiate(forward).backward, self.stats, config.disabled, config.keep_on_edges)
-            cost = cost + program_cost(backward, self.stats).total
-        return score(cost), format_program(forward)
+    def _programs(self, config: Config) -> list[Program]:
+        """The level-1 programs the runtime runs under ``config``: the forward program, or in
+        training the gradient programs of the inputs that get gradients (as ``_step`` trains)."""
+        exe = self.fn.executable(self.g, *self.args, config=config, **self.kwargs)
+        if self.mode == "infer":
+            return [exe.forward]
+        grad = exe.gradient(self._wrt(exe))
+        return [grad.forward, grad.backward]
+
+    def _modelled(self, config: Config) -> float:
+        """The cost model's figure for ``config`` (lower: cheaper) on the programs it runs."""
+        programs = self._programs(config)
+        if self.backend == "cpp":  # seconds, from weights fitted to measured times
+            return sum(plans_seconds(_plans(p, config, "cpp"), self.stats) for p in programs)
+        if self.backend == "cuda":  # seconds: each kernel's roofline floor and a launch
+            return sum(floor_seconds(kernel_cost(k, self.stats), k.value_type(k.writes[0]).dtype if k.writes
+                                     else "float32") + LAUNCH_SECONDS
+                       for p in programs for k in _plans(p, config, "cuda").kernels)
+        return sum(score(program_cost(p, self.stats).total) for p in programs)
+
+    def code(self, config: Config) -> tuple[str, ...]:
+        """What runs under ``config``: the generated code of every kernel of every program the
+        runtime runs (comments and kernel names left out), or the programs' text on the
+        reference executor. Two configurations with the same code are one candidate."""
+        programs = self._programs(config)
+        if self.backend not in ("cuda", "cpp"):
+            return tuple(format_program(p) for p in programs)
+        target = "cuda" if self.backend == "cuda" else "cpp"
+        return tuple(_kernel_code(k) for p in programs for k in _plans(p, config, target).kernels)
 
     def candidates(self) -> list[Trial]:
-        """Distinct configurations, the default first, the rest by modelled cost."""
+        """Configurations that run different code, the default first, the rest by modelled cost.
+        ``merged`` lists the configurations left out, with the candidate whose code they share."""
         configs: list[tuple[str, Config]] = [("defaults", DEFAULT)]
         for k in range(1, len(REWRITES) + 1):
             for off in itertools.combinations(REWRITES, k):
@@ -118,17 +173,18 @@ class Tuner:
                      if n.op.value == "gather" and n.attrs.get("index") in ("compact", "compact_dst")]
         for name in compacted:
             configs.append((f"{name} per edge", Config(keep_on_edges=frozenset({name}))))
-        backend = self.fn.executable(self.g, *self.args, config=DEFAULT, **self.kwargs).backend
-        if backend in ("cuda", "cpp"):
-            configs += self._kernel_candidates(backend)
-        trials, seen = [], set()
+        if self.backend in ("cuda", "cpp"):
+            configs += self._kernel_candidates(self.backend)
+        trials: list[Trial] = []
+        first_with: dict[tuple[str, ...], str] = {}
+        self.merged: list[tuple[str, str]] = []
         for label, config in configs:
-            rank, text = self._modelled(config)
-            signature = (text, config.dst_reductions, config.horizontal, config.schedules)
-            if signature in seen:
+            code = self.code(config)
+            if code in first_with:
+                self.merged.append((label, first_with[code]))
                 continue
-            seen.add(signature)
-            trials.append(Trial(config, label, rank))
+            first_with[code] = label
+            trials.append(Trial(config, label, self._modelled(config)))
         return trials[:1] + sorted(trials[1:], key=lambda t: t.rank)
 
     def _kernel_candidates(self, backend: str) -> list[tuple[str, Config]]:
@@ -138,13 +194,8 @@ class Tuner:
 
         out = [("atomic destination reductions", Config(dst_reductions="atomic")),
                ("no horizontal fusion", Config(horizontal=False))]
-        exe = self.fn.executable(self.g, *self.args, config=DEFAULT, **self.kwargs)
-        programs = [exe.forward]
-        if self.mode == "train":
-            grad = exe.gradient(self._trained_inputs(exe))
-            programs = [grad.forward, grad.backward]
         target = "cuda" if backend == "cuda" else "cpp"
-        for program in programs:
+        for program in self._programs(DEFAULT):
             for kernel in lower(program, target=target).kernels:
                 for variant in schedule_variants(kernel):
                     knobs = schedule_knobs(variant.schedule)
@@ -160,6 +211,14 @@ class Tuner:
         params = dict(self.fn._bind(self.g, self.args, self.kwargs))
         first = next(iter(params), None)
         return tuple(n.name for n in exe.forward.inputs if n.name != first and params[n.name].dtype.is_floating_point)
+
+    def _wrt(self, exe: Any) -> tuple[str, ...]:
+        """The inputs the runtime differentiates when ``_step`` trains: the trained inputs that
+        have elements and that an output depends on (as ``Executable.__call__`` chooses them)."""
+        params = dict(self.fn._bind(self.g, self.args, self.kwargs))
+        trained = set(self._trained_inputs(exe))
+        return tuple(n.name for n in exe.forward.inputs
+                     if n.name in trained and params[n.name].numel() and n.name in exe.reaching)
 
     def _step(self, config: Config) -> Callable[[], list[torch.Tensor]]:
         exe = self.fn.executable(self.g, *self.args, config=config, **self.kwargs)

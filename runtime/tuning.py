@@ -3,8 +3,9 @@
 A ``Config`` is every choice Pigeon makes for a program beyond its semantics: passes switched
 off, values compaction leaves per edge, how reductions into destinations run, whether
 independent kernels merge, and kernel schedules. The tuning cache (``tuning.json`` in the
-runtime's cache folder) maps (program, graph signature, device, dtype, mode, Pigeon version) to
-the best configuration found by ``pigeon tune``; compiled functions look it up on every call.
+runtime's cache folder) maps (program, graph signature, device, dtype, back end, mode with the
+inputs that get gradients, a hash of the compiler's source) to the best configuration found by
+``pigeon tune``; compiled functions look it up on every call.
 
 The file holds its format version, the entries and their checksum. Writers hold a file lock
 and rename a complete temporary file into place, so readers (which take no lock) never see a
@@ -49,11 +50,21 @@ class Config:
     schedules: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = ()  # (program, kernel, knobs)
 
     def schedules_for(self, program_name: str, defaults: dict[str, Schedule]) -> dict[str, Schedule]:
-        """The schedule overrides of one program's kernels (by kernel name)."""
+        """The schedule overrides of one program's kernels (by kernel name). A schedule for a
+        kernel the program does not have, or a knob its schedule lacks, is an error: the
+        configuration was made for other code."""
         out = {}
         for prog, kernel, knobs in self.schedules:
-            if prog == program_name and kernel in defaults:
-                out[kernel] = dataclasses.replace(defaults[kernel], **dict(knobs))
+            if prog != program_name:
+                continue
+            if kernel not in defaults:
+                raise ValueError(f"the configuration schedules kernel {kernel!r} of program {program_name!r}, "
+                                 f"which has no such kernel (its kernels: {', '.join(defaults) or 'none'})")
+            unknown = sorted(set(dict(knobs)) - set(defaults[kernel].knobs()))
+            if unknown:
+                raise ValueError(f"the configuration sets {unknown} on kernel {kernel!r} of program "
+                                 f"{program_name!r}, whose schedule has no such knob")
+            out[kernel] = dataclasses.replace(defaults[kernel], **dict(knobs))
         return out
 
     def describe(self) -> str:
@@ -123,23 +134,34 @@ def program_hash(program: Program) -> str:
     return hit[1]
 
 
-@functools.lru_cache(maxsize=None)
-def code_version() -> str:
-    """A hash of the compiler's own source (passes, code generation, templates, runtime): tuning
-    entries made by other code are not used."""
+def source_digest(folders: list[Path]) -> str:
+    """A hash of the compiler source files (Python, templates, headers) under ``folders``."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.suffix in (".py", ".j2", ".cuh", ".h") and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def compiler_folders() -> list[Path]:
+    """The folders of the compiler's own source: the front end, the passes and lowering, code
+    generation, the templates and the runtime."""
     import pigeon
     import pigeon.codegen
     import pigeon.ir
     import pigeon.runtime
     import pigeon.templates
 
-    digest = hashlib.sha256()
-    for package in (pigeon, pigeon.ir, pigeon.codegen, pigeon.runtime, pigeon.templates):
-        folder = Path(package.__file__).parent
-        for path in sorted(folder.rglob("*")):
-            if path.suffix in (".py", ".j2", ".cuh", ".h") and "__pycache__" not in path.parts:
-                digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
+    return [Path(package.__file__).parent for package in (pigeon, pigeon.ir, pigeon.codegen, pigeon.runtime,
+                                                          pigeon.templates)]
+
+
+@functools.lru_cache(maxsize=None)
+def code_version() -> str:
+    """A hash of the compiler's own source (passes, code generation, templates, runtime): tuning
+    entries made by other code are not used."""
+    return source_digest(compiler_folders())
 
 
 def tuning_key(program: Program, g: Graph, dtype: str, mode: str, backend: str, wrt: tuple[str, ...] = ()) -> str:

@@ -33,7 +33,7 @@ if shutil.which("g++") is not None:
 if not BACKENDS:
     pytest.skip("generated kernels need a C++ compiler", allow_module_level=True)
 
-REWRITES = frozenset({"linear_reorder", "linear_merge", "compact"})
+REWRITES = frozenset({"linear_reorder", "horizontal_fusion", "aggregation_order", "compact"})
 CONFIGS = {f"{reductions}{'' if horizontal else '-separate'}{'-unoptimised' if off else ''}":
            Config(disabled=REWRITES if off else frozenset(), dst_reductions=reductions, horizontal=horizontal)
            for reductions, horizontal, off in itertools.product(("segmented", "atomic"), (True, False), (False, True))}
@@ -509,7 +509,7 @@ def test_kernel_that_cannot_be_rendered_runs_with_torch_ops(monkeypatch, backend
     args = arguments("single_dot", g)
     ours = [a.clone().requires_grad_() for a in args]
     theirs = [a.clone().requires_grad_() for a in args]
-    config = Config(disabled=frozenset({"linear_merge"}))  # a configuration no other test compiled
+    config = Config(disabled=frozenset({"horizontal_fusion"}))  # a configuration no other test compiled
     exe = executable(fn, g, ours, config, backend)
     if backend == "harness":  # the harness's runner is strict: let it fall back as the runtimes do
         from cuda_cpu.runner import HarnessProgram

@@ -730,7 +730,7 @@ REGRESSIONS = [
             "    return n.o10, e.m00\n",
             (InputSpec("t0", "ntype", (1, 2)), InputSpec("h0", "node", (2,)), InputSpec("h1", "node", (2, 2)),
              InputSpec("h2", "node", (1, 2)), InputSpec("c0", "global", (1, 3)), InputSpec("h3", "node", (2, 1))),
-            ("cse", "dce", "linear_reorder", "linear_merge", "compact")),
+            ("cse", "dce", "linear_reorder", "horizontal_fusion", "aggregation_order", "compact")),
         lambda: pigeon.Graph.from_edges([0], [0], [1], 1, [0], num_etypes=2), False,
         id="edge_output_of_a_dst_traversal_not_stored"),  # the edge output was never stored (fixed)
     pytest.param(

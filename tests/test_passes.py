@@ -12,7 +12,9 @@ from pigeon.examples import hgt, rgat, rgcn
 from pigeon.lang import dot, exp, linear, sigmoid, softmax, sum, tanh
 from pigeon.ir.cost import GraphStats, program_cost
 from pigeon.ir.parser import parse_program
-from pigeon.ir.passes import PASS_NAMES, compact, cse, dce, differentiate, linear_merge, linear_reorder, optimize
+from pigeon.ir.lower import lower
+from pigeon.ir.passes import (PASS_NAMES, compact, cse, dce, differentiate, horizontal_fusion, linear_reorder,
+                               optimize)
 from pigeon.ir.printer import format_program
 from pigeon.ir.verify import verify
 from pigeon.runtime.layouts import graph_stats
@@ -20,6 +22,7 @@ from pigeon.runtime.cpp_compiler import find_compiler
 from pigeon.runtime.reference import execute
 from random_graphs import random_graph
 
+BACKENDS = ["reference"] + (["cpp"] if find_compiler() else [])
 DENSE = GraphStats(num_nodes=1000, num_dst_nodes=1000, num_edges=50000, num_compact=5000,
                    num_compact_dst=5000, num_etypes=10, num_ntypes=3)
 SPARSE = GraphStats(num_nodes=1000, num_dst_nodes=1000, num_edges=600, num_compact=600,
@@ -167,29 +170,161 @@ def test_linear_reorder_needs_the_cost_model_to_agree():
     assert linear_reorder.run(p, None) == p
 
 
-MERGE_INPUT = """
+KQV_INPUT = """
     program p
       %h : node[16] f32 = input[position=0]()
-      %A : ntype[16,{mid}] f32 = input[position=1]()
-      %B : global[{mid},{out}] f32 = input[position=2]()
-      %y : node[{mid}] f32 = linear[by=ntype](%h, %A)
-      %z : node[{out}] f32 = linear[by=all](%y, %B)
-      return %z
+      %Wk : ntype[16,8] f32 = input[position=1]()
+      %Wq : ntype[16,8] f32 = input[position=2]()
+      %Wv : ntype[16,8] f32 = input[position=3]()
+      %h2 : node[16] f32 = input[position=4]()
+      %Wg : global[16,8] f32 = input[position=5]()
+      %k : node[8] f32 = linear[by=ntype](%h, %Wk)
+      %h_d : dst[16] f32 = gather[index=to_dst, to=dst](%h)
+      %q : dst[8] f32 = linear[by=ntype](%h_d, %Wq)
+      %v : node[8] f32 = linear[by=ntype](%h, %Wv)
+      %kv : node[8] f32 = mul(%k, %v)
+      %kv_e : edge[8] f32 = gather[index=src, to=edge](%kv)
+      %q_e : edge[8] f32 = gather[index=dst, to=edge](%q)
+      %m : edge[8] f32 = mul(%kv_e, %q_e)
+      %out : dst[8] f32 = reduce[index=dst, kind=sum, to=dst](%m)
+      return %out
     """
 
 
-def test_linear_merge_when_it_saves_flops():
-    assert_program(linear_merge.run(program(MERGE_INPUT.format(mid=16, out=4)), DENSE), """
+def test_horizontal_fusion_reads_a_shared_input_once():
+    assert_program(horizontal_fusion.run(program(KQV_INPUT), DENSE), """
         program p
           %h : node[16] f32 = input[position=0]()
-          %A : ntype[16,16] f32 = input[position=1]()
-          %B : global[16,4] f32 = input[position=2]()
-          %A_B : ntype[16,4] f32 = linear[by=all](%A, %B)
-          %z : node[4] f32 = linear[by=ntype](%h, %A_B)
-          return %z
+          %Wk : ntype[16,8] f32 = input[position=1]()
+          %Wq : ntype[16,8] f32 = input[position=2]()
+          %Wv : ntype[16,8] f32 = input[position=3]()
+          %h2 : node[16] f32 = input[position=4]()
+          %Wg : global[16,8] f32 = input[position=5]()
+          %Wk_Wq_Wv : ntype[16,24] f32 = concat(%Wk, %Wq, %Wv)
+          %k_q_v : node[24] f32 = linear[by=ntype](%h, %Wk_Wq_Wv)
+          %k : node[8] f32 = slice[start=0, stop=8](%k_q_v)
+          %q_rows : node[8] f32 = slice[start=8, stop=16](%k_q_v)
+          %q : dst[8] f32 = gather[index=to_dst, to=dst](%q_rows)
+          %v : node[8] f32 = slice[start=16, stop=24](%k_q_v)
+          %kv : node[8] f32 = mul(%k, %v)
+          %kv_e : edge[8] f32 = gather[index=src, to=edge](%kv)
+          %q_e : edge[8] f32 = gather[index=dst, to=edge](%q)
+          %m : edge[8] f32 = mul(%kv_e, %q_e)
+          %out : dst[8] f32 = reduce[index=dst, kind=sum, to=dst](%m)
+          return %out
         """)
-    narrow = program(MERGE_INPUT.format(mid=2, out=64))  # 16*2 + 2*64 FLOPs per row beat 16*64
-    assert linear_merge.run(narrow, DENSE) == narrow
+
+
+@pytest.mark.parametrize("change,fused", [
+    ((), ["k", "q", "v"]),
+    (("linear[by=ntype](%h, %Wv)", "linear[by=ntype](%h2, %Wv)"), ["k", "q"]),  # another input
+    (("linear[by=ntype](%h_d, %Wq)", "linear[by=all](%h_d, %Wg)"), ["k", "v"]),  # another type index
+    (("gather[index=to_dst, to=dst](%h)", "gather[index=to_dst, to=dst](%h2)"), ["k", "v"]),
+    (("linear[by=ntype](%h, %Wv)", "linear[by=all](%h, %Wg)"), ["k", "q"]),
+])
+def test_horizontal_fusion_groups_linears_of_one_input_and_type_index(change, fused):
+    text = KQV_INPUT.replace(*change) if change else KQV_INPUT
+    assert horizontal_fusion.groups(program(text)) == [fused]
+
+
+def test_horizontal_fusion_needs_the_cost_model_to_agree():
+    p = program(KQV_INPUT)
+    assert horizontal_fusion.run(p, None) == p
+    few_rows = GraphStats(num_nodes=4, num_dst_nodes=4, num_edges=8, num_compact=8, num_compact_dst=8,
+                          num_etypes=2, num_ntypes=1000)  # concatenating 1,000 weights costs more than it saves
+    assert horizontal_fusion.run(p, few_rows) == p
+
+
+def test_the_gradients_of_slices_become_one_concatenation():
+    assert_program(horizontal_fusion.combine_slice_gradients(program("""
+        program p
+          %x : node[8] f32 = input[position=0]()
+          %da : node[4] f32 = input[position=1]()
+          %db : node[4] f32 = input[position=2]()
+          %one : global[] f32 = const[dtype=float32, value=1.0]()
+          %zero : global[] f32 = const[dtype=float32, value=0.0]()
+          %one_n : node[] f32 = gather[index=all, to=node](%one)
+          %zero_n : node[] f32 = gather[index=all, to=node](%zero)
+          %right : node[4] f32 = slice[start=4, stop=8](%x)
+          %zeros_right : node[4] f32 = select(%one_n, %zero_n, %right)
+          %left : node[4] f32 = slice[start=0, stop=4](%x)
+          %zeros_left : node[4] f32 = select(%one_n, %zero_n, %left)
+          %pa : node[8] f32 = concat(%da, %zeros_right)
+          %pb : node[8] f32 = concat(%zeros_left, %db)
+          %d : node[8] f32 = add(%pa, %pb)
+          return %d
+        """)), """
+        program p
+          %x : node[8] f32 = input[position=0]()
+          %da : node[4] f32 = input[position=1]()
+          %db : node[4] f32 = input[position=2]()
+          %d : node[8] f32 = concat(%da, %db)
+          return %d
+        """)
+
+
+def test_a_weight_gradient_read_through_slices_becomes_one_per_slice():
+    assert_program(horizontal_fusion.combine_slice_gradients(program("""
+        program p
+          %x : node[8] f32 = input[position=0]()
+          %dy : node[6] f32 = input[position=1]()
+          %dw : ntype[8,6] f32 = linear_wgrad[batched=False, by=ntype](%x, %dy)
+          %dwa : ntype[8,2] f32 = slice[start=0, stop=2](%dw)
+          %dwb : ntype[8,4] f32 = slice[start=2, stop=6](%dw)
+          return %dwa, %dwb
+        """)), """
+        program p
+          %x : node[8] f32 = input[position=0]()
+          %dy : node[6] f32 = input[position=1]()
+          %dy_part : node[2] f32 = slice[start=0, stop=2](%dy)
+          %dwa : ntype[8,2] f32 = linear_wgrad[batched=False, by=ntype](%x, %dy_part)
+          %dy_part_1 : node[4] f32 = slice[start=2, stop=6](%dy)
+          %dwb : ntype[8,4] f32 = linear_wgrad[batched=False, by=ntype](%x, %dy_part_1)
+          return %dwa, %dwb
+        """)
+
+
+def _gemms_reading(plans, name):
+    """The GEMM plans whose linear reads value ``name`` (directly or through a gather)."""
+    out = []
+    for k in plans.kernels:
+        if k.anchor is None or k.anchor.op.value != "linear":
+            continue
+        x = next((n for n in k.ops if n.name == k.anchor.args[0]), None)
+        if k.anchor.args[0] == name or (x is not None and x.op.value == "gather" and x.args[0] == name):
+            out.append(k)
+    return out
+
+
+@pytest.mark.parametrize("target", ["cuda", "cpp"])
+def test_hgt_reads_h_once_for_k_q_and_v(target):
+    g = pigeon.datasets.synthetic("aifb").graph  # full size: on a few hundred nodes the weights' concat costs more
+    stats = graph_stats(g)
+    traced = hgt.hgt.program(g, *hgt.example_inputs(g, feats=64, heads=2))
+    (fused,) = _gemms_reading(lower(optimize(traced, stats), target=target), "h")
+    assert fused.anchor.type.shape == (3 * 64,)
+    assert len(_gemms_reading(lower(optimize(traced, stats, {"horizontal_fusion"}), target=target), "h")) == 3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("switched_off", [False, True], ids=["fused", "separate"])
+def test_hgt_with_and_without_horizontal_fusion_matches_the_formula(backend, switched_off):
+    g = many_nodes_graph()
+    args = [a.double() if isinstance(a, torch.Tensor) else a for a in hgt.example_inputs(g, feats=8, heads=2)]
+    with pigeon.disable_passes(*(["horizontal_fusion"] if switched_off else [])):
+        assert ("concat(%k_weight" in str(hgt.hgt.executable(g, *args).forward)) != switched_off
+    ours = [a.clone().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
+    theirs = [a.clone().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
+    with pigeon.use_backend(backend), pigeon.disable_passes(*(["horizontal_fusion"] if switched_off else [])):
+        out = hgt.hgt(g, *ours)
+        upstream = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(2))
+        (out * upstream).sum().backward()
+    ref = formulas.hgt(g, *theirs)
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        if isinstance(a, torch.Tensor):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9, msg=f"gradient of argument {i}")
 
 
 COMPACT_INPUT = """
@@ -297,7 +432,7 @@ def test_each_pass_off_gives_the_same_numbers(model, disabled):
 def test_rewrites_apply_on_a_graph_where_they_pay():
     g = random_graph(num_nodes=30, num_edges=1200, num_etypes=6, seed=3)
     forward = {m.name: str(m.executable(g, *m.example_inputs(g)).forward) for m in (rgcn.rgcn, rgat.rgat, hgt.hgt)}
-    assert "to=compact](%h)" in forward["rgcn"]
+    assert "to=compact_dst](%h_src_scaled)" in forward["rgcn"]  # aggregation order: 40 edges per (dst, etype)
     assert "to=compact](%h)" in forward["rgat"] and "%weight_heads" in forward["rgat"]
     assert "to=compact_dst](%h)" in forward["rgat"]
     assert "to=compact](%k)" in forward["hgt"] and "to=compact](%v)" in forward["hgt"]
@@ -367,20 +502,6 @@ def attention_score_formula(g, h, w, a):
 
 
 @pigeon.compile
-def two_linears(g, h, w1, w2):
-    for e in g.edges():
-        e.m = linear(linear(h[e.src] * h[e.dst], w1[e.etype]), w2[e.etype])
-    for n in g.dst_nodes():
-        n.out = sum(e.m for e in n.incoming_edges())
-    return n.out
-
-
-def two_linears_formula(g, h, w1, w2):
-    x = formulas.per_edge_linear(formulas.per_edge_linear(h[g.src] * h[g.dst], w1[g.etype]), w2[g.etype])
-    return formulas.aggregate(x, g.dst, g.num_dst_nodes)
-
-
-@pigeon.compile
 def typed_messages(g, h, w):
     for e in g.edges():
         e.m = tanh(linear(h[e.src], w[e.etype])) * h[e.dst]
@@ -394,23 +515,65 @@ def typed_messages_formula(g, h, w):
     return formulas.aggregate(x, g.dst, g.num_dst_nodes)
 
 
+@pigeon.compile
+def shared_input(g, h, wa, wb, wc):
+    for n in g.nodes():
+        n.a = linear(h[n], wa[n.ntype])
+        n.b = linear(h[n], wb[n.ntype])
+    for n in g.dst_nodes():
+        n.out = sum(tanh(e.src.a * e.dst.b) for e in n.incoming_edges()) + linear(h[n], wc[n.ntype])
+    return n.out
+
+
+def shared_input_formula(g, h, wa, wb, wc):
+    a, b = formulas.per_edge_linear(h, wa[g.ntype]), formulas.per_edge_linear(h, wb[g.ntype])
+    x = torch.tanh(a[g.src] * b[g.dst])
+    return formulas.aggregate(x, g.dst, g.num_dst_nodes) + formulas.per_edge_linear(h, wc[g.ntype])[: g.num_dst_nodes]
+
+
+@pigeon.compile
+def typed_mean(g, h, w):
+    for e in g.edges():
+        e.m = linear(h[e.src], w[e.etype]) / e.dst_etype_degree
+    for n in g.dst_nodes():
+        n.out = sum(e.m for e in n.incoming_edges())
+    return n.out
+
+
+def typed_mean_formula(g, h, w):
+    return formulas.rgcn(g, h, w)
+
+
 def dense_graph():
     return random_graph(num_nodes=30, num_edges=1200, num_etypes=6, seed=3)
 
 
-# pass -> (function, formula, shapes of its arguments after h [nodes, 8]; "etypes", "edges": those counts)
+def many_nodes_graph():
+    """Enough nodes that reading the features once pays for concatenating the weights."""
+    return random_graph(num_nodes=2000, num_edges=3000, num_etypes=6, seed=3)
+
+
+def dst_heavy_graph():
+    """Many edges into each (destination, edge type) pair: a bipartite block with 4 destinations."""
+    return random_graph(num_nodes=60, num_edges=1200, num_etypes=3, seed=3, num_dst_nodes=4)
+
+
+# pass -> (function, formula, shapes of its arguments after h [nodes, 8]; "etypes", "ntypes", "edges": those
+# counts[, the graph, if not dense_graph])
 WORK_FOR = {
     "cse": (repeated, repeated_formula, [("edges", 8)]),
     "dce": (with_unused_values, with_unused_values_formula, [("edges", 8)]),
     "linear_reorder": (attention_score, attention_score_formula, [("etypes", 8, 8), ("etypes", 8)]),
-    "linear_merge": (two_linears, two_linears_formula, [("etypes", 8, 8), ("etypes", 8, 2)]),
     "compact": (typed_messages, typed_messages_formula, [("etypes", 8, 8)]),
+    "horizontal_fusion": (shared_input, shared_input_formula, [("ntypes", 8, 8), ("ntypes", 8, 8), ("ntypes", 8, 8)],
+                          many_nodes_graph),
+    "aggregation_order": (typed_mean, typed_mean_formula, [("etypes", 8, 8)], dst_heavy_graph),
 }
 
 
 def _work_arguments(g, shapes, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    sizes = {"etypes": g.num_etypes, "edges": g.num_edges}
+    sizes = {"etypes": g.num_etypes, "ntypes": g.num_ntypes, "edges": g.num_edges}
     return [torch.randn(g.num_nodes, 8, dtype=torch.float64, generator=gen)] + [
         torch.randn(*(sizes.get(d, d) for d in shape), dtype=torch.float64, generator=gen) for shape in shapes]
 
@@ -421,8 +584,8 @@ def test_every_pass_has_a_program_to_work_on():
 
 @pytest.mark.parametrize("name", PASS_NAMES)
 def test_switching_a_pass_off_changes_the_optimised_program(name):
-    fn, _, shapes = WORK_FOR[name]
-    g = dense_graph()
+    fn, _, shapes, *graph = WORK_FOR[name]
+    g = (graph or [dense_graph])[0]()
     traced = fn.program(g, *_work_arguments(g, shapes))
     stats = graph_stats(g)
     on, off = optimize(traced, stats), optimize(traced, stats, {name})
@@ -435,15 +598,13 @@ def test_switching_a_pass_off_changes_the_optimised_program(name):
         assert str(fn.executable(g, *_work_arguments(g, shapes)).forward) == str(off)
 
 
-BACKENDS = ["reference"] + (["cpp"] if find_compiler() else [])
-
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", PASS_NAMES)
 @pytest.mark.parametrize("switched_off", [False, True], ids=["on", "off"])
 def test_a_pass_on_or_off_keeps_the_numbers_of_the_formula(name, switched_off, backend):
-    fn, formula, shapes = WORK_FOR[name]
-    g = dense_graph()
+    fn, formula, shapes, *graph = WORK_FOR[name]
+    g = (graph or [dense_graph])[0]()
     args = _work_arguments(g, shapes, seed=1)
     ours = [a.clone().requires_grad_() for a in args]
     theirs = [a.clone().requires_grad_() for a in args]

@@ -236,3 +236,102 @@ def test_a_gain_below_the_threshold_keeps_the_defaults(tmp_path):
     tuner = LabelledTuner(rgat.rgat, g, inputs(rgat.rgat, g), timer=fake_timer(times),
                           cache=TuningCache(tmp_path / "t.json"), budget=None)
     assert tuner.run().best.label == "defaults"
+
+
+def test_a_schedule_for_a_kernel_the_program_lacks_is_an_error():
+    g = graph()
+    exe = rgcn.rgcn.executable(g, *inputs(rgcn.rgcn, g))
+    plans = lower(exe.forward)
+    defaults = {k.name: k.schedule for k in plans.kernels}
+    stale = Config(schedules=((plans.name, "k9_no_such_kernel", (("threads_per_row", 4),)),))
+    with pytest.raises(ValueError, match="k9_no_such_kernel.*no such kernel"):
+        stale.schedules_for(plans.name, defaults)
+    kernel = next(iter(defaults))
+    with pytest.raises(ValueError, match="no such knob"):
+        Config(schedules=((plans.name, kernel, (("warp_shuffles", 2),)),)).schedules_for(plans.name, defaults)
+    assert stale.schedules_for("another_program", defaults) == {}  # schedules of other programs are theirs
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_no_two_candidates_run_the_same_code(mode):
+    g = graph()
+    tuner = Tuner(rgcn.rgcn, g, inputs(rgcn.rgcn, g), mode=mode, cache=TuningCache())
+    trials = tuner.candidates()
+    codes = [tuner.code(t.config) for t in trials]
+    assert len(set(codes)) == len(codes) == len(trials)
+    # a rewrite that changes nothing in RGCN, and knob values its kernels ignore, were merged
+    assert tuner.merged and all(same in {t.label for t in trials} for _, same in tuner.merged)
+
+
+def test_tune_never_times_two_candidates_that_run_the_same_code(tmp_path):
+    g = graph()
+    timed = {}
+
+    class Recording(Tuner):  # steps that compile nothing: what is timed matters here, not the numbers
+        def _step(self, config):
+            def step():
+                return [torch.ones(3, dtype=torch.float64)]
+            step.config = config
+            return step
+
+    def timer(step):
+        timed.setdefault(tuner.code(step.config), set()).add(step.config)
+        return 1.0
+
+    tuner = Recording(rgat.rgat, g, inputs(rgat.rgat, g), mode="train", timer=timer, budget=None,
+                      cache=TuningCache(tmp_path / "t.json"))
+    result = tuner.run()
+    assert sum(t.seconds is not None for t in result.trials) == len(timed) > 1
+    assert all(len(configs) == 1 for configs in timed.values())
+
+
+def test_training_candidates_come_from_the_gradient_the_runtime_builds():
+    """h gets no gradient in training: the runtime's backward program lacks the kernels of dh,
+    and every schedule candidate names a kernel of the programs the runtime runs."""
+    g = graph()
+    args = inputs(rgat.rgat, g)
+    tuner = Tuner(rgat.rgat, g, args, mode="train", cache=TuningCache())
+    exe = rgat.rgat.executable(g, *args, config=DEFAULT)
+    wrt = tuner._wrt(exe)
+    assert set(wrt) == {n.name for n in exe.forward.inputs} - {"h"}
+    runs = {p.name: {k.name for k in lower(p, target="cpp").kernels}
+            for p in (exe.gradient(wrt).forward, exe.gradient(wrt).backward)}
+    every = exe.gradient(tuple(n.name for n in exe.forward.inputs))
+    assert {k.name for k in lower(every.backward, target="cpp").kernels} != runs[every.backward.name]
+    scheduled = [(p, k) for t in tuner.candidates() for p, k, _ in t.config.schedules]
+    if tuner.backend in ("cpp", "cuda"):
+        assert scheduled and all(k in runs[p] for p, k in scheduled)
+
+
+def test_knobs_a_kernel_ignores_make_no_candidates():
+    """CUDA: the GEMM has no vector loads and per-destination kernels take one destination per
+    thread group, so those knob values render the same code and are no variants."""
+    from pigeon.codegen import schedule_variants
+    from pigeon.ir.plans import GemmSchedule, Strategy
+
+    g = graph()
+    exe = rgat.rgat.executable(g, *inputs(rgat.rgat, g))
+    grad = exe.gradient(("weight", "attn_src", "attn_dst"))
+    for program in (grad.forward, grad.backward):
+        for kernel in lower(program, target="cuda").kernels:
+            for variant in schedule_variants(kernel):
+                changed = {k for k, v in variant.schedule.knobs().items() if getattr(kernel.schedule, k) != v}
+                if isinstance(kernel.schedule, GemmSchedule):
+                    assert "vector_width" not in changed, kernel.name
+                if kernel.strategy == Strategy.DST_PARALLEL:
+                    assert "edges_per_thread" not in changed, kernel.name
+
+
+def test_the_code_version_hashes_the_compilers_own_source(tmp_path):
+    from pigeon.runtime.tuning import compiler_folders, source_digest
+
+    names = {folder.name for folder in compiler_folders()}
+    assert {"ir", "codegen", "templates", "runtime"} <= names  # passes and lowering live in ir/
+    (tmp_path / "passes").mkdir()
+    (tmp_path / "passes" / "a_pass.py").write_text("x = 1\n")
+    (tmp_path / "kernel.cpp.j2").write_text("{{ body }}\n")
+    before = source_digest([tmp_path])
+    (tmp_path / "kernel.cpp.j2").write_text("{{ body }};\n")
+    assert source_digest([tmp_path]) != before
+    (tmp_path / "notes.txt").write_text("not source")
+    assert source_digest([tmp_path]) == source_digest([tmp_path])

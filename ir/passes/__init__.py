@@ -1,7 +1,7 @@
 """The pass pipeline over level-1 programs: a flat, named list that reads top to bottom.
 
 Every pass is a function ``run(program, stats) -> program`` in a module of its own; the
-rewrites that can make a program slower (reordering, merging, compaction) ask the cost model
+rewrites that can make a program slower (reordering, fusion, compaction) ask the cost model
 with the graph's sizes (``stats``) and leave the program alone without them.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 from ..cost import GraphStats
 from ..program import Program
 from ..verify import verify
-from . import aggregation_order, compact, cse, dce, linear_merge, linear_reorder
+from . import aggregation_order, compact, cse, dce, horizontal_fusion, linear_reorder
 from .autodiff import AutodiffError, Gradient, differentiate
 
 Pass = Callable[[Program, "GraphStats | None"], Program]
@@ -21,7 +21,7 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("cse", cse.run),
     ("dce", dce.run),  # before the rewrites, so that their cost decisions see no dead values
     ("linear_reorder", linear_reorder.run),
-    ("linear_merge", linear_merge.run),
+    ("horizontal_fusion", horizontal_fusion.run),  # after reordering: a reordered dot's linear may join a group
     ("aggregation_order", aggregation_order.run),  # before compact: it compares both forms compacted
     ("compact", compact.run),
 )
