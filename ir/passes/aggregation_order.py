@@ -13,7 +13,7 @@ onto the linear's input. The linear then runs once per pair instead of once per 
 unique (src, etype) pair, once compaction has run): PyG's RGCN order, cheaper where the
 destinations have many edges of each type. The cost model decides on the graph's sizes, for
 the forward and the backward program together (training pays for both), comparing both forms
-after compaction.
+after compaction, and takes the rewrite only for a clear saving (``REQUIRED_SAVING``).
 """
 from __future__ import annotations
 
@@ -102,9 +102,17 @@ def training_score(program: Program, stats: GraphStats) -> float:
     return total + score(program_cost(compact.run(grad.backward, stats), stats).total)
 
 
+# The level-1 model counts neither the reordered form's extra kernel nor its scatter of the pairs
+# into their destinations; measured on the C++ back end, a modelled saving of a few percent (aifb,
+# mutag, biokg: 3-6%) ran inference up to 2x slower, while the saving of graphs with many edges
+# per (destination, edge type) pair (25% modelled on dst-heavy) ran 3-5x faster. So the rewrite
+# must save a clear share.
+REQUIRED_SAVING = 0.15
+
+
 def pays(candidate: Program, current: Program, stats: GraphStats) -> bool:
-    """Whether the reordered ``candidate`` trains (forward and backward) for less than ``current``."""
-    return training_score(candidate, stats) < training_score(current, stats)
+    """Whether the reordered ``candidate`` trains (forward and backward) for clearly less than ``current``."""
+    return training_score(candidate, stats) < (1.0 - REQUIRED_SAVING) * training_score(current, stats)
 
 
 def run(program: Program, stats: GraphStats | None = None) -> Program:
