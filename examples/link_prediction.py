@@ -335,13 +335,17 @@ def main(argv: list[str] | None = None) -> dict:
         for run in runs:
             if not run.stopped:
                 train_epoch(run, batches)
-        if epoch % args.eval_every == 0 or epoch == args.epochs:
+        validating = epoch % args.eval_every == 0 or epoch == args.epochs
+        if validating:
             for run in runs:
                 if not run.stopped:
                     validate(run, kg, known, epoch, args.patience)
-            line = "  ".join(f"{r.name}: loss {r.loss:.4f} val MRR {r.best_mrr:.3f}{' (stopped)' if r.stopped else ''} "
-                             f"{statistics.median(r.epoch_seconds):.3f} s/epoch" for r in runs)
-            (bar.write if hasattr(bar, "write") else print)(f"epoch {epoch:4d}  {line}")
+        # one line per epoch: the loss, the best validation MRR so far (validation every
+        # --eval-every epochs), the median seconds per epoch
+        line = "  ".join(f"{r.name}: loss {r.loss:.4f} val MRR {f'{r.best_mrr:.3f}' if r.best_mrr >= 0 else '-'}"
+                         f"{' (stopped)' if r.stopped else ''} "
+                         f"{statistics.median(r.epoch_seconds):.3f} s/epoch" for r in runs)
+        (bar.write if hasattr(bar, "write") else print)(f"epoch {epoch:4d}  {line}{'  (validated)' if validating else ''}")
         if hasattr(bar, "set_postfix"):
             bar.set_postfix({r.name: f"{r.loss:.3f}" for r in runs})
         if all(r.stopped for r in runs):
