@@ -17,12 +17,13 @@ after compaction, and takes the rewrite only for a clear saving (``REQUIRED_SAVI
 """
 from __future__ import annotations
 
-from ..cost import GraphStats, program_cost, score
+from ..cost import GraphStats
 from ..ops import Op
 from ..program import Program
 from ..rewrite import Rewriter
 from ..types import Domain
 from . import cse, dce
+from .horizontal_fusion import training_score  # forward and backward, compacted: as horizontal fusion decides
 
 _FACTORS = (Op.MUL, Op.DIV, Op.SCALE)
 
@@ -86,20 +87,6 @@ def _rewrite(program: Program, reduce_name: str) -> Program | None:
         rw.emit(Op.REDUCE, [product], {"index": "compact_dst_node", "to": Domain.DST, "kind": "sum"},
                 replacing=reduce_name)
     return dce.run(cse.run(rw.finish(), before=program), before=program)
-
-
-def training_score(program: Program, stats: GraphStats) -> float:
-    """The modelled cost of a training step of ``program``: its forward and, with respect to every
-    input, its backward program, both compacted as the pipeline would."""
-    from . import compact
-    from .autodiff import AutodiffError, differentiate
-    forward = compact.run(program, stats)
-    total = score(program_cost(forward, stats).total)
-    try:
-        grad = differentiate(forward, tuple(n.name for n in forward.inputs))
-    except AutodiffError:
-        return total
-    return total + score(program_cost(compact.run(grad.backward, stats), stats).total)
 
 
 # The level-1 model counts neither the reordered form's extra kernel nor its scatter of the pairs
