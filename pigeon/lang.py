@@ -259,11 +259,16 @@ def _across_relations(tracer: Any, kind: str, x: Sym) -> Sym:
                              hint="relation_e")
         top = tracer.op(Op.REDUCE, [on_edges], {"index": "dst", "to": Domain.DST, "kind": "max"}, hint=f"{kind}_relations")
         return -top if flip else top
-    total = tracer.op(Op.REDUCE, [x], {**to_dst, "kind": "sum"}, hint=f"{kind}_relations")
+    return _sum_or_mean(tracer, kind, x, to_dst, f"{kind}_relations")
+
+
+def _sum_or_mean(tracer: Any, kind: str, x: Sym, into: dict[str, Any], hint: str) -> Sym:
+    """The sum of ``x``'s rows reduced ``into`` their targets, or their mean (0 where there are none)."""
+    total = tracer.op(Op.REDUCE, [x], {**into, "kind": "sum"}, hint=hint)
     if kind == "sum":
         return total
-    ones = tracer.broadcast(tracer.constant(1.0), Domain.COMPACT_DST)
-    count = tracer.op(Op.REDUCE, [ones], {**to_dst, "kind": "sum"}, hint="relations")
+    ones = tracer.broadcast(tracer.constant(1.0), x.domain)
+    count = tracer.op(Op.REDUCE, [ones], {**into, "kind": "sum"}, hint="count")
     return total / maximum(count, 1.0)
 
 
@@ -289,12 +294,7 @@ def _readout(tracer: Any, kind: str, x: Sym, by: str | None = None) -> Sym:
         flip = kind == "min"
         top = tracer.op(Op.REDUCE, [-x if flip else x], {**into, "kind": "max"}, hint=f"{kind}_{by or 'all'}")
         return -top if flip else top
-    total = tracer.op(Op.REDUCE, [x], {**into, "kind": "sum"}, hint=f"{kind}_{by or 'all'}")
-    if kind == "sum":
-        return total
-    ones = tracer.broadcast(tracer.constant(1.0), x.domain)
-    count = tracer.op(Op.REDUCE, [ones], {**into, "kind": "sum"}, hint="count")
-    return total / maximum(count, 1.0)
+    return _sum_or_mean(tracer, kind, x, into, f"{kind}_{by or 'all'}")
 
 
 def sum(items: Iterable[Any], start: Any = 0, *, by: str | None = None) -> Any:  # noqa: A001 - the DSL's aggregation
