@@ -16,7 +16,6 @@ import json
 import math
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,7 +23,7 @@ import torch
 
 import pigeon.datasets
 
-from .case import difference, status_of, upstream_gradient
+from .case import difference, status_of, timed, upstream_gradient
 
 
 @dataclass(frozen=True)
@@ -111,14 +110,7 @@ def inputs_of(graph: Any) -> Inputs:
 
 
 def _median_ms(step: Callable[[], Any], warmup: int, repeat: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(timed(step, torch.device("cpu"), warmup, repeat))
 
 
 def _gradients(layer: torch.nn.Module, d: Inputs, x: torch.Tensor, call: Callable) -> tuple[torch.Tensor, dict]:

@@ -79,10 +79,13 @@ class Rewriter:
 
 
 def rewrite_where_cheaper(program: Program, stats: Any, op: Op,
-                          rewrite: Callable[[Program, str], Program | None]) -> Program:
+                          rewrite: Callable[[Program, str], Program | None],
+                          cheaper: Callable[[Program, Program, Any], bool] | None = None) -> Program:
     """Try ``rewrite(program, name)`` at every ``op`` node in turn; keep each result the cost
-    model finds cheaper on graphs of ``stats``' sizes (no stats: no rewrite)."""
-    from .cost import cheaper
+    model finds cheaper on graphs of ``stats``' sizes (no stats: no rewrite). ``cheaper``
+    (candidate, current, stats) replaces the cost model's comparison of the two programs."""
+    if cheaper is None:
+        from .cost import cheaper
 
     if stats is None:
         return program

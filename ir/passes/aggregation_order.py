@@ -20,7 +20,7 @@ from __future__ import annotations
 from ..cost import GraphStats
 from ..ops import Op
 from ..program import Program
-from ..rewrite import Rewriter
+from ..rewrite import Rewriter, rewrite_where_cheaper
 from ..types import Domain
 from . import cse, dce
 from .horizontal_fusion import training_score  # forward and backward, compacted: as horizontal fusion decides
@@ -104,12 +104,4 @@ def pays(candidate: Program, current: Program, stats: GraphStats) -> bool:
 
 def run(program: Program, stats: GraphStats | None = None) -> Program:
     """Reorder every matching aggregation the cost model finds cheaper (no stats: none)."""
-    if stats is None:
-        return program
-    for name in [n.name for n in program.nodes if n.op == Op.REDUCE]:
-        if name not in program:
-            continue
-        candidate = _rewrite(program, name)
-        if candidate is not None and pays(candidate, program, stats):
-            program = candidate
-    return program
+    return rewrite_where_cheaper(program, stats, Op.REDUCE, _rewrite, pays)
