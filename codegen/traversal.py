@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from math import prod
 
-from pigeon.ir.indices import GATHER_INDICES, PAIR_INDICES
+from pigeon.ir.indices import GATHER_INDICES
 from pigeon.ir.ops import ELEMENTWISE, Op
 from pigeon.ir.plans import CpuTraversalSchedule, KernelPlan, Strategy, TraversalSchedule
 from pigeon.ir.printer import format_node
@@ -58,6 +58,7 @@ class TraversalKernel(KernelBuilder):
         self.code = Code()
         self.ordered_by = self.scatter_order()
         self.private: dict[str, str] = {}  # scatter target -> its row count: private copies per thread
+        self.private_maxima: set[str] = set()  # the private copies that take a maximum, not a sum
         self._loop_rows: dict[tuple[str, str], None] | None = None  # rows read in the open edge loop
         self._loop_start = 0
         self.split = False  # a hub may be split over several blocks (CUDA, one pass)
@@ -295,12 +296,13 @@ class TraversalKernel(KernelBuilder):
         source = self.nodes[node.args[0]]
         index, to = node.attrs["index"], node.attrs["to"]
         mean_per_dst = kind == "mean" and index == "dst" and source.type.domain == Domain.EDGE
-        # a maximum needs every target row to receive a value (its -infinity would stay): true of
-        # the pairs of edges, each made by at least one edge
-        maximum = kind == "max" and index in PAIR_INDICES and source.type.domain == Domain.EDGE
+        # a maximum starts from -infinity in the rows that values reach and from 0 in the others
+        # (the launcher fills them so), as the reference's empty rows are 0
+        maximum = kind == "max" and index != "to_dst"
         if kind != "sum" and not mean_per_dst and not maximum:
             raise CodegenError(f"{self.plan.name}: cannot scatter a {kind} along {index} with atomics")
-        if maximum and self.storage != self.acc:
+        private = self.cpu and node.type.domain in SMALL_DOMAINS and index != "to_dst"
+        if maximum and self.storage != self.acc and not private:
             raise CodegenError(f"{self.plan.name}: no atomic maximum of 16-bit values")
         here = rows[source.type.domain]
         if index == "all":
@@ -331,10 +333,15 @@ class TraversalKernel(KernelBuilder):
             value = f"{value} / ({self.acc}){degree}[{here}]"
         if self.cpu and index == "to_dst":  # a destination's own node: this thread alone adds there
             c.add(f"pg_add(p_{node.name} + {offset}, {value});")
-        elif self.cpu and node.type.domain in SMALL_DOMAINS:
-            c.add(f"t_{node.name}[{offset}] += {value};")
+        elif private:
+            if maximum:
+                c.add(f"pg_max_into(t_{node.name}.data() + {offset}, {value});")
+            else:
+                c.add(f"t_{node.name}[{offset}] += {value};")
             self.private[node.name] = self._arg(f"rows_{node.type.domain.value}", "const long long", "rows",
                                                 node.type.domain) if node.type.domain != Domain.GLOBAL else "1"
+            if maximum:
+                self.private_maxima.add(node.name)
         else:
             c.add(f"pg_atomic_{'max' if maximum else 'add'}(p_{node.name} + {offset}, {value});")
         c.close()
@@ -846,7 +853,8 @@ class TraversalKernel(KernelBuilder):
             if self.ordered_by is not None:
                 order = self._arg("p_order", "const long long* __restrict__", "index_order", (self.ordered_by, domain))
                 index = self.index_arg(self.ordered_by, domain)
-            private = [(name, rows, self.numel(name), self.storage) for name, rows in self.private.items()]
+            private = [(name, rows, self.numel(name), name in self.private_maxima)
+                       for name, rows in self.private.items()]
             return {"name": self.name, "plan": self.plan, "ops": [format_node(n) for n in self.plan.ops],
                     "args": list(self.args.values()), "rows_arg": rows_arg, "s": self.s, "order": order,
                     "target_index": index, "private": private, "acc": self.acc, "body": self.code.lines,

@@ -39,11 +39,24 @@ class Scratch:
     zeroed: bool
 
 
-def _fill(kernel: KernelSource, name: str) -> float | None:
-    """The value an output starts from: 0 for atomic sums, -inf for atomic maxima, else none."""
+def _fill(kernel: KernelSource, name: str, g: Graph) -> float | torch.Tensor | None:
+    """What an output starts from: 0 for atomic sums, none for plain stores, and for atomic
+    maxima -inf in the rows that some value reaches but 0 in the others (a row that nothing
+    reaches is 0, as in the reference), one value per row where both occur."""
     if name in kernel.max_filled:
-        return float("-inf")
+        return _max_fill(kernel, name, g)
     return 0.0 if name in kernel.zero_filled else None
+
+
+def _max_fill(kernel: KernelSource, name: str, g: Graph) -> float | torch.Tensor:
+    node = next(n for n in kernel.plan.ops if n.name == name)
+    index, source = node.attrs["index"], kernel.plan.value_type(node.args[0]).domain
+    if index == "all":
+        return float("-inf") if rows(g, source) else 0.0
+    counts = torch.bincount(layouts.index_array(g, index, source), minlength=rows(g, node.attrs["to"]))
+    if bool((counts > 0).all()):
+        return float("-inf")
+    return torch.where(counts > 0, float("-inf"), 0.0)
 
 
 class Launch:
@@ -55,15 +68,20 @@ class Launch:
         self.device = g.device
         self.grid = grid(kernel, g)
         self.args: list[Argument | Slot | Scratch | None] = _graph_arguments(kernel, g)
-        self.outputs = [(name, expected_shape(g, t), TORCH_DTYPES[t.dtype], _fill(kernel, name))
+        self.outputs = [(name, expected_shape(g, t), TORCH_DTYPES[t.dtype], _fill(kernel, name, g))
                         for name in kernel.plan.writes for t in [kernel.plan.value_type(name)]]
 
     def allocate_outputs(self, memory: dict[str, torch.Tensor]) -> None:
         """Buffers for every value the kernel stores (zeroed where it accumulates with atomics,
         -infinity where it takes a maximum with them)."""
         for name, shape, dtype, fill in self.outputs:
-            memory[name] = (torch.empty(shape, dtype=dtype, device=self.device) if fill is None
-                            else torch.full(shape, fill, dtype=dtype, device=self.device))
+            if fill is None:
+                memory[name] = torch.empty(shape, dtype=dtype, device=self.device)
+            elif isinstance(fill, torch.Tensor):  # one value per row
+                per_row = fill.to(dtype).view((-1,) + (1,) * (len(shape) - 1))
+                memory[name] = per_row.expand(shape).contiguous()
+            else:
+                memory[name] = torch.full(shape, fill, dtype=dtype, device=self.device)
 
     def arguments(self, memory: dict[str, torch.Tensor]) -> list[Argument]:
         out = []

@@ -89,7 +89,9 @@ static inline void pg_atomic_add(pg_bf16* p, float v) { pg_atomic_add_16(p, v); 
 // Maximum into memory (the target starts at -infinity; NaN wins, as in torch): plain where this
 // thread alone writes, by compare-and-swap where other threads do too.
 template <typename T> static inline bool pg_replaces(T old, T v) { return v > old || (v != v && old == old); }
-template <typename T> static inline void pg_max_into(T* p, T v) { if (pg_replaces(*p, v)) *p = v; }
+template <typename T, typename Acc> static inline void pg_max_into(T* p, Acc v) {
+    if (pg_replaces(pg_load<Acc>(p), v)) pg_store(p, v);
+}
 template <typename T> static inline void pg_atomic_max(T* p, T v) {
     T old;
     __atomic_load(p, &old, __ATOMIC_RELAXED);

@@ -182,7 +182,7 @@ def test_readouts_by_type_match_the_formula(graph, backend):
     g = GRAPHS[graph]()
     leaves = inputs(g, torch.Generator().manual_seed(3))[:3]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FallbackWarning)  # max readouts into types run as torch ops
+        warnings.simplefilter("error", FallbackWarning)  # max readouts into types are generated code too
         check(typed_readouts, typed_readouts_formula, leaves, g, backend)
 
 
