@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 import pigeon
-from pigeon.lang import concat, dot, dropout, gelu, leaky_relu, linear, relu, sigmoid, softmax, sum, where
+from pigeon.lang import (concat, dot, dropout, exp, gelu, leaky_relu, linear, maximum, relu, sigmoid, softmax, sum,
+                         tanh, where)
+from pigeon.lang import max as max_of
 from pigeon.runtime.graph import Graph, GraphError
 
 from .layers import PigeonLayer
@@ -653,3 +655,221 @@ class RGATConv(PigeonLayer):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, heads={self.heads})"
+
+
+def _hetero_graph(types: list[str], sizes: list[int], edge_index_dict: dict, etype_of: dict) -> Graph:
+    """One graph of the node types ``types`` (consecutive ids, in that order, node type = position)
+    and the edge types of ``edge_index_dict`` (edge type ``etype_of[key]``; edges in the dict's order)."""
+    offsets = dict(zip(types, [0] + list(itertools.accumulate(sizes))[:-1]))
+    counts = dict(zip(types, sizes))
+    src, dst, etype = [], [], []
+    for key, edge_index in edge_index_dict.items():
+        key = tuple(key)
+        if not isinstance(edge_index, torch.Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            raise GraphError(f"edge_index_dict[{key}] must be a [2, num_edges] tensor")
+        for end, node_type in ((0, key[0]), (1, key[-1])):
+            if node_type not in offsets:
+                raise GraphError(f"edge type {key} needs the features of node type {node_type!r} in x_dict")
+            ids = edge_index[end]
+            if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < counts[node_type]:
+                raise GraphError(f"edge_index_dict[{key}] has a node id out of range for the "
+                                 f"{counts[node_type]} nodes of type {node_type!r}")
+        src.append(edge_index[0] + offsets[key[0]])
+        dst.append(edge_index[1] + offsets[key[-1]])
+        etype.append(torch.full_like(edge_index[0], etype_of[key]))
+    ntype = [torch.full((n,), i, dtype=torch.long) for i, n in enumerate(sizes)]
+    empty = torch.zeros(0, dtype=torch.long)
+    return Graph.from_edges(torch.cat(src) if src else empty, torch.cat(dst) if dst else empty,
+                            torch.cat(etype) if etype else empty, int(builtins.sum(sizes)),
+                            torch.cat(ntype) if ntype else empty, num_etypes=len(etype_of), num_ntypes=len(types))
+
+
+@pigeon.compile
+def han_program(g, x, proj_weight, proj_bias, lin_src, lin_dst, k_weight, k_bias, q, inv_nodes, inv_dsts,
+                idle_etypes, ceiling, mask=None, negative_slope=0.2, return_key_sums=False):
+    """PyG's HANConv on one graph of every node type: ``proj_weight`` [T, in, C] (``x`` zero-padded
+    to the widest input), ``lin_src``, ``lin_dst`` [R, H, D], ``k_weight`` [C, C], ``q`` [C]. Per edge
+    type, ``inv_nodes`` is 1 / the number of nodes of its destination type and ``inv_dsts`` 1 / its
+    number of distinct destinations; per node type, ``idle_etypes`` counts its edge types without
+    edges (1 for a type that no edge type reaches, so that its unused outputs stay finite).
+    ``ceiling`` exceeds every semantic score; ``mask`` [E, H, 1] is the attention's dropout mask.
+
+    Each edge type r into node type t scores s_r = q . mean over all nodes v of t of tanh(k(o_vr)),
+    where o_vr = 0 for a node without edges of r. Only the (destination, edge type) pairs with edges
+    are visited, so s_r = q . (sum over the pairs of [tanh(k(o_vr)) - tanh(k_b)]) / N_t + q . tanh(k_b),
+    and the softmax over t's edge types takes each of them once: exp(s_r) / (number of destinations
+    of r) summed over t's pairs, plus one exp(q . tanh(k_b)) per edge type without edges."""
+    heads, size = lin_src.shape[1], lin_src.shape[2]
+    width = heads * size
+    for n in g.nodes():
+        n.z = linear(x[n], proj_weight[n.ntype]) + proj_bias[n.ntype]
+    for e in g.edges():
+        z_src = e.src.z.reshape(heads, size)
+        e.score = leaky_relu(dot(z_src, lin_src[e.etype]) + dot(e.dst.z.reshape(heads, size), lin_dst[e.etype]),
+                             negative_slope)
+        e.msg = z_src
+
+    def attention(e):
+        alpha = softmax(e.score)  # [H, 1], within the relation: the edges of one type into one node
+        return alpha if mask is None else alpha * mask[e]
+
+    for r in g.dst_relations():
+        r.out = relu(sum(attention(e) * e.msg for e in r.incoming_edges()).reshape(width))
+        r.key = tanh(linear(r.out, k_weight) + k_bias) - tanh(k_bias)
+    key_sums = sum((r.key for r in g.dst_relations()), by="etype")
+    idle_score = dot(tanh(k_bias), q)  # the score of an edge type without edges
+
+    def score(r):
+        return dot(key_sums[r.etype], q) * inv_nodes[r.etype] + idle_score
+
+    # the softmax is shifted by each node type's largest score (a node without edges offers -ceiling)
+    for n in g.dst_nodes():
+        best = max_of(score(r) + ceiling for r in n.relations()) - ceiling
+        n.top = maximum(best, where(idle_etypes[n.ntype] > 0.0, idle_score, -ceiling))
+    top = max_of((n.top for n in g.dst_nodes()), by="ntype")
+    for n in g.dst_nodes():
+        n.part = sum(exp(score(r) - top[r.dst.ntype]) * inv_dsts[r.etype] for r in n.relations())
+    total = sum((n.part for n in g.dst_nodes()), by="ntype")
+    for n in g.dst_nodes():
+        norm = total[n.ntype] + idle_etypes[n.ntype] * exp(idle_score - top[n.ntype])
+        n.out = sum(exp(score(r) - top[r.dst.ntype]) * r.out for r in n.relations()) / norm
+    if return_key_sums:
+        return n.out, key_sums
+    return n.out
+
+
+class HANConv(PigeonLayer):
+    """PyG's ``HANConv``: ``proj`` (a Linear per node type), ``lin_src`` and ``lin_dst`` (per edge type,
+    [1, heads, out / heads]), ``k_lin`` and ``q`` as in PyG; ``forward(x_dict, edge_index_dict,
+    return_semantic_attention_weights=False)`` returns every node type of ``x_dict``: its output, or
+    None where no edge type of ``edge_index_dict`` reaches it (and, if asked, the semantic attention
+    over its edge types, in ``edge_index_dict`` order), as PyG does. The attention's dropout draws
+    PyG's masks on a CPU (one per edge type, from torch's generator); on a GPU PyG's fused dropout
+    draws others."""
+
+    def __init__(self, in_channels: int | dict[str, int], out_channels: int, metadata: tuple[list, list],
+                 heads: int = 1, negative_slope: float = 0.2, dropout: float = 0.0, **kwargs: Any):
+        super().__init__()
+        if kwargs:
+            raise TypeError(f"unsupported arguments {sorted(kwargs)} (HANConv aggregates with 'add', as PyG's)")
+        if out_channels % heads != 0:
+            raise ValueError(f"'out_channels' (got {out_channels}) must be divisible by the number of heads "
+                             f"(got {heads})")
+        if not isinstance(in_channels, dict):
+            in_channels = {node_type: in_channels for node_type in metadata[0]}
+        bad = {t: c for t, c in in_channels.items() if not isinstance(c, int) or c < 1}
+        if bad:
+            raise ValueError(f"in_channels must be positive sizes (lazy initialisation with -1 is not "
+                             f"supported), got {bad}")
+        self.heads, self.in_channels, self.out_channels = heads, dict(in_channels), out_channels
+        self.negative_slope, self.metadata, self.dropout = negative_slope, metadata, dropout
+        self.k_lin = nn.Linear(out_channels, out_channels)
+        self.q = nn.Parameter(torch.empty(1, out_channels))
+        self.proj = nn.ModuleDict({t: nn.Linear(size, out_channels) for t, size in self.in_channels.items()})
+        dim = out_channels // heads
+        names = ["__".join(edge_type) for edge_type in metadata[1]]
+        self.lin_src = nn.ParameterDict({name: nn.Parameter(torch.empty(1, heads, dim)) for name in names})
+        self.lin_dst = nn.ParameterDict({name: nn.Parameter(torch.empty(1, heads, dim)) for name in names})
+        self._graphs = LastGraph()
+        self._counts: tuple[Graph | None, tuple[torch.Tensor, ...]] = (None, ())
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for lin in self.proj.values():
+            lin.reset_parameters()
+        for p in itertools.chain(self.lin_src.values(), self.lin_dst.values()):
+            _glorot(p)
+        self.k_lin.reset_parameters()
+        _glorot(self.q)
+
+    def forward(self, x_dict: dict[str, torch.Tensor], edge_index_dict: dict,
+                return_semantic_attention_weights: bool = False) -> Any:
+        for t, x in x_dict.items():
+            if t not in self.proj:
+                raise KeyError(f"x_dict has node type {t!r}, for which the layer has no projection "
+                               f"(in_channels covers {sorted(self.proj)})")
+            if x.dim() != 2 or x.shape[1] != self.in_channels[t]:
+                raise ValueError(f"x_dict[{t!r}] has shape {list(x.shape)}; expected [num_nodes, "
+                                 f"{self.in_channels[t]}]")
+        keys = [tuple(key) for key in edge_index_dict]
+        for key in keys:
+            if "__".join(key) not in self.lin_src:
+                raise KeyError(f"edge type {key} of edge_index_dict is not in the layer's metadata")
+        into = {t: [i for i, key in enumerate(keys) if key[-1] == t] for t in x_dict}
+        out_dict: dict[str, torch.Tensor | None] = {t: None for t in x_dict}
+        attn_dict: dict[str, torch.Tensor | None] = {t: None for t in x_dict}
+        types = [t for t in x_dict if any(t in (key[0], key[-1]) for key in keys)]
+        if types:
+            out, key_sums = self._propagate(x_dict, edge_index_dict, keys, types, return_semantic_attention_weights)
+            parts = dict(zip(types, torch.split(out, [x_dict[t].shape[0] for t in types])))
+            for t in types:
+                if into[t]:
+                    out_dict[t] = parts[t]
+                    if return_semantic_attention_weights and parts[t].shape[0]:
+                        attn_dict[t] = self._semantic_attention(key_sums, into[t], parts[t].shape[0])
+        if return_semantic_attention_weights:
+            return out_dict, attn_dict
+        return out_dict
+
+    def _propagate(self, x_dict: dict, edge_index_dict: dict, keys: list[tuple], types: list[str],
+                   return_key_sums: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The outputs of every node of ``types`` (in that order) and, if asked, each edge type's
+        sum of [tanh(k(o)) - tanh(k_b)] over its destinations."""
+        sizes = [x_dict[t].shape[0] for t in types]
+        arrays = tuple(edge_index_dict[key] for key in edge_index_dict)
+        g = self._graphs.get(arrays, (tuple(types), tuple(sizes), tuple(keys)), lambda: _hetero_graph(
+            types, sizes, edge_index_dict, {key: i for i, key in enumerate(keys)}))
+        like = x_dict[types[0]]
+        in_max = max(self.in_channels[t] for t in types)
+        x = torch.cat([nn.functional.pad(x_dict[t], (0, in_max - x_dict[t].shape[1])) for t in types])
+        proj_weight = torch.stack([nn.functional.pad(self.proj[t].weight.t(), (0, 0, 0, in_max - self.in_channels[t]))
+                                   for t in types])
+        proj_bias = torch.stack([self.proj[t].bias for t in types])
+        lin_src = torch.cat([self.lin_src["__".join(key)] for key in keys])
+        lin_dst = torch.cat([self.lin_dst["__".join(key)] for key in keys])
+        inv_nodes, inv_dsts, idle_etypes = self._graph_counts(g, edge_index_dict, keys, types, sizes, like)
+        q = self.q.view(-1)
+        ceiling = q.detach().abs().sum() + 1.0  # |score| <= |q|_1, as |tanh| <= 1
+        out = self._run(han_program, g, x, proj_weight, proj_bias, lin_src, lin_dst, self.k_lin.weight.t(),
+                        self.k_lin.bias, q, inv_nodes, inv_dsts, idle_etypes, ceiling,
+                        self._dropout_mask(edge_index_dict, like), negative_slope=float(self.negative_slope),
+                        return_key_sums=return_key_sums)
+        return out if return_key_sums else (out, None)
+
+    def _graph_counts(self, g: Graph, edge_index_dict: dict, keys: list[tuple], types: list[str], sizes: list[int],
+                      like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per edge type 1 / the nodes of its destination type and 1 / its distinct destinations;
+        per node type the number of its edge types without edges (1 for a type no edge type reaches)."""
+        if self._counts[0] is not g:
+            count = dict(zip(types, sizes))
+            dsts = [int(torch.unique(edge_index_dict[key][1]).numel()) for key in edge_index_dict]
+            inv_nodes = [1.0 / count[key[-1]] if count[key[-1]] else 0.0 for key in keys]
+            inv_dsts = [1.0 / d if d else 0.0 for d in dsts]
+            idle = [float(builtins.sum(1 for key, d in zip(keys, dsts) if key[-1] == t and not d)
+                          if any(key[-1] == t for key in keys) else 1) for t in types]
+            self._counts = (g, tuple(torch.tensor(v, dtype=torch.float64) for v in (inv_nodes, inv_dsts, idle)))
+        return tuple(v.to(dtype=like.dtype, device=like.device) for v in self._counts[1])
+
+    def _dropout_mask(self, edge_index_dict: dict, like: torch.Tensor) -> torch.Tensor | None:
+        """The attention's dropout mask [E, heads, 1], drawn per edge type in edge_index_dict order as
+        PyG's F.dropout draws it (no draw for an edge type without edges), or None."""
+        p = float(self.dropout)
+        if not self.training or p == 0.0:
+            return None
+        masks = []
+        for edge_index in edge_index_dict.values():
+            mask = like.new_empty(edge_index.shape[1], self.heads)
+            if p == 1.0:
+                masks.append(mask.zero_())
+            else:
+                masks.append(mask.bernoulli_(1.0 - p).div_(1.0 - p) if mask.numel() else mask)
+        return torch.cat(masks).unsqueeze(-1)
+
+    def _semantic_attention(self, key_sums: torch.Tensor, etypes: list[int], num_nodes: int) -> torch.Tensor:
+        """The softmax over one node type's edge types (a handful of numbers, so in torch)."""
+        q = self.q.view(-1)
+        scores = key_sums[etypes] @ q / num_nodes + torch.tanh(self.k_lin.bias) @ q
+        return torch.softmax(scores, dim=0)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.out_channels}, heads={self.heads})"
