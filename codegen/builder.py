@@ -14,8 +14,8 @@ from .expressions import ELEMENTWISE as C_EXPR
 from .expressions import broadcast_index, c_number, slice_index
 from .kernel import ACCUMULATE, STORAGE, KernelArg
 
-VIEWS = (Op.GATHER, Op.RESHAPE, Op.SLICE, Op.DEGREE, Op.CONST, Op.MATCH)
-SOURCES = (Op.INPUT, Op.DEGREE, Op.CONST, Op.MATCH)  # views end at these
+VIEWS = (Op.GATHER, Op.RESHAPE, Op.SLICE, Op.DEGREE, Op.CONST, Op.SIZE, Op.MATCH)
+SOURCES = (Op.INPUT, Op.DEGREE, Op.CONST, Op.SIZE, Op.MATCH)  # views end at these
 
 
 class CodegenError(ValueError):
@@ -145,6 +145,9 @@ class KernelBuilder:
         source = self.view_source(name)
         if source.op == Op.CONST:
             return c_number(source.attrs["value"], self.acc)
+        if source.op == Op.SIZE:
+            domain = source.attrs["of"]
+            return f"(({self.acc}){self._arg(f'rows_{domain.value}', 'const long long', 'rows', domain)})"
         if source.op == Op.MATCH:
             return self.match(source, self.row_of(name, rows))
         memory, flat = self._memory_element(name, flat)

@@ -81,7 +81,7 @@ def node_cost(node: Node, args: tuple[ValueType, ...], stats: GraphStats) -> Cos
     op, out = node.op, node.type
     rows = stats.rows(out.domain)
     size = lambda t: value_bytes(t, stats)  # noqa: E731
-    if op in (Op.INPUT, Op.RESHAPE, Op.SLICE, Op.CONST):
+    if op in (Op.INPUT, Op.RESHAPE, Op.SLICE, Op.CONST, Op.SIZE):
         return Cost()
     if op == Op.MATCH:
         return Cost(rows, rows * INDEX_BYTES * (1 if node.attrs.get("rhs") is None else 2))

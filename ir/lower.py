@@ -23,7 +23,7 @@ from .plans import KernelPlan, PlanProgram, Schedule, Strategy, default_schedule
 from .program import Node, Program
 from .types import Domain
 
-VIEW_OPS = frozenset({Op.GATHER, Op.RESHAPE, Op.SLICE, Op.DEGREE, Op.CONST, Op.MATCH})
+VIEW_OPS = frozenset({Op.GATHER, Op.RESHAPE, Op.SLICE, Op.DEGREE, Op.CONST, Op.SIZE, Op.MATCH})
 
 
 DST_REDUCTIONS = ("segmented", "atomic")

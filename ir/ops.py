@@ -9,6 +9,7 @@ class Op(enum.Enum):
     INPUT = "input"  # attrs: name
     DEGREE = "degree"  # attrs: by ("dst" | "dst_etype"), dtype; per edge, incoming edges of its dst
     CONST = "const"  # attrs: value, dtype; one global number
+    SIZE = "size"  # attrs: of (a domain), dtype; one global number: the graph's row count of that domain
     MATCH = "match"  # attrs: lhs, rhs (an index, or None), value, cmp, to, dtype; 1 where lhs cmp rhs else 0
     # movement between domains (see ir.indices)
     GATHER = "gather"  # attrs: index, to
@@ -67,6 +68,6 @@ COMPARISONS = frozenset({Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE})
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MINIMUM, Op.MAXIMUM}) | COMPARISONS
 TERNARY = frozenset({Op.SELECT})
 ELEMENTWISE = UNARY | BINARY | TERNARY
-SOURCES = frozenset({Op.DEGREE, Op.CONST, Op.MATCH})  # values read from the graph or the program, no memory
+SOURCES = frozenset({Op.DEGREE, Op.CONST, Op.SIZE, Op.MATCH})  # values read from the graph or the program, no memory
 
 REDUCE_KINDS = ("sum", "mean", "max")

@@ -36,7 +36,7 @@ def kernel_cost(kernel: KernelPlan, stats: GraphStats) -> Cost:
     rows = stats.rows(kernel.domain)
     moved += (len(indices) + _INDEXED[kernel.strategy]) * rows * INDEX_BYTES
     flops = sum(node_cost(n, tuple(types[a] for a in n.args), stats).flops
-                for n in kernel.ops if n.op not in (Op.GATHER, Op.RESHAPE, Op.SLICE, Op.DEGREE, Op.CONST, Op.MATCH))
+                for n in kernel.ops if n.op not in (Op.GATHER, Op.RESHAPE, Op.SLICE, Op.DEGREE, Op.CONST, Op.SIZE, Op.MATCH))
     return Cost(flops, moved)
 
 

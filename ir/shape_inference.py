@@ -199,6 +199,7 @@ RULES: dict[Op, Callable[..., ValueType]] = {
     Op.INPUT: _input,
     Op.DEGREE: _degree,
     Op.CONST: _const,
+    Op.SIZE: _const,
     Op.MATCH: _match,
     Op.SELECT: _select,
     Op.GATHER: _gather,

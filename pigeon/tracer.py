@@ -12,9 +12,10 @@ import contextlib
 import dataclasses
 import linecache
 import math
-import re
 import os
+import re
 import sys
+import traceback
 from typing import Any, Iterator
 
 import torch
@@ -144,7 +145,7 @@ class Sym:
     def __pow__(self, other: Any) -> "Sym":
         """``x ** c`` for a number c; ``x ** y`` for a traced y is exp(y log x): for positive x
         (as torch.pow there, its gradients too)."""
-        if isinstance(other, (Sym, ParamRef, InputProxy)):
+        if isinstance(other, (Sym, ParamRef, InputProxy, TracedSize)):
             exponent = self.tracer.as_sym(other)
             return self.tracer.op(Op.EXP, [exponent * self.tracer.op(Op.LOG, [self])], hint="pow")
         if not _is_number(other):
@@ -361,6 +362,89 @@ for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__
 ParamRef.__hash__ = object.__hash__  # type: ignore[method-assign]
 
 
+_SIZE_OPS = {"__add__": Op.ADD, "__sub__": Op.SUB, "__mul__": Op.MUL, "__truediv__": Op.DIV,
+             "__eq__": Op.EQ, "__ne__": Op.NE, "__lt__": Op.LT, "__le__": Op.LE, "__gt__": Op.GT, "__ge__": Op.GE}
+
+
+class TracedSize:
+    """A size of the graph while tracing: ``g.num_nodes`` and the like, or the first size of a
+    tensor argument (``h.shape[0]``, ``h.size(0)``).
+
+    Combined with a traced value, or for the graph's own sizes with any number, it is read from the
+    graph at every call, so one compiled program serves graphs of every size. Used as a Python
+    number (``int()``, ``range()``, a tensor's size, arithmetic with numbers), a tensor's size
+    becomes part of the compiled program's key (``on_read``); the graph's own sizes are refused
+    there, as their number is not known until the call."""
+
+    def __init__(self, tracer: "Tracer", text: str, value: int | None, domain: Any, on_read: Any = None):
+        self.tracer, self.text, self.value = tracer, text, value
+        self._domain = domain  # the domain whose row count this is, or a function giving it (None: unknown)
+        self.on_read = on_read
+
+    def sym(self) -> Sym:
+        """This size as a global traced number."""
+        domain = self._domain() if callable(self._domain) else self._domain
+        if domain is None or domain == Domain.GLOBAL:  # a row count the trace cannot name, or a fixed size
+            return self.tracer.constant(self.number())
+        return self.tracer.op(Op.SIZE, [], {"of": domain, "dtype": self.tracer.dtype}, hint=f"num_{domain.value}")
+
+    def number(self) -> int:
+        if self.on_read is None:
+            raise TraceError(f"{self.text} is a size of the graph, not a Python number while tracing: use it in "
+                             f"arithmetic with traced values (it is read from the graph at every call), or pass "
+                             f"the number as an argument of the compiled function")
+        self.on_read()
+        return self.value
+
+    def _combine(self, method: str, other: Any, reflected: bool) -> Any:
+        if isinstance(other, (Sym, ParamRef, InputProxy)):
+            return NotImplemented  # the traced operand's own method takes this size
+        symbolic = self.on_read is None or (isinstance(other, TracedSize) and other.on_read is None)
+        if symbolic and method in _SIZE_OPS and (_is_number(other) or isinstance(other, TracedSize)):
+            lhs, rhs = (other, self) if reflected else (self, other)
+            lhs, rhs = (x.sym() if isinstance(x, TracedSize) else x for x in (lhs, rhs))
+            return self.tracer.binary(_SIZE_OPS[method], lhs, rhs)
+        if isinstance(other, TracedSize):
+            other = other.number()
+        return getattr(int, method.replace("__", "__r", 1) if reflected else method)(self.number(), other)
+
+    def __neg__(self) -> Any:
+        return self.tracer.op(Op.NEG, [self.sym()]) if self.on_read is None else -self.number()
+
+    def __int__(self) -> int:
+        return self.number()
+
+    __index__ = __int__
+
+    def __float__(self) -> float:
+        return float(self.number())
+
+    def __bool__(self) -> bool:
+        if self.on_read is None:
+            raise TraceError(NO_CONTROL_FLOW)
+        return bool(self.number())
+
+    def __hash__(self) -> int:
+        return hash(self.number())
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _size_method(method: str, reflected: bool) -> Any:
+    def combine(self: TracedSize, other: Any) -> Any:
+        return self._combine(method, other, reflected)
+    combine.__name__ = method.replace("__", "__r", 1) if reflected else method
+    return combine
+
+
+for _method in ("__add__", "__sub__", "__mul__", "__truediv__", "__floordiv__", "__mod__", "__pow__"):
+    setattr(TracedSize, _method, _size_method(_method, False))
+    setattr(TracedSize, _method.replace("__", "__r", 1), _size_method(_method, True))
+for _method in _COMPARISONS:
+    setattr(TracedSize, _method, _size_method(_method, False))
+
+
 def _reads_first(method: str) -> Any:
     def read(self: "TracedShape", *args: Any) -> Any:
         self.on_read()
@@ -374,17 +458,18 @@ class TracedShape(tuple):
     for a per-node or per-edge tensor, or a parameter's type count: a trace that reads it
     depends on it, and the compiled function keys its programs on it (``on_read`` records that)."""
 
-    def __new__(cls, shape: tuple[int, ...], on_read: Any) -> "TracedShape":
+    def __new__(cls, shape: tuple[int, ...], on_read: Any, size: "TracedSize | None" = None) -> "TracedShape":
         obj = super().__new__(cls, shape)
         obj.on_read = on_read
+        obj.size = size  # the first size, read as a TracedSize
         return obj
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, slice):
             if 0 in range(*key.indices(len(self))):
                 self.on_read()
-        elif key in (0, -len(self)):
-            self.on_read()
+        elif key in (0, -len(self)) and self.size is not None:
+            return self.size
         return tuple.__getitem__(self, key)
 
     __hash__ = tuple.__hash__
@@ -402,7 +487,10 @@ class InputProxy:
 
     def __init__(self, tracer: "Tracer", name: str, position: int, tensor: torch.Tensor):
         self.tracer, self.name, self.position = tracer, name, position
-        self.shape = TracedShape(tuple(tensor.shape), lambda: tracer.sizes_read.add(name))
+        on_read = lambda: tracer.sizes_read.add(name)  # noqa: E731
+        first = (TracedSize(tracer, f"{name}.shape[0]", tensor.shape[0], lambda: self.domain, on_read)
+                 if tensor.dim() else None)
+        self.shape = TracedShape(tuple(tensor.shape), on_read, first)
         self.torch_dtype = tensor.dtype
         self.dtype = str(tensor.dtype).replace("torch.", "")
         self.domain: Domain | None = None
@@ -414,7 +502,8 @@ class InputProxy:
         if self.domain is None:
             if domain != Domain.GLOBAL and not self.shape:
                 raise TraceError(f"{use} treats {self.name} as one row per element, but it is a scalar tensor")
-            feature_shape = self.shape if domain == Domain.GLOBAL else self.shape[1:]
+            whole = tuple(tuple.__iter__(self.shape))  # as declared, not a read of the sizes
+            feature_shape = whole if domain == Domain.GLOBAL else whole[1:]
             try:
                 vtype = ValueType(domain, feature_shape, self.dtype)
             except ValueError as err:
@@ -472,7 +561,7 @@ class InputProxy:
         return len(self.shape)
 
     def __len__(self) -> int:
-        return self.shape[0]
+        return int(self.shape[0])
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -563,6 +652,34 @@ class GraphProxy:
         """Every (destination node, edge type) pair with at least one edge: a relation of a
         destination (one symbolic pair while tracing)."""
         return self._tracer.graph_loop("g.dst_relations()", lambda: RelationProxy(self._tracer))
+
+    def _size(self, name: str, domain: Domain) -> TracedSize:
+        return TracedSize(self._tracer, f"g.{name}", None, domain)
+
+    @property
+    def num_nodes(self) -> TracedSize:
+        """The number of nodes, read from the graph at every call."""
+        return self._size("num_nodes", Domain.NODE)
+
+    @property
+    def num_dst_nodes(self) -> TracedSize:
+        return self._size("num_dst_nodes", Domain.DST)
+
+    @property
+    def num_edges(self) -> TracedSize:
+        return self._size("num_edges", Domain.EDGE)
+
+    @property
+    def num_etypes(self) -> TracedSize:
+        return self._size("num_etypes", Domain.ETYPE)
+
+    @property
+    def num_ntypes(self) -> TracedSize:
+        return self._size("num_ntypes", Domain.NTYPE)
+
+    @property
+    def num_graphs(self) -> TracedSize:
+        return self._size("num_graphs", Domain.GRAPH)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -833,6 +950,8 @@ class Tracer:
             return x.value()
         if isinstance(x, InputProxy):
             return x.sym()
+        if isinstance(x, TracedSize):
+            return x.sym()
         if isinstance(x, torch.Tensor):
             raise TraceError("a concrete tensor cannot be mixed into a traced program; "
                              "pass it as an argument of the compiled function")
@@ -1096,7 +1215,18 @@ def trace(fn: Any, name: str, params: list[tuple[str, Any]], sizes_read: set[str
         tracer._dtype = str(next(iter(floats))).replace("torch.", "")
     tracer.num_inputs = len(inputs)
     with tracer.active():
-        result = fn(GraphProxy(tracer), *proxies)
+        try:
+            result = fn(GraphProxy(tracer), *proxies)
+        except TypeError as err:  # torch wants an int where a graph size was given
+            if "TracedSize" not in str(err):
+                raise
+            frames = traceback.extract_tb(err.__traceback__)
+            user = [f for f in frames if f.filename == getattr(getattr(fn, "__code__", None), "co_filename", None)]
+            frame = (user or frames)[-1]
+            raise TraceError(f"a size of the graph is not a Python number while tracing ({err}): use it in "
+                             f"arithmetic with traced values (it is read from the graph at every call), or pass "
+                             f"the number as an argument of the compiled function",
+                             at=(frame.filename, frame.lineno)) from None
         outputs = list(result) if isinstance(result, (tuple, list)) else [result]
         if not outputs:
             raise TraceError(f"{name} returns nothing; return the values it computes")

@@ -112,6 +112,10 @@ class ReferenceExecutor:
     def _const(self, node: Node) -> torch.Tensor:
         return torch.tensor(node.attrs["value"], dtype=TORCH_DTYPES[node.type.dtype], device=self.g.device)
 
+    def _size(self, node: Node) -> torch.Tensor:
+        rows = 1 if node.attrs["of"] == Domain.GLOBAL else layouts.num_rows(self.g, node.attrs["of"])
+        return torch.tensor(float(rows), dtype=TORCH_DTYPES[node.type.dtype], device=self.g.device)
+
     def _match(self, node: Node) -> torch.Tensor:
         to = node.attrs["to"]
         lhs = layouts.index_array(self.g, node.attrs["lhs"], to)

@@ -237,6 +237,9 @@ class NaiveInterpreter:
     def _const(self, node, domains) -> torch.Tensor:
         return torch.tensor(float(node.attrs["value"]), dtype=torch.float64)
 
+    def _size(self, node, domains) -> torch.Tensor:
+        return torch.tensor(float(self.s.rows(node.attrs["of"])), dtype=torch.float64)
+
     def _match(self, node, domains) -> Rows:
         to, cmp = node.attrs["to"], COMPARE[node.attrs["cmp"]]
         lhs = self.s.source_rows(node.attrs["lhs"], to)

@@ -215,6 +215,65 @@ def test_a_size_read_in_a_trace_keys_the_program():
     assert len(centred._programs) == 3
 
 
+@pigeon.compile
+def size_scaled(g, h, w):
+    """Graph sizes in arithmetic with traced values: read from the graph at every call."""
+    total = sum(h[n] for n in g.nodes())
+    for n in g.dst_nodes():
+        n.out = (sum(linear(h[e.src], w) for e in n.incoming_edges()) * (g.num_etypes / g.num_edges)
+                 + total / h.shape[0] - g.num_dst_nodes / g.num_nodes + 2.0 ** (h[n] / h.size(0)))
+    return n.out
+
+
+def size_scaled_formula(g, h, w):
+    agg = torch.zeros(g.num_dst_nodes, w.shape[1], dtype=h.dtype).index_add(0, g.dst, h[g.src] @ w)
+    x = h[: g.num_dst_nodes]
+    return (agg * (g.num_etypes / g.num_edges) + h.sum(0) / g.num_nodes - g.num_dst_nodes / g.num_nodes
+            + 2.0 ** (x / g.num_nodes))
+
+
+def test_graph_sizes_are_read_at_every_call(backend):
+    w = torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    graphs = [random_graph(num_nodes=10, num_edges=30, num_etypes=3, seed=1, num_isolated=2),
+              random_graph(num_nodes=25, num_edges=90, num_etypes=5, seed=2, num_isolated=2, num_dst_nodes=12),
+              random_graph(num_nodes=7, num_edges=20, num_etypes=2, seed=3, num_isolated=1)]
+    fn = pigeon.compile(size_scaled.fn)
+    for seed, g in enumerate(graphs):
+        gen = torch.Generator().manual_seed(seed)
+        h = torch.randn(g.num_nodes, 4, dtype=torch.float64, generator=gen).requires_grad_()
+        ref_h = h.detach().clone().requires_grad_()
+        with pigeon.use_backend(backend):
+            out = fn(g, h, w)
+        ref = size_scaled_formula(g, ref_h, w)
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)  # float64: summation order only
+        up = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
+        torch.testing.assert_close(torch.autograd.grad((out * up).sum(), h)[0],
+                                   torch.autograd.grad((ref * up).sum(), ref_h)[0], rtol=1e-10, atol=1e-10)
+    assert len(fn._programs) == 1  # one program for every size
+
+
+@pytest.mark.parametrize("use", ["range", "zeros", "if", "int"])
+def test_graph_sizes_as_python_numbers_are_refused(use):
+    def f(g, h):
+        if use == "range":
+            for _ in range(g.num_nodes):
+                pass
+        elif use == "zeros":
+            torch.zeros(g.num_edges)
+        elif use == "if":
+            if g.num_edges:
+                pass
+        else:
+            int(g.num_dst_nodes)
+        for n in g.nodes():
+            n.out = h[n]
+        return n.out
+    message = str(refused(f, H))
+    assert "g.num_" in message or "if" in message, message
+    if use != "if":
+        assert "use it in arithmetic with traced values" in message
+
+
 def test_sizes_not_read_are_not_part_of_the_key():
     @pigeon.compile
     def scaled(g, h, w):
@@ -229,3 +288,21 @@ def test_sizes_not_read_are_not_part_of_the_key():
         h = torch.randn(size, 4, dtype=torch.float64)
         torch.testing.assert_close(scaled(g, h, w), 3.0 * h @ w, rtol=1e-12, atol=1e-12)
     assert len(scaled._programs) == 1
+
+
+def test_graph_size_kernels_compile_with_nvrtc():
+    """The sizes reach the generated CUDA kernels as row-count arguments, forward and backward."""
+    pytest.importorskip("cupy", reason="NVRTC comes with the cuda13 extra (pip install -e '.[dev]')")
+    from pigeon.codegen import render_module
+    from pigeon.ir.lower import lower
+    from pigeon.runtime import kernel_cache
+    g = random_graph(num_nodes=12, num_edges=40, num_etypes=3, seed=4, num_isolated=2)
+    gen = torch.Generator().manual_seed(5)
+    exe = size_scaled.executable(g, torch.randn(12, 4, generator=gen), torch.randn(4, 4, generator=gen))
+    grad = exe.gradient(tuple(n.name for n in exe.forward.inputs))
+    for phase, program in (("forward", grad.forward), ("backward", grad.backward)):
+        source, kernels = render_module(lower(program))
+        ptx = kernel_cache.compile_ptx(source, "compute_90", f"size_scaled_{phase}")
+        assert all(f".entry {k.name}(" in ptx for k in kernels)
+        if phase == "forward":
+            assert "rows_edge" in source and "rows_etype" in source

@@ -22,7 +22,7 @@ from ..shape_inference import broadcast_shapes
 from ..types import Domain, ValueType
 
 RESIDUAL_OPS = frozenset({Op.LINEAR, Op.LINEAR_WGRAD, Op.REDUCE, Op.EDGE_SOFTMAX})
-NOT_DIFFERENTIABLE = COMPARISONS | {Op.STEP, Op.DEGREE, Op.CONST, Op.MATCH}
+NOT_DIFFERENTIABLE = COMPARISONS | {Op.STEP, Op.DEGREE, Op.CONST, Op.SIZE, Op.MATCH}
 SECOND_ORDER = frozenset({Op.LINEAR_WGRAD, Op.GELU_GRAD, Op.SUM_TO})
 
 
