@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+import pigeon
 from pigeon.runtime.graph import Graph, GraphError
 
 from .layers import PigeonLayer
@@ -181,3 +182,647 @@ class HGTConv(PigeonLayer):
                       relation_pri, self.linear_a.W, self.skip, getattr(self, "residual_w", None),
                       p=float(self.drop.p), training=self.training)
         return self.norm(h) if self.use_norm else h
+
+
+# ---------------------------------------------------------------------------------------------
+# HeteroGraphConv over GraphConv, SAGEConv and GATConv
+#
+# DGL runs each relation's module on its relation graph and stacks the per-relation results of
+# every destination type. Here one pigeon.Graph holds them all: the destination nodes of every
+# type first (consecutive per type), then the source nodes of every type, features zero-padded
+# to the widest and each relation's parameters stacked (zero-padded) into per-edge-type tensors.
+# Each relation's value is then one affine form whatever its module,
+#     pre_r(v) = Wn_r . sum_e (c_u(e) x_u + c_v(e) x_v) + Ws_r . x_v + b_r + GAT_r(v),
+# with the coefficients c per module kind. A destination without edges of r gets the module's
+# no-edge value base_r(v) = act_r(Wb_r . x_v + b_r), which the program adds for the relations it
+# does not visit (n.relations() holds only the pairs with edges).
+
+_ACTIVATIONS = {
+    torch.relu: "relu", nn.functional.relu: "relu", torch.tanh: "tanh", nn.functional.tanh: "tanh",
+    torch.sigmoid: "sigmoid", nn.functional.sigmoid: "sigmoid", nn.functional.elu: "elu",
+    nn.functional.gelu: "gelu", nn.functional.leaky_relu: "leaky_relu:0.01",
+}
+
+
+def _activation_name(fn: Callable | None) -> str | None:
+    """The DSL name of a module's activation (None: none); NotImplementedError for others."""
+    if fn is None:
+        return None
+    if fn in _ACTIVATIONS:
+        return _ACTIVATIONS[fn]
+    simple = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+    if type(fn) in simple:
+        return simple[type(fn)]
+    if isinstance(fn, nn.ELU) and fn.alpha == 1.0:
+        return "elu"
+    if isinstance(fn, nn.GELU) and fn.approximate == "none":
+        return "gelu"
+    if isinstance(fn, nn.LeakyReLU):
+        return f"leaky_relu:{float(fn.negative_slope)!r}"
+    raise NotImplementedError(
+        f"activation {fn!r} is not supported by pigeon's HeteroGraphConv: use None, relu, tanh, sigmoid, "
+        f"elu (alpha 1), gelu (exact) or leaky_relu (torch functions or nn modules)")
+
+
+def _activate(name: str | None, x: Any) -> Any:
+    """``x`` through the DSL activation ``name`` (while tracing)."""
+    from pigeon.lang import elu, gelu, leaky_relu, relu, sigmoid, tanh
+    if name is None:
+        return x
+    if name.startswith("leaky_relu:"):
+        return leaky_relu(x, float(name.split(":", 1)[1]))
+    return {"relu": relu, "tanh": tanh, "sigmoid": sigmoid, "elu": elu, "gelu": gelu}[name](x)
+
+
+def _mixed(names: tuple, masks: list, index: Any, x: Any) -> Any:
+    """act_r(x) where the activation differs per edge type: the sum over the distinct activations
+    ``names`` of mask[r] * act(x) (``index`` picks a mask's row; while tracing)."""
+    if len(names) == 1:
+        return _activate(names[0], x)
+    return builtins_sum(index(masks[i]) * _activate(name, x) for i, name in enumerate(names))
+
+
+def builtins_sum(items: Any) -> Any:
+    """Python's sum over a few traced values (a trace-time unrolling, not a graph aggregation)."""
+    items = list(items)
+    total = items[0]
+    for item in items[1:]:
+        total = total + item
+    return total
+
+
+def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
+                 use_gcn, use_gat, use_edge_weight, heads, size, slope, pad, folded, unfolded, base_acts, constant,
+                 constant_bases):
+    """The program of ``hetero_program`` (see there)."""
+    from pigeon.lang import concat, dot, leaky_relu, linear, maximum, minimum, softmax, sum, where
+    for e in g.edges():
+        if use_sum:
+            weight = p["p_src"][e.etype]
+            coeff = e.src_etype_degree ** weight * (e.dst_etype_degree + p["gcn"][e.etype]) ** p["p_dst"][e.etype]
+            if use_edge_weight:
+                coeff = coeff * p["edge_weight"][e]
+            msg = x[e.src] * coeff
+            if use_gcn:  # SAGE's "gcn" adds x_v / (deg + 1) once: 1 / (deg (deg + 1)) on each edge
+                msg = msg + x[e.dst] * (p["gcn"][e.etype] / (e.dst_etype_degree * (e.dst_etype_degree + 1.0)))
+            e.msg = msg
+        if use_gat:
+            z_src = linear(x[e.src], p["w_src"][e.etype]).reshape(heads, size)
+            z_dst = linear(x[e.dst], p["w_dst"][e.etype]).reshape(heads, size)
+            score = dot(z_src, p["attn_l"][e.etype]) + dot(z_dst, p["attn_r"][e.etype])
+            if slope is not None:
+                e.score = leaky_relu(score, slope)
+            else:  # negative slopes differing per relation
+                e.score = maximum(score, 0.0) + p["slope"][e.etype] * minimum(score, 0.0)
+            e.z = z_src * p["edge_weight"][e].reshape(1, 1) if use_edge_weight else z_src
+
+    def act_r(r, value):
+        return _mixed(acts, [p[f"act{i}"] for i in range(len(acts))], lambda m: m[r.etype], value)
+
+    for r in g.dst_relations():
+        pre = linear(x[r.dst], p["Ws"][r.etype]) + p["b"][r.etype]
+        if use_sum:
+            pre = pre + linear(sum(e.msg for e in r.incoming_edges()), p["Wn"][r.etype])
+        if use_gat:
+            att = sum(softmax(e.score) * e.z for e in r.incoming_edges()).reshape(heads * size)
+            pre = pre + (concat(att, p["zpad"]) if pad else att)
+        r.f = act_r(r, pre)
+        if aggregate in ("sum", "mean"):
+            r.base = act_r(r, linear(x[r.dst], p["Wb"][r.etype]) + p["b"][r.etype])
+
+    def base(k, n):  # relation k's no-edge value at n (0 unless n's type is k's destination type)
+        key = str(k)
+        if k in constant_bases:
+            return p["into" + key][n.ntype] * p["bc" + key]
+        return p["into" + key][n.ntype] * _activate(base_acts[k], linear(x[n], p["bw" + key]) + p["bb" + key])
+
+    for n in g.dst_nodes():
+        if aggregate in ("sum", "mean"):
+            out = sum(r.f - r.base for r in n.relations())
+            if folded:
+                out = out + linear(x[n], p["WB"][n.ntype])
+            if constant:
+                out = out + p["cB"][n.ntype]
+            for k in unfolded:
+                out = out + base(k, n)
+            n.out = out * p["inv_count"][n.ntype] if aggregate == "mean" else out
+        else:
+            values = []
+            for j in range(num_slots):
+                here = sum(where(p["slot"][r.etype] == float(j), 1.0, 0.0) for r in n.relations())
+                value = sum(where(p["slot"][r.etype] == float(j), r.f, 0.0) for r in n.relations())
+                absent = builtins_sum(base(k, n) for k in unfolded[j])
+                values.append(value + (1.0 - here) * absent)
+            if aggregate == "stack":
+                n.out = concat(*values) if num_slots > 1 else values[0]
+            else:
+                pick = maximum if aggregate == "max" else minimum
+                out = values[0]
+                for j in range(1, num_slots):
+                    out = where(p[f"has{j}"][n.ntype] > 0.0, pick(out, values[j]), out)
+                n.out = out
+    return n.out
+
+
+@pigeon.compile
+def hetero_program(g, x, p, acts=(None,), aggregate="sum", num_slots=1,
+                   use_sum=True, use_gcn=False, use_gat=False, use_edge_weight=False, heads=1, size=1, slope=None,
+                   pad=False, folded=False, unfolded=(), base_acts=(), constant=False, constant_bases=()):
+    """DGL's ``HeteroGraphConv`` over GraphConv / SAGEConv / GATConv relations on one graph: ``x``
+    [N, in] (destinations first), ``p`` the stacked per-edge-type parameters (``Wn``, ``Ws``, ``Wb``
+    [R, in, out], ``b`` [R, out], ``p_src``, ``p_dst``, ``gcn`` [R]: the message coefficient
+    deg_src^p_src (deg_dst + gcn)^p_dst; GAT's ``w_src``, ``w_dst`` [R, in, H D], ``attn_l``,
+    ``attn_r`` [R, H, D]; per node type ``WB`` [T, in, out], ``cB`` [T, out] (the summed no-edge
+    values that fold), ``inv_count`` [T]; ``slot`` [R] (a relation's position among its
+    destination type's), ``has{j}`` [T] (whether a type has slot j), ``act{i}`` [R] (1 where
+    the edge type's activation is ``acts[i]``) and, for the edge types of ``unfolded`` (a tuple of
+    them for sum/mean, one per slot for max/min/stack), their no-edge values: ``bc{k}`` [out]
+    (``constant_bases``) or ``bw{k}`` [in, out], ``bb{k}`` [out], and ``into{k}`` [T], one-hot of
+    their destination type."""
+    return _hetero_body(g, x, p, acts=acts, aggregate=aggregate,
+                        num_slots=num_slots, use_sum=use_sum, use_gcn=use_gcn, use_gat=use_gat,
+                        use_edge_weight=use_edge_weight, heads=heads, size=size, slope=slope, pad=pad,
+                        folded=folded, unfolded=unfolded, base_acts=base_acts, constant=constant,
+                        constant_bases=constant_bases)
+
+
+_STANDALONE = ("pigeon.nn.dgl.{name} runs inside pigeon.nn.dgl.HeteroGraphConv; called alone it runs as a "
+               "HeteroGraphConv of one relation")
+
+
+class _RelationModule(nn.Module):
+    """What the per-relation modules share: DGL's ``set_allow_zero_in_degree`` and a standalone
+    call on a graph of one edge type, run as a HeteroGraphConv of that one relation."""
+
+    _allow_zero_in_degree = True
+    _checks_zero_in_degree = False
+
+    def set_allow_zero_in_degree(self, set_value: bool) -> None:
+        self._allow_zero_in_degree = set_value
+
+    def _standalone(self, graph: Any, feat: Any, edge_weight: torch.Tensor | None) -> torch.Tensor:
+        if len(graph.canonical_etypes) != 1:
+            raise GraphError(f"{type(self).__name__} called alone needs a graph of one edge type, got "
+                             f"{graph.canonical_etypes}; use pigeon.nn.dgl.HeteroGraphConv for several")
+        stype, etype, dtype = graph.canonical_etypes[0]
+        if self._checks_zero_in_degree and not self._allow_zero_in_degree and bool((graph.in_degrees() == 0).any()):
+            raise GraphError("There are 0-in-degree nodes in the graph, output for those nodes will be invalid "
+                             "(as DGL: add self loops, or set allow_zero_in_degree=True)")
+        if isinstance(feat, tuple):
+            inputs = ({stype: feat[0]}, {dtype: feat[1]})
+        else:
+            inputs = {stype: feat}
+        kwargs = {etype: {"edge_weight": edge_weight}} if edge_weight is not None else None
+        return _hetero_forward({(stype, etype, dtype): self}, "sum", graph, inputs, kwargs)[dtype]
+
+
+class GraphConv(_RelationModule):
+    """DGL's ``GraphConv`` (``weight`` [in, out], ``bias`` [out]) as a HeteroGraphConv relation:
+    ``act(D_dst^-1/2 A D_src^-1/2 X W + b)`` for norm "both" ("left", "right", "none" as DGL's),
+    degrees of the relation clamped to 1, ``edge_weight`` multiplying each message."""
+
+    _checks_zero_in_degree = True
+
+    def __init__(self, in_feats: int, out_feats: int, norm: str = "both", weight: bool = True, bias: bool = True,
+                 activation: Callable | None = None, allow_zero_in_degree: bool = False):
+        super().__init__()
+        if norm not in ("none", "both", "right", "left"):
+            raise ValueError(f'Invalid norm value. Must be either "none", "both", "right" or "left". But got "{norm}".')
+        self._in_feats, self._out_feats, self._norm = in_feats, out_feats, norm
+        self._allow_zero_in_degree = allow_zero_in_degree
+        self.weight = nn.Parameter(torch.empty(in_feats, out_feats)) if weight else None
+        self.bias = nn.Parameter(torch.empty(out_feats)) if bias else None
+        self._activation = activation
+        _activation_name(activation)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            nn.init.xavier_uniform_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, graph: Any, feat: Any, weight: torch.Tensor | None = None,
+                edge_weight: torch.Tensor | None = None) -> torch.Tensor:
+        if weight is not None:
+            raise NotImplementedError("pigeon's GraphConv takes no external weight: create it with weight=True")
+        return self._standalone(graph, feat, edge_weight)
+
+
+class SAGEConv(_RelationModule):
+    """DGL's ``SAGEConv`` (``fc_neigh``, ``fc_self`` or ``bias`` for "gcn") as a HeteroGraphConv
+    relation, with aggregator_type "mean" or "gcn"; ``feat_drop`` applies in eval mode only."""
+
+    def __init__(self, in_feats: int | tuple[int, int], out_feats: int, aggregator_type: str, feat_drop: float = 0.0,
+                 bias: bool = True, norm: Callable | None = None, activation: Callable | None = None):
+        super().__init__()
+        if aggregator_type not in {"mean", "gcn", "pool", "lstm"}:
+            raise ValueError(f"Invalid aggregator_type. Must be one of {{'mean', 'gcn', 'pool', 'lstm'}}. "
+                             f"But got {aggregator_type!r} instead.")
+        if aggregator_type in ("pool", "lstm"):
+            raise NotImplementedError(f"pigeon's SAGEConv supports aggregator_type 'mean' and 'gcn', not "
+                                      f"{aggregator_type!r}: use dgl.nn.SAGEConv for it")
+        if norm is not None:
+            raise NotImplementedError("pigeon's SAGEConv takes no norm: apply it to HeteroGraphConv's outputs "
+                                      "only where that is the same (it is not, under sum/mean/max/min)")
+        self._in_src_feats, self._in_dst_feats = in_feats if isinstance(in_feats, tuple) else (in_feats, in_feats)
+        self._out_feats, self._aggre_type, self.norm = out_feats, aggregator_type, None
+        self.feat_drop = nn.Dropout(feat_drop)
+        self.activation = activation
+        _activation_name(activation)
+        self.fc_neigh = nn.Linear(self._in_src_feats, out_feats, bias=False)
+        if aggregator_type != "gcn":
+            self.fc_self = nn.Linear(self._in_dst_feats, out_feats, bias=bias)
+        elif bias:
+            self.bias = nn.Parameter(torch.zeros(out_feats))
+        else:
+            self.register_buffer("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        gain = nn.init.calculate_gain("relu")
+        if self._aggre_type != "gcn":
+            nn.init.xavier_uniform_(self.fc_self.weight, gain=gain)
+        nn.init.xavier_uniform_(self.fc_neigh.weight, gain=gain)
+
+    def forward(self, graph: Any, feat: Any, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
+        return self._standalone(graph, feat, edge_weight)
+
+
+class GATConv(_RelationModule):
+    """DGL's ``GATConv`` (``fc`` or ``fc_src``/``fc_dst``, ``attn_l``, ``attn_r``, ``bias``,
+    ``res_fc``) as a HeteroGraphConv relation: attention softmax over each destination's edges of
+    the relation, output [N, heads, out]; ``feat_drop``/``attn_drop`` apply in eval mode only."""
+
+    _checks_zero_in_degree = True
+
+    def __init__(self, in_feats: int | tuple[int, int], out_feats: int, num_heads: int, feat_drop: float = 0.0,
+                 attn_drop: float = 0.0, negative_slope: float = 0.2, residual: bool = False,
+                 activation: Callable | None = None, allow_zero_in_degree: bool = False, bias: bool = True):
+        super().__init__()
+        self._num_heads, self._out_feats = num_heads, out_feats
+        self._in_src_feats, self._in_dst_feats = in_feats if isinstance(in_feats, tuple) else (in_feats, in_feats)
+        self._allow_zero_in_degree = allow_zero_in_degree
+        width = out_feats * num_heads
+        if isinstance(in_feats, tuple):
+            self.fc_src = nn.Linear(self._in_src_feats, width, bias=False)
+            self.fc_dst = nn.Linear(self._in_dst_feats, width, bias=False)
+        else:
+            self.fc = nn.Linear(self._in_src_feats, width, bias=False)
+        self.attn_l = nn.Parameter(torch.empty(1, num_heads, out_feats))
+        self.attn_r = nn.Parameter(torch.empty(1, num_heads, out_feats))
+        self.feat_drop, self.attn_drop = nn.Dropout(feat_drop), nn.Dropout(attn_drop)
+        self.leaky_relu = nn.LeakyReLU(negative_slope)
+        self.has_linear_res = self.has_explicit_bias = False
+        if residual:
+            if self._in_dst_feats != width:
+                self.res_fc = nn.Linear(self._in_dst_feats, width, bias=bias)
+                self.has_linear_res = True
+            else:
+                self.res_fc = nn.Identity()
+        else:
+            self.register_buffer("res_fc", None)
+        if bias and not self.has_linear_res:
+            self.bias = nn.Parameter(torch.empty(width))
+            self.has_explicit_bias = True
+        else:
+            self.register_buffer("bias", None)
+        self.activation = activation
+        _activation_name(activation)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        gain = nn.init.calculate_gain("relu")
+        for fc in (getattr(self, "fc", None), getattr(self, "fc_src", None), getattr(self, "fc_dst", None)):
+            if fc is not None:
+                nn.init.xavier_normal_(fc.weight, gain=gain)
+        nn.init.xavier_normal_(self.attn_l, gain=gain)
+        nn.init.xavier_normal_(self.attn_r, gain=gain)
+        if self.has_explicit_bias:
+            nn.init.constant_(self.bias, 0)
+        if isinstance(self.res_fc, nn.Linear):
+            nn.init.xavier_normal_(self.res_fc.weight, gain=gain)
+            if self.res_fc.bias is not None:
+                nn.init.constant_(self.res_fc.bias, 0)
+
+    def forward(self, graph: Any, feat: Any, edge_weight: torch.Tensor | None = None,
+                get_attention: bool = False) -> torch.Tensor:
+        if get_attention:
+            raise NotImplementedError("pigeon's GATConv does not return the attention (get_attention=True)")
+        return self._standalone(graph, feat, edge_weight)
+
+
+_AGGREGATES = ("sum", "max", "min", "mean", "stack")
+
+
+class HeteroGraphConv(PigeonLayer):
+    """DGL's ``HeteroGraphConv`` over pigeon's ``GraphConv``, ``SAGEConv`` and ``GATConv``
+    (``mods`` keyed by edge type or canonical edge type, ``aggregate`` one of "sum", "max", "min",
+    "mean", "stack"), called as ``conv(g, inputs, mod_args=None, mod_kwargs=None)`` on a DGL
+    heterograph or block with ``inputs`` a dict per node type or a (src, dst) pair of them. As in
+    DGL 2.1, every canonical edge type whose source features are given takes part, edges or not:
+    a destination without edges of a relation gets its module's no-edge value. ``mod_kwargs`` may
+    give ``edge_weight`` per edge type; ``state_dict`` keys are DGL's (``mods.<etype>.<name>``)."""
+
+    def __init__(self, mods: dict, aggregate: str | Callable = "sum"):
+        super().__init__()
+        self.mod_dict = mods
+        for key, mod in mods.items():
+            if not isinstance(mod, _RelationModule):
+                raise TypeError(f"mods[{key!r}] is a {type(mod).__name__}: pigeon's HeteroGraphConv runs "
+                                f"pigeon.nn.dgl.GraphConv, SAGEConv and GATConv modules")
+        self.mods = nn.ModuleDict({str(k): v for k, v in mods.items()})
+        for mod in self.mods.values():
+            mod.set_allow_zero_in_degree(True)
+        if callable(aggregate) and not isinstance(aggregate, str):
+            raise NotImplementedError("pigeon's HeteroGraphConv takes aggregate 'sum', 'max', 'min', 'mean' or "
+                                      "'stack', not a callable")
+        if aggregate not in _AGGREGATES:
+            raise ValueError(f'Invalid cross type aggregator. Must be one of "sum", "max", "min", "mean" or "stack". '
+                             f'But got "{aggregate}"')
+        self.aggregate = aggregate
+        self._graphs = LastGraph()
+
+    def _get_module(self, etype: Any) -> _RelationModule:
+        mod = self.mod_dict.get(etype, None)
+        if mod is not None:
+            return mod
+        if isinstance(etype, tuple):
+            return self.mod_dict[etype[1]]
+        raise KeyError(f"Cannot find module with edge type {etype}")
+
+    def forward(self, g: Any, inputs: Any, mod_args: dict | None = None,
+                mod_kwargs: dict | None = None) -> dict[str, torch.Tensor]:
+        if mod_args and any(len(args) for args in mod_args.values()):
+            raise NotImplementedError("pigeon's HeteroGraphConv takes no mod_args: pass edge_weight in mod_kwargs")
+        mods = {c: self._get_module(c) for c in g.canonical_etypes}
+        out = _hetero_forward(mods, self.aggregate, g, inputs, mod_kwargs, self._graphs)
+        self.last_executable = hetero_program.last_executable if out else None
+        return out
+
+
+def _relations(mods: dict, g: Any, inputs: Any) -> tuple[list, dict, dict]:
+    """(the canonical edge types that run, source features, destination features), as DGL
+    chooses them: a relation runs where its source (and destination) features are given."""
+    if isinstance(inputs, tuple) or g.is_block:
+        if isinstance(inputs, tuple):
+            src_inputs, dst_inputs = inputs
+        else:
+            src_inputs = inputs
+            dst_inputs = {k: v[: g.number_of_dst_nodes(k)] for k, v in inputs.items()}
+        active = [c for c in g.canonical_etypes if c in mods and c[0] in src_inputs and c[2] in dst_inputs]
+    else:
+        src_inputs = dst_inputs = inputs
+        active = [c for c in g.canonical_etypes if c in mods and c[0] in inputs]
+        for c in active:
+            if c[2] not in inputs:
+                raise KeyError(f"edge type {c} needs the features of its destination type {c[2]!r} in inputs")
+    return active, src_inputs, dst_inputs
+
+
+def _out_shape(mod: _RelationModule) -> tuple[int, ...]:
+    if isinstance(mod, GATConv):
+        return (mod._num_heads, mod._out_feats)
+    if isinstance(mod, GraphConv):
+        return (mod._out_feats if mod.weight is not None else mod._in_feats,)
+    return (mod._out_feats,)
+
+
+def _check_training(mod: _RelationModule) -> None:
+    drops = [getattr(mod, "feat_drop", None), getattr(mod, "attn_drop", None)]
+    if mod.training and any(d is not None and d.p > 0 for d in drops):
+        raise NotImplementedError(f"{type(mod).__name__} with feat_drop/attn_drop > 0 runs in eval mode only "
+                                  f"in pigeon's HeteroGraphConv (DGL draws a mask per relation); call .eval() "
+                                  f"or set them to 0")
+
+
+def _relation_parameters(mod: _RelationModule, fin: int, fout: int, like: torch.Tensor) -> dict[str, Any]:
+    """One relation's module as the affine form of ``hetero_program``: its ``Wn``, ``Ws``, ``Wb``
+    [fin, fout], ``b`` [fout], message exponents, GAT weights, and whether its no-edge value is a
+    constant (no weight on x_v)."""
+    def pad(w: torch.Tensor) -> torch.Tensor:
+        w = w.to(like.dtype)
+        return nn.functional.pad(w, (0, fout - w.shape[1], 0, fin - w.shape[0]))
+
+    zero_w, zero_b = like.new_zeros(fin, fout), like.new_zeros(fout)
+    out = {"Wn": zero_w, "Ws": zero_w, "b": zero_b, "p_src": 0.0, "p_dst": 0.0, "gcn": 0.0, "gat": None,
+           "constant": False}
+    if isinstance(mod, GraphConv):
+        weight = mod.weight if mod.weight is not None else torch.eye(mod._in_feats, dtype=like.dtype)
+        out.update(Wn=pad(weight), constant=True, act=mod._activation,
+                   p_src={"both": -0.5, "left": -1.0}.get(mod._norm, 0.0),
+                   p_dst={"both": -0.5, "right": -1.0}.get(mod._norm, 0.0))
+        if mod.bias is not None:
+            out["b"] = nn.functional.pad(mod.bias, (0, fout - mod.bias.shape[0]))
+        out["Wb"] = zero_w
+    elif isinstance(mod, SAGEConv):
+        out.update(Wn=pad(mod.fc_neigh.weight.t()), p_dst=-1.0, act=mod.activation)
+        if mod._aggre_type == "gcn":
+            if mod._in_src_feats != mod._in_dst_feats:
+                raise ValueError("SAGEConv 'gcn' needs the same source and destination feature sizes")
+            out.update(gcn=1.0, Wb=out["Wn"])  # no edges: fc_neigh(x_v / 1)
+            bias = mod.bias
+        else:
+            out.update(Ws=pad(mod.fc_self.weight.t()))
+            out["Wb"] = out["Ws"]
+            bias = mod.fc_self.bias
+        if bias is not None:
+            out["b"] = nn.functional.pad(bias, (0, fout - bias.shape[0]))
+    else:
+        width = mod._num_heads * mod._out_feats
+        fc_src = mod.fc_src if hasattr(mod, "fc_src") else mod.fc
+        fc_dst = mod.fc_dst if hasattr(mod, "fc_dst") else mod.fc
+        rows = lambda w: nn.functional.pad(w, (0, 0, 0, fin - w.shape[0]))  # noqa: E731
+        out.update(gat=(rows(fc_src.weight.t()), rows(fc_dst.weight.t()), mod.attn_l[0], mod.attn_r[0],
+                        float(mod.leaky_relu.negative_slope)), act=mod.activation)
+        bias = None
+        if isinstance(mod.res_fc, nn.Linear):
+            out["Ws"], bias = pad(mod.res_fc.weight.t()), mod.res_fc.bias
+        elif mod.res_fc is not None:  # identity
+            out["Ws"] = pad(torch.eye(width, dtype=like.dtype))
+        else:
+            out["constant"] = True
+        if mod.has_explicit_bias:
+            bias = mod.bias
+        if bias is not None:
+            out["b"] = nn.functional.pad(bias, (0, fout - width))
+        out["Wb"] = out["Ws"]
+    out["act_name"] = _activation_name(out["act"])
+    return out
+
+
+def _build_graph(g: Any, active: list, dst_types: list, src_types: list) -> Graph:
+    """Destination nodes of every type of ``dst_types`` (in that order), then the source nodes of
+    ``src_types``; edge type = position in ``active``."""
+    dst_off, src_off, total = {}, {}, 0
+    for t in dst_types:
+        dst_off[t], total = total, total + g.num_dst_nodes(t)
+    num_dst = total
+    for t in src_types:
+        src_off[t], total = total, total + g.num_src_nodes(t)
+    src, dst, etype = [], [], []
+    for k, c in enumerate(active):
+        u, v = g.edges(etype=c)
+        src.append(u.long() + src_off[c[0]])
+        dst.append(v.long() + dst_off[c[2]])
+        etype.append(torch.full_like(src[-1], k))
+    ntype = torch.zeros(total, dtype=torch.long)
+    for i, t in enumerate(dst_types):
+        ntype[dst_off[t]: dst_off[t] + g.num_dst_nodes(t)] = i
+    return Graph.from_edges(torch.cat(src), torch.cat(dst), torch.cat(etype), total, ntype, num_dst_nodes=num_dst,
+                            num_etypes=len(active), num_ntypes=len(dst_types))
+
+
+def _edge_weights(active: list, g: Any, mod_kwargs: dict | None, like: torch.Tensor) -> torch.Tensor | None:
+    """Every relation's ``edge_weight`` (1 where none is given) as [E, 1], or None if none is."""
+    mod_kwargs = mod_kwargs or {}
+    for etype, kwargs in mod_kwargs.items():
+        unknown = set(kwargs) - {"edge_weight"}
+        if unknown:
+            raise NotImplementedError(f"mod_kwargs[{etype!r}] has {sorted(unknown)}: pigeon's HeteroGraphConv "
+                                      f"takes edge_weight only")
+    if not any(kwargs.get("edge_weight") is not None for kwargs in mod_kwargs.values()):
+        return None
+    parts = []
+    for c in active:
+        w = mod_kwargs.get(c[1], {}).get("edge_weight")
+        count = g.num_edges(c)
+        if w is None:
+            parts.append(like.new_ones(count))
+            continue
+        if w.shape[0] != count or w.numel() != count:
+            raise GraphError(f"edge_weight of {c} has shape {list(w.shape)}; expected [{count}], one per edge")
+        parts.append(w.reshape(count).to(like.dtype))
+    return torch.cat(parts).unsqueeze(-1)
+
+
+def _hetero_forward(mods: dict, aggregate: str, g: Any, inputs: Any, mod_kwargs: dict | None,
+                    cache: LastGraph | None = None) -> dict[str, torch.Tensor]:
+    """HeteroGraphConv's forward for ``mods`` keyed by canonical edge type."""
+    active, src_inputs, dst_inputs = _relations(mods, g, inputs)
+    if not active:
+        return {}
+    dst_types = [t for t in g.dsttypes if any(c[2] == t for c in active)]
+    src_types = [t for t in g.srctypes if any(c[0] == t for c in active)]
+    for t in src_types:
+        if src_inputs[t].dim() != 2 or src_inputs[t].shape[0] != g.num_src_nodes(t):
+            raise ValueError(f"features of {t!r} have shape {list(src_inputs[t].shape)}; expected "
+                             f"[{g.num_src_nodes(t)}, in]")
+    for t in dst_types:
+        if dst_inputs[t].dim() != 2 or dst_inputs[t].shape[0] != g.num_dst_nodes(t):
+            raise ValueError(f"destination features of {t!r} have shape {list(dst_inputs[t].shape)}; expected "
+                             f"[{g.num_dst_nodes(t)}, in]")
+    modules = [mods[c] for c in active]
+    for mod in modules:
+        _check_training(mod)
+    shapes = {}
+    for c, mod in zip(active, modules):
+        if shapes.setdefault(c[2], _out_shape(mod)) != _out_shape(mod):
+            raise ValueError(f"the modules into {c[2]!r} give outputs of shapes {shapes[c[2]]} and "
+                             f"{_out_shape(mod)}: they must agree to be aggregated")
+    gats = {(m._num_heads, m._out_feats) for m in modules if isinstance(m, GATConv)}
+    if len(gats) > 1:
+        raise NotImplementedError(f"the GATConv modules of one HeteroGraphConv must share num_heads and out_feats, "
+                                  f"got {sorted(gats)}")
+    like = src_inputs[src_types[0]]
+    feats = [dst_inputs[t] for t in dst_types] + [src_inputs[t] for t in src_types]
+    fin = max(f.shape[1] for f in feats)
+    fout = max(math.prod(s) for s in shapes.values())
+    x = torch.cat([nn.functional.pad(f, (0, fin - f.shape[1])) for f in feats])
+    cache = cache if cache is not None else LastGraph()
+    arrays = tuple(a for c in active for a in g.edges(etype=c))
+    sizes = (tuple(active), tuple(g.num_dst_nodes(t) for t in dst_types), tuple(g.num_src_nodes(t) for t in src_types))
+    graph = cache.get(arrays, sizes, lambda: _build_graph(g, active, dst_types, src_types))
+    params, constants = _program_inputs(active, modules, dst_types, aggregate, fin, fout, like)
+    edge_weight = _edge_weights(active, g, mod_kwargs, like)
+    if edge_weight is not None:
+        params["edge_weight"] = edge_weight
+    out = hetero_program(graph, x, params, aggregate=aggregate, use_edge_weight=edge_weight is not None, **constants)
+    result, start = {}, 0
+    for i, t in enumerate(dst_types):
+        rows = out[start: start + g.num_dst_nodes(t)]
+        start += g.num_dst_nodes(t)
+        width, shape = math.prod(shapes[t]), shapes[t]
+        if aggregate == "stack":
+            count = sum(1 for c in active if c[2] == t)
+            result[t] = rows.reshape(rows.shape[0], -1, fout)[:, :count, :width].reshape(rows.shape[0], count, *shape)
+        else:
+            result[t] = rows[:, :width].reshape(rows.shape[0], *shape)
+    return result
+
+
+def _program_inputs(active: list, modules: list, dst_types: list, aggregate: str, fin: int, fout: int,
+                    like: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The stacked parameters (a few per edge or node type: torch) and the trace constants of
+    ``hetero_program``."""
+    parts = [_relation_parameters(m, fin, fout, like) for m in modules]
+    num_types = len(dst_types)
+    dst_of = [dst_types.index(c[2]) for c in active]
+    vector = lambda values: like.new_tensor(values)  # noqa: E731
+    p = {name: torch.stack([part[name] for part in parts]) for name in ("Wn", "Ws", "Wb", "b")}
+    for name in ("p_src", "p_dst", "gcn"):
+        p[name] = vector([part[name] for part in parts])
+    names = [part["act_name"] for part in parts]
+    acts = tuple(dict.fromkeys(names))
+    for i, name in enumerate(acts):
+        p[f"act{i}"] = vector([1.0 if n == name else 0.0 for n in names])
+    constants: dict[str, Any] = {"acts": acts, "use_sum": any(not isinstance(m, GATConv) for m in modules),
+                                 "use_gcn": any(part["gcn"] for part in parts), "base_acts": tuple(names)}
+    gat = [part["gat"] for part in parts if part["gat"] is not None]
+    if gat:
+        heads, size = gat[0][2].shape
+        width = heads * size
+        zeros = (like.new_zeros(fin, width), like.new_zeros(heads, size))
+        for name, i, zero in (("w_src", 0, zeros[0]), ("w_dst", 1, zeros[0]), ("attn_l", 2, zeros[1]),
+                              ("attn_r", 3, zeros[1])):
+            p[name] = torch.stack([part["gat"][i] if part["gat"] is not None else zero for part in parts])
+        slopes = {g_[4] for g_ in gat}
+        p["slope"] = vector([part["gat"][4] if part["gat"] is not None else 0.0 for part in parts])
+        if width < fout:
+            p["zpad"] = like.new_zeros(fout - width)
+        constants.update(use_gat=True, heads=heads, size=size, slope=slopes.pop() if len(slopes) == 1 else None,
+                         pad=width < fout)
+
+    def one_hot(t: int) -> torch.Tensor:
+        return vector([1.0 if i == t else 0.0 for i in range(num_types)])
+
+    def add_base(k: int) -> None:
+        part = parts[k]
+        p[f"into{k}"] = one_hot(dst_of[k])
+        if part["constant"]:
+            p[f"bc{k}"] = part["act"](part["b"]) if part["act"] is not None else part["b"]
+        else:
+            p[f"bw{k}"], p[f"bb{k}"] = part["Wb"], part["b"]
+
+    constant_bases = tuple(k for k, part in enumerate(parts) if part["constant"])
+    if aggregate in ("sum", "mean"):
+        # no-edge values that fold into per-node-type sums: linear ones, and constants through act
+        folded_w = [like.new_zeros(fin, fout) for _ in range(num_types)]
+        folded_b = [like.new_zeros(fout) for _ in range(num_types)]
+        unfolded = []
+        for k, part in enumerate(parts):
+            t = dst_of[k]
+            if part["act"] is None:
+                folded_w[t] = folded_w[t] + part["Wb"]
+                folded_b[t] = folded_b[t] + part["b"]
+            elif part["constant"]:
+                folded_b[t] = folded_b[t] + part["act"](part["b"])
+            else:
+                unfolded.append(k)
+                add_base(k)
+        p["WB"], p["cB"] = torch.stack(folded_w), torch.stack(folded_b)
+        p["inv_count"] = vector([1.0 / dst_of.count(t) for t in range(num_types)])
+        constants.update(folded=any(part["act"] is None and not part["constant"] for part in parts), constant=True,
+                         unfolded=tuple(unfolded))
+    else:
+        slot = [dst_of[:k].count(dst_of[k]) for k in range(len(active))]
+        num_slots = max(slot) + 1
+        p["slot"] = vector([float(s) for s in slot])
+        for j in range(num_slots):
+            p[f"has{j}"] = vector([1.0 if j < dst_of.count(t) else 0.0 for t in range(num_types)])
+        for k in range(len(active)):
+            add_base(k)
+        constants.update(num_slots=num_slots, unfolded=tuple(tuple(k for k in range(len(active)) if slot[k] == j)
+                                                            for j in range(num_slots)))
+    constants["constant_bases"] = constant_bases
+    return p, constants
