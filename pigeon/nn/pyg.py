@@ -399,33 +399,13 @@ class HGTConv(PigeonLayer):
         self._graphs = LastGraph()
 
     def _graph(self, types: list[str], sizes: list[int], edge_index_dict: dict) -> Graph:
-        """One graph of every node type in ``types`` (consecutive ids, in that order) and every
-        edge type of ``edge_index_dict`` (numbered as in metadata)."""
-        offsets = dict(zip(types, [0] + list(itertools.accumulate(sizes))[:-1]))
-        counts = dict(zip(types, sizes))
-        src, dst, etype = [], [], []
-        for key, edge_index in edge_index_dict.items():
-            key = tuple(key)
-            if key not in self.edge_types_map:
-                raise GraphError(f"edge type {key} of edge_index_dict is not in the layer's metadata")
-            if not isinstance(edge_index, torch.Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
-                raise GraphError(f"edge_index_dict[{key}] must be a [2, num_edges] tensor")
-            for end, node_type in ((0, key[0]), (1, key[-1])):
-                if node_type not in offsets:
-                    raise GraphError(f"edge type {key} needs the features of node type {node_type!r} in x_dict")
-                ids = edge_index[end]
-                if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < counts[node_type]:
-                    raise GraphError(f"edge_index_dict[{key}] has a node id out of range for the "
-                                     f"{counts[node_type]} nodes of type {node_type!r}")
-            src.append(edge_index[0] + offsets[key[0]])
-            dst.append(edge_index[1] + offsets[key[-1]])
-            etype.append(torch.full_like(edge_index[0], self.edge_types_map[key]))
-        ntype = [torch.full((n,), self.node_types.index(t), dtype=torch.long) for t, n in zip(types, sizes)]
-        empty = torch.zeros(0, dtype=torch.long)
-        return Graph.from_edges(torch.cat(src) if src else empty, torch.cat(dst) if dst else empty,
-                                torch.cat(etype) if etype else empty, int(builtins.sum(sizes)),
-                                torch.cat(ntype) if ntype else empty, num_etypes=len(self.edge_types),
-                                num_ntypes=len(self.node_types))
+        """One graph of every node type in ``types`` and every edge type of ``edge_index_dict``
+        (node and edge types numbered as in metadata)."""
+        for key in edge_index_dict:
+            if tuple(key) not in self.edge_types_map:
+                raise GraphError(f"edge type {tuple(key)} of edge_index_dict is not in the layer's metadata")
+        return _hetero_graph(types, sizes, edge_index_dict, self.edge_types_map,
+                             {t: self.node_types.index(t) for t in types}, len(self.node_types))
 
     def forward(self, x_dict: dict[str, torch.Tensor], edge_index_dict: dict) -> dict[str, torch.Tensor]:
         types = [t for t in x_dict if t in self.kqv_lin.lins]  # as PyG: other keys are ignored
@@ -657,9 +637,12 @@ class RGATConv(PigeonLayer):
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, heads={self.heads})"
 
 
-def _hetero_graph(types: list[str], sizes: list[int], edge_index_dict: dict, etype_of: dict) -> Graph:
-    """One graph of the node types ``types`` (consecutive ids, in that order, node type = position)
-    and the edge types of ``edge_index_dict`` (edge type ``etype_of[key]``; edges in the dict's order)."""
+def _hetero_graph(types: list[str], sizes: list[int], edge_index_dict: dict, etype_of: dict,
+                  ntype_of: dict | None = None, num_ntypes: int | None = None) -> Graph:
+    """One graph of the node types ``types`` (consecutive ids, in that order; node type
+    ``ntype_of[t]``, by default its position) and the edge types of ``edge_index_dict`` (edge type
+    ``etype_of[key]``, ``len(etype_of)`` of them; edges in the dict's order)."""
+    ntype_of = ntype_of if ntype_of is not None else {t: i for i, t in enumerate(types)}
     offsets = dict(zip(types, [0] + list(itertools.accumulate(sizes))[:-1]))
     counts = dict(zip(types, sizes))
     src, dst, etype = [], [], []
@@ -677,11 +660,12 @@ def _hetero_graph(types: list[str], sizes: list[int], edge_index_dict: dict, ety
         src.append(edge_index[0] + offsets[key[0]])
         dst.append(edge_index[1] + offsets[key[-1]])
         etype.append(torch.full_like(edge_index[0], etype_of[key]))
-    ntype = [torch.full((n,), i, dtype=torch.long) for i, n in enumerate(sizes)]
+    ntype = [torch.full((n,), ntype_of[t], dtype=torch.long) for t, n in zip(types, sizes)]
     empty = torch.zeros(0, dtype=torch.long)
     return Graph.from_edges(torch.cat(src) if src else empty, torch.cat(dst) if dst else empty,
                             torch.cat(etype) if etype else empty, int(builtins.sum(sizes)),
-                            torch.cat(ntype) if ntype else empty, num_etypes=len(etype_of), num_ntypes=len(types))
+                            torch.cat(ntype) if ntype else empty, num_etypes=len(etype_of),
+                            num_ntypes=num_ntypes if num_ntypes is not None else len(types))
 
 
 @pigeon.compile
