@@ -137,7 +137,7 @@ def test_many_heads_with_hubs(model):
     softmax; hubs split over blocks (inference) and shared by a block (training)."""
     g = GRAPHS["hub"]()
     torch.manual_seed(0)
-    args = model.example_inputs(g, feats=64, heads=16, dtype=torch.float64)
+    args = model.example_inputs(g, feats=32, heads=16, dtype=torch.float64)
     exe = model.executable(g, *args)
     params = dict(model._bind(g, args, {}))
     grad = exe.gradient(tuple(n.name for n in exe.forward.inputs))
