@@ -6,15 +6,19 @@ parameter's gradient are checked equal (within float32 rounding) before anything
 a mismatch exits with status 1. Times are medians of repeated calls after a warm-up; speed-up =
 peer time / Pigeon time. Run in the DGL environment (DGL 2.1 and PyG):
 
-    python -m pigeon.benchmarks.dropin                                  # bgs, am, biokg, 64 features
-    python -m pigeon.benchmarks.dropin --datasets aifb --scale 0.25     # a quick run
+    pigeon bench dropin                                  # bgs, am, biokg, 64 features
+    pigeon bench dropin --datasets aifb --scale 0.25     # a quick run
+    pigeon bench dropin --layers RGCNConv HGTConv        # some layers only
+    pigeon bench dropin --timeout 900                    # each case in a fresh process, at most 900 s
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import statistics
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -44,6 +48,7 @@ class Inputs:
     edge_index: torch.Tensor
     edge_type: torch.Tensor
     node_type: torch.Tensor
+    edge_attr: torch.Tensor  # seeded, EDGE_DIM features per edge (HEATConv's edge attributes)
     dgl_graph: Any
 
 
@@ -73,6 +78,9 @@ def drop_ins(feats: int, num_bases: int) -> list[DropIn]:
     def dgl_rgcn_call(layer: torch.nn.Module, d: Inputs, x: torch.Tensor) -> torch.Tensor:
         return layer(d.dgl_graph, x, d.edge_type)
 
+    def heat_call(layer: torch.nn.Module, d: Inputs, x: torch.Tensor) -> torch.Tensor:
+        return layer(x, d.edge_index, d.node_type, d.edge_type, d.edge_attr)
+
     def dgl_hgt_call(layer: torch.nn.Module, d: Inputs, x: torch.Tensor) -> torch.Tensor:
         return layer(d.dgl_graph, x, d.node_type, d.edge_type)
 
@@ -87,9 +95,16 @@ def drop_ins(feats: int, num_bases: int) -> list[DropIn]:
                lambda g: _ours("pyg", "FiLMConv")(feats, feats, g.num_etypes), pyg_call),
         DropIn("PyG HANConv", lambda g: _pyg("HANConv")(feats, feats, hetero_metadata(g), heads=heads),
                lambda g: _ours("pyg", "HANConv")(feats, feats, hetero_metadata(g), heads=heads), hetero_call),
+        DropIn("PyG HEATConv", lambda g: _pyg("HEATConv")(feats, feats // heads, g.num_ntypes, g.num_etypes, 16,
+                                                           EDGE_DIM, 16, heads=heads),
+               lambda g: _ours("pyg", "HEATConv")(feats, feats // heads, g.num_ntypes, g.num_etypes, 16,
+                                                  EDGE_DIM, 16, heads=heads), heat_call),
         DropIn("DGL RelGraphConv (basis)",
                lambda g: _dgl("RelGraphConv")(feats, feats, g.num_etypes, "basis", bases(g)),
                lambda g: _ours("dgl", "RelGraphConv")(feats, feats, g.num_etypes, "basis", bases(g)), dgl_rgcn_call),
+        DropIn("DGL RelGraphConv (bdd, 4 blocks)",
+               lambda g: _dgl("RelGraphConv")(feats, feats, g.num_etypes, "bdd", 4),
+               lambda g: _ours("dgl", "RelGraphConv")(feats, feats, g.num_etypes, "bdd", 4), dgl_rgcn_call),
         DropIn("DGL HGTConv", lambda g: _dgl("HGTConv")(feats, feats // heads, heads, g.num_ntypes, g.num_etypes, dropout=0.0),
                lambda g: _ours("dgl", "HGTConv")(feats, feats // heads, heads, g.num_ntypes, g.num_etypes, dropout=0.0),
                dgl_hgt_call),
@@ -137,10 +152,14 @@ def hetero_call(layer: torch.nn.Module, d: Inputs, x: torch.Tensor) -> torch.Ten
     return torch.cat([v for v in out.values() if v is not None])
 
 
+EDGE_DIM = 4
+
+
 def inputs_of(graph: Any) -> Inputs:
     import dgl
     src, dst = graph.src, graph.dst
-    return Inputs(graph, torch.stack([src, dst]), graph.etype, graph.ntype,
+    edge_attr = torch.randn(graph.num_edges, EDGE_DIM, generator=torch.Generator().manual_seed(0))
+    return Inputs(graph, torch.stack([src, dst]), graph.etype, graph.ntype, edge_attr,
                   dgl.graph((src, dst), num_nodes=graph.num_nodes))
 
 
@@ -210,8 +229,47 @@ def compare(case: DropIn, d: Inputs, x: torch.Tensor, warmup: int, repeat: int) 
     return rows
 
 
+def run_cases(dataset: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every selected layer on one graph, in this process; rows carry the graph's name."""
+    data = pigeon.datasets.load(dataset, scale=args.scale, seed=0, feat_dim=args.feats)
+    d = inputs_of(data.graph)
+    rows = []
+    for case in drop_ins(args.feats, args.num_bases):
+        if case.name in args.layer or (not args.layer and _selected(case.name, args.layers)):
+            rows += [{**row, "graph": dataset} for row in compare(case, d, data.features, args.warmup, args.repeat)]
+    return rows
+
+
+def _selected(name: str, words: list[str] | None) -> bool:
+    return not words or any(word.lower() in name.lower() for word in words)
+
+
+def run_in_fresh_process(dataset: str, layer: str, argv: list[str], timeout: int) -> list[dict[str, Any]]:
+    """One (graph, layer) case in its own process: a timeout or an out-of-memory kill is a result
+    and the rest of the run goes on."""
+    command = [sys.executable, "-m", "pigeon.benchmarks.dropin", *argv, "--datasets", dataset, "--layer", layer,
+               "--in-process"]
+    failed = [{"layer": layer, "mode": m, "graph": dataset} for m in ("infer", "train")]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    except subprocess.TimeoutExpired:
+        return [{**row, "status": f"timeout after {timeout} s"} for row in failed]
+    lines = [line for line in done.stdout.splitlines() if line.startswith(_ROWS)]
+    if done.returncode not in (0, 1) or not lines:
+        reason = "OOM (killed)" if done.returncode in (-9, 137) else f"crashed (exit {done.returncode}): " + \
+            (done.stderr.strip().splitlines() or [""])[-1][:200]
+        return [{**row, "status": reason} for row in failed]
+    return json.loads(lines[-1][len(_ROWS):])
+
+
+_ROWS = "rows: "
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(prog="pigeon bench dropin", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["bgs", "am", "biokg"])
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--feats", type=int, default=64)
@@ -219,22 +277,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--layers", nargs="+", help="only the layers whose name contains one of these words")
+    parser.add_argument("--timeout", type=int, default=0,
+                        help="run each (graph, layer) in a fresh process stopped after this many seconds (0: all in this process)")
     parser.add_argument("--json", help="write every result to this file")
+    parser.add_argument("--layer", action="append", default=[], help=argparse.SUPPRESS)  # one case, exact name
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # a child of --timeout
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.in_process:  # the child prints its rows for the parent
+        rows = [row for dataset in args.datasets for row in run_cases(dataset, args)]
+        print(_ROWS + json.dumps(rows), flush=True)
+        return 0
+    names = [case.name for case in drop_ins(args.feats, args.num_bases) if _selected(case.name, args.layers)]
+    shared = [a for a in ("--scale", str(args.scale), "--feats", str(args.feats), "--num-bases", str(args.num_bases),
+                          "--repeat", str(args.repeat), "--warmup", str(args.warmup), "--threads", str(args.threads))]
     results = []
     print(f"{'graph':<8} {'layer':<32} {'mode':<5} {'Pigeon ms':>10} {'peer ms':>10} {'speed-up':>9}  check")
-    for name in args.datasets:
-        data = pigeon.datasets.load(name, scale=args.scale, seed=0, feat_dim=args.feats)
-        d = inputs_of(data.graph)
-        for case in drop_ins(args.feats, args.num_bases):
-            for row in compare(case, d, data.features, args.warmup, args.repeat):
-                row["graph"] = name
-                results.append(row)
-                timing = (f"{row['pigeon_ms']:>10.1f} {row['peer_ms']:>10.1f} {row['speedup']:>8.2f}x"
-                          if "speedup" in row else f"{'':>10} {'':>10} {'':>9}")
-                print(f"{name:<8} {row['layer']:<32} {row['mode']:<5} {timing}  {row.get('check', row['status'])}",
-                      flush=True)
+    for dataset in args.datasets:
+        if args.timeout:
+            rows = (row for name in names for row in run_in_fresh_process(dataset, name, shared, args.timeout))
+        else:
+            rows = iter(run_cases(dataset, args))
+        for row in rows:
+            results.append(row)
+            timing = (f"{row['pigeon_ms']:>10.1f} {row['peer_ms']:>10.1f} {row['speedup']:>8.2f}x"
+                      if "speedup" in row else f"{'':>10} {'':>10} {'':>9}")
+            print(f"{dataset:<8} {row['layer']:<32} {row['mode']:<5} {timing}  {row.get('check', row['status'])}",
+                  flush=True)
     for mode in ("infer", "train"):
         ups = [r["speedup"] for r in results if r["mode"] == mode and "speedup" in r]
         if ups:

@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--feats", type=int, default=64)
     k.add_argument("-v", "--verbose", action="store_true", help="one line per kernel")
     k.set_defaults(run=kernels)
-    sub.add_parser("bench", help="time the layers beside DGL, PyG and PyTorch (pigeon bench --help)")
+    sub.add_parser("bench", help="time the layers beside DGL, PyG and PyTorch (pigeon bench --help; pigeon bench dropin --help)")
     t = sub.add_parser("tune", parents=[common], help="find the fastest configuration of a model on a graph and remember it")
     t.add_argument("target", nargs="?", help="rgcn, rgat, hgt, file.py or file.py:function")
     t.add_argument("--dataset", help="the graph to tune on (a name of pigeon.datasets)")
@@ -315,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; an error is one line on stderr and exit status 2 (--debug: the traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["bench", "dropin"]:  # the drop-in layers against their peers' own classes
+        from pigeon.benchmarks.dropin import main as dropin
+        return dropin(argv[2:])
     if argv[:1] == ["bench"]:  # the benchmark harness has its own options
         from pigeon.benchmarks.harness import main as bench
         return bench(argv[1:])

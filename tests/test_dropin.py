@@ -460,3 +460,39 @@ def test_pyg_hgt_state_dict_keys_match_pyg_with_dotted_names():
     theirs = pyg_nn.HGTConv(4, 4, metadata)
     ours = ppyg.HGTConv(4, 4, metadata)
     assert sorted(ours.state_dict()) == sorted(theirs.state_dict())
+
+
+def test_the_dropin_benchmark_checks_every_layer_before_timing(tmp_path, capsys):
+    """`pigeon bench dropin`: every drop-in layer is built beside its peer's class, checked equal
+    and timed in both modes; a geometric mean is printed for each."""
+    import json
+
+    from pigeon.cli import main
+    out = tmp_path / "dropin.json"
+    assert main(["bench", "dropin", "--datasets", "aifb", "--scale", "0.05", "--repeat", "1", "--warmup", "0",
+                 "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    layers = {r["layer"] for r in rows}
+    assert {"PyG RGCNConv (num_bases)", "PyG HEATConv", "DGL RelGraphConv (bdd, 4 blocks)", "DGL HGTConv"} <= layers
+    for row in rows:
+        assert row["status"] == "ok" and row["check"] == "same output and gradients", row
+        assert row["pigeon_ms"] > 0 and row["peer_ms"] > 0
+    assert {(r["layer"], r["mode"]) for r in rows} == {(name, m) for name in layers for m in ("infer", "train")}
+    assert "geometric mean speed-up, train" in capsys.readouterr().out
+
+
+def test_the_dropin_benchmark_runs_cases_in_fresh_processes(tmp_path):
+    """With --timeout each (graph, layer) runs in its own process; one that runs too long is a
+    result, and the run goes on."""
+    import json
+
+    from pigeon.benchmarks.dropin import main
+    out = tmp_path / "dropin.json"
+    common = ["--datasets", "aifb", "--scale", "0.05", "--repeat", "1", "--warmup", "0", "--json", str(out)]
+    assert main([*common, "--layers", "HEATConv", "--timeout", "600"]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["layer"], r["mode"], r["status"]) for r in rows] == [
+        ("PyG HEATConv", "infer", "ok"), ("PyG HEATConv", "train", "ok")]
+    assert all(r["check"] == "same output and gradients" and r["graph"] == "aifb" for r in rows)
+    assert main([*common, "--layers", "FiLMConv", "--timeout", "1"]) == 0  # importing torch takes longer
+    assert [r["status"] for r in json.loads(out.read_text())] == ["timeout after 1 s"] * 2
