@@ -7,6 +7,7 @@ block one tile of rows of a single type. Rows and weights are read through their
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from math import prod
 
 from pigeon.ir.ops import ELEMENTWISE, Op
@@ -19,10 +20,147 @@ from .builder import Code, CodegenError, KernelBuilder
 from .kernel import Launch
 
 UNSPLIT = 1 << 62  # rows per weight-gradient block: all of a type's rows
+MMA_ROWS, MMA_COLS = 16, 8  # the accumulator tile of one mma.sync
+TO_BITS = {"pg_half": "pg_from_float_half({}).bits", "pg_bf16": "pg_from_float_bf16({}).bits",
+           "tf32": "pg_tf32_bits({})"}  # a float as the mma's input
+
+
+def tf32_allowed() -> bool:
+    """Whether float32 GEMMs may round their inputs to TF32: torch's own switch for CUDA matmuls
+    (off by default, so float32 results stay exact unless the user asks)."""
+    import torch
+    return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+@dataclass(frozen=True)
+class TensorCoreTile:
+    """How a block's output tile is shared by its warps, each holding a grid of 16 x 8
+    accumulators of mma.sync, and how the shared tiles of the mma's inputs are laid out so that
+    neither their stores nor the fragment loads have bank conflicts.
+
+    A (x_tile) is row-major in a typed GEMM (a gathered row's k values are loaded together) and
+    k-major in a weight gradient (whose k runs over rows); B (w_tile, dy_tile) is k-major.
+    Strides are padded; TF32 tiles, 32-bit, are also swizzled where a warp's stores would meet
+    twice in a bank (``row_slot``, ``k_slot``): any order within 4 or 8 rows keeps the fragment
+    loads, which read all of them, conflict-free."""
+
+    kind: str  # "pg_half", "pg_bf16" (m16n8k16) or "tf32" (m16n8k8)
+    wgrad: bool  # a weight gradient (A k-major) rather than a typed GEMM (A row-major)
+    warps_cols: int  # warps side by side across the tile's columns
+    warp_rows: int  # rows of the tile one warp computes
+    warp_cols: int  # columns of the tile one warp computes
+    tile_rows: int
+    tile_cols: int
+    tile_k: int
+
+    @property
+    def k_step(self) -> int:
+        return 8 if self.kind == "tf32" else 16
+
+    @property
+    def element(self) -> str:
+        return "uint32_t" if self.kind == "tf32" else "uint16_t"
+
+    @property
+    def x_stride(self) -> int:
+        if self.wgrad:
+            return self.tile_rows + 8
+        return self.tile_k + (4 if self.kind == "tf32" else 8)
+
+    @property
+    def w_stride(self) -> int:
+        return self.tile_cols + 8
+
+    @property
+    def swizzled(self) -> bool:
+        return any(self.row_slot(r) != r or self.k_slot(r, "x") != r or self.k_slot(r, "w") != r for r in range(32))
+
+    def row_slot(self, row: int) -> int:
+        """Where row ``row`` of a row-major A tile is stored: TF32 rows 12 or 20 words apart
+        that one warp stores together (8 or 16 k of each) are moved 8 or 16 banks apart."""
+        if self.kind != "tf32" or self.wgrad or self.tile_k == 32:
+            return row
+        if self.tile_k == 8:
+            return (row & ~7) | ((row & 3) << 1) | ((row >> 2) & 1)
+        return (row & ~7) | ((row & 1) << 2) | ((row >> 1) & 3)
+
+    def row_slot_code(self, row: str) -> str:
+        """``row_slot`` in C."""
+        if self.row_slot(1) == 1 and self.row_slot(2) == 2:
+            return row
+        if self.tile_k == 8:
+            return f"(({row}) & ~7) | ((({row}) & 3) << 1) | ((({row}) >> 2) & 1)"
+        return f"(({row}) & ~7) | ((({row}) & 1) << 2) | ((({row}) >> 1) & 3)"
+
+    def k_slot(self, k: int, tile: str) -> int:
+        """Where step ``k`` of a k-major tile ("x" or "w") is stored: in a 16-wide TF32 tile a
+        warp stores two k at once, 24 words apart; k and k + 1 are stored 2 apart (16 banks)."""
+        width = (self.tile_rows if self.wgrad else 0) if tile == "x" else self.tile_cols
+        if self.kind != "tf32" or width != 16:
+            return k
+        return (k & ~3) | ((k & 1) << 1) | ((k >> 1) & 1)
+
+    def k_slot_code(self, k: str, tile: str) -> str:
+        """``k_slot`` in C."""
+        if self.k_slot(1, tile) == 1:
+            return k
+        return f"(({k}) & ~3) | ((({k}) & 1) << 1) | ((({k}) >> 1) & 1)"
+
+    def a_fragment(self) -> list[str]:
+        """C lines that load register r of tile mt's A fragment (``row`` is its tile row)."""
+        if self.kind == "tf32":
+            k = "ks + quad + 4 * (r >> 1)"
+            at = (f"({self.k_slot_code(k, 'x')}) * X_STRIDE + row" if self.wgrad
+                  else f"({self.row_slot_code('row')}) * X_STRIDE + {k}")
+            return [f"a[mt][r] = x_tile[{at}];"]
+        first, second = ("k * X_STRIDE + row", "(k + 1) * X_STRIDE + row") if self.wgrad else \
+            ("row * X_STRIDE + k", "row * X_STRIDE + k + 1")
+        return ["const int k = ks + 2 * quad + 8 * (r >> 1);",
+                f"a[mt][r] = x_tile[{first}] | ((unsigned int)x_tile[{second}] << 16);"]
+
+    def b_fragment(self, tile: str) -> list[str]:
+        """C lines that load register r of tile nt's B fragment (``col`` is its tile column)."""
+        if self.kind == "tf32":
+            return [f"w[nt][r] = {tile}[({self.k_slot_code('ks + quad + 4 * r', 'w')}) * W_STRIDE + col];"]
+        return ["const int k = ks + 2 * quad + 8 * r;",
+                f"w[nt][r] = {tile}[k * W_STRIDE + col] | ((unsigned int){tile}[(k + 1) * W_STRIDE + col] << 16);"]
+
+    def shared_bytes(self) -> int:
+        a_rows = self.tile_k if self.wgrad else self.tile_rows
+        return (4 if self.kind == "tf32" else 2) * (a_rows * self.x_stride + self.tile_k * self.w_stride)
+
+
+def x_tile_pad(schedule: GemmSchedule) -> int:
+    """Extra rows of the CUDA-core x_tile (k-major) so that the threads of a warp, storing
+    consecutive k of 32 / tile_k rows, hit 32 different banks."""
+    return (32 // min(schedule.tile_k, 32) - schedule.tile_rows) % 32
+
+
+def tensor_core_tile(schedule: GemmSchedule, block: int, storage: str, wgrad: bool = False) -> TensorCoreTile | None:
+    """The warp layout for mma.sync, or None where the dtype, the tile or the switches rule
+    tensor cores out (the CUDA-core tile runs then: always for float64)."""
+    if not schedule.tensor_cores:
+        return None
+    kind = storage if storage in ("pg_half", "pg_bf16") else "tf32" if storage == "float" and tf32_allowed() else None
+    if kind is None:
+        return None
+    k_step = 8 if kind == "tf32" else 16
+    if schedule.tile_k % k_step or schedule.tile_rows % MMA_ROWS or schedule.tile_cols % MMA_COLS or block % 32:
+        return None
+    row_tiles, col_tiles, warps = schedule.tile_rows // MMA_ROWS, schedule.tile_cols // MMA_COLS, block // 32
+    layouts = [(row_tiles // r + col_tiles // (warps // r), r) for r in range(1, warps + 1)
+               if warps % r == 0 and row_tiles % r == 0 and col_tiles % (warps // r) == 0]
+    if not layouts:
+        return None
+    _, warps_rows = min(layouts)  # the fewest fragment loads per mma
+    warps_cols = warps // warps_rows
+    return TensorCoreTile(kind, wgrad, warps_cols, schedule.tile_rows // warps_rows, schedule.tile_cols // warps_cols,
+                          schedule.tile_rows, schedule.tile_cols, schedule.tile_k)
 
 
 class GemmKernel(KernelBuilder):
     exclusive_rows = False  # whether one thread alone computes every element of a row it touches
+    result = "acc[i][j]"  # the GEMM's result at the element the epilogue writes
 
     def __init__(self, plan: KernelPlan, name: str):
         if not isinstance(plan.schedule, GemmSchedule):
@@ -56,7 +194,7 @@ class GemmKernel(KernelBuilder):
         if name == self.anchor.name:
             if k is None:
                 raise CodegenError(f"{self.plan.name}: the GEMM result is read at another element")
-            return "acc[i][j]"
+            return self.result
         if node.op not in ELEMENTWISE:
             raise CodegenError(f"{self.plan.name}: {node.op.value} cannot be a GEMM epilogue")
         return self.elementwise(node, flat, rows, k)
@@ -88,6 +226,9 @@ class GemmKernel(KernelBuilder):
         batch_term = f"b * {k_size * n_size} + " if w_batch else ""
         w_flat = (lambda k, o: f"{batch_term}({o}) * {k_size} + ({k})" if transpose
                   else f"{batch_term}({k}) * {n_size} + ({o})")
+        mma = tensor_core_tile(self.s, self.block, self.storage)
+        if mma is not None:
+            return self._linear_on_tensor_cores(mma, k_size, n_size, batch, tiles, pos_row, w_rows, w_flat)
         c = self.code
         c.add("// load the row tile (through its gathers) and the weight tile of this type")
         c.open(f"for (int t = threadIdx.x; t < {self.s.tile_rows * self.s.tile_k}; t += {self.block})")
@@ -96,7 +237,7 @@ class GemmKernel(KernelBuilder):
         c.add("const int k = k0 + kk;")
         c.add(f"const long long row = pos < end ? {pos_row('pos')} : 0;")
         x_elem = self.read(self.x, f"b * {k_size} + k", self.row_rows("row"), None)
-        c.add(f"x_tile[kk][r] = (pos < end && k < {k_size}) ? {x_elem} : ({self.acc})0;")
+        c.add(f"x_tile[kk][r] = (pos < end && k < {k_size}) ? {x_elem} : ({self.acc})0;")  # rows padded: no bank conflicts
         c.close()
         c.open(f"for (int t = threadIdx.x; t < {self.s.tile_k * self.s.tile_cols}; t += {self.block})")
         c.add(f"const int kk = t / {self.s.tile_cols}, cc = t % {self.s.tile_cols};")
@@ -108,8 +249,43 @@ class GemmKernel(KernelBuilder):
         self.code = Code(depth=2)
         self._epilogue(y_type.shape, n_size, pos_row)
         return {
-            "kind": "linear", "k_size": k_size, "tiles": tiles, "load": load, "epilogue": self.code.lines,
+            "kind": "linear", "k_size": k_size, "tiles": tiles, "load": load, "epilogue": self.code.lines, "mma": None,
             "launch": Launch("tiles", self.block, self._shared_bytes(), self.rows_domain,
+                             col_tiles=-(-n_size // self.s.tile_cols), batch=batch),
+        }
+
+    def _linear_on_tensor_cores(self, mma: TensorCoreTile, k_size: int, n_size: int, batch: int, tiles: str,
+                                pos_row, w_rows, w_flat) -> dict:
+        """Y = X W on tensor cores: the tiles are stored as the mma's inputs (16-bit or TF32 bits),
+        each warp multiplies its share of the tile, the epilogue runs on the accumulators."""
+        to_bits = TO_BITS[mma.kind]
+        c = self.code
+        c.add("// load the row tile (through its gathers) and the weight tile of this type, as the mma's inputs")
+        c.open(f"for (int t = threadIdx.x; t < {self.s.tile_rows * self.s.tile_k}; t += {self.block})")
+        c.add(f"const int r = t / {self.s.tile_k}, kk = t % {self.s.tile_k};")
+        c.add("const long long pos = begin + r;")
+        c.add("const int k = k0 + kk;")
+        c.add(f"const long long row = pos < end ? {pos_row('pos')} : 0;")
+        x_elem = self.read(self.x, f"b * {k_size} + k", self.row_rows("row"), None)
+        value = to_bits.format(f"(pos < end && k < {k_size}) ? {x_elem} : 0.0f")
+        c.add(f"x_tile[({mma.row_slot_code('r')}) * X_STRIDE + kk] = {value};")
+        c.close()
+        c.open(f"for (int t = threadIdx.x; t < {self.s.tile_k * self.s.tile_cols}; t += {self.block})")
+        c.add(f"const int kk = t / {self.s.tile_cols}, cc = t % {self.s.tile_cols};")
+        c.add("const int k = k0 + kk, o = col0 + cc;")
+        w_elem = self.read(self.w, w_flat("k", "o"), w_rows, None)
+        c.add(f"w_tile[({mma.k_slot_code('kk', 'w')}) * W_STRIDE + cc] = {to_bits.format(f'(k < {k_size} && o < {n_size}) ? {w_elem} : 0.0f')};")
+        c.close()
+        load = c.lines
+        self.code = Code(depth=2)
+        self.result = "d[mt][nt][q]"
+        self._epilogue(self.anchor.type.shape, n_size, pos_row,
+                       pos="begin + warp_row0 + mt * 16 + group + 8 * (q >> 1)",
+                       col="col0 + warp_col0 + nt * 8 + 2 * quad + (q & 1)")
+        return {
+            "kind": "linear", "k_size": k_size, "tiles": tiles, "load": load, "epilogue": self.code.lines,
+            "mma": mma, "a_fragment": mma.a_fragment(), "b_fragment": mma.b_fragment("w_tile"),
+            "launch": Launch("tiles", self.block, mma.shared_bytes(), self.rows_domain,
                              col_tiles=-(-n_size // self.s.tile_cols), batch=batch),
         }
 
@@ -180,7 +356,8 @@ class GemmKernel(KernelBuilder):
 
     def _shared_bytes(self) -> int:
         size = 8 if self.acc == "double" else 4
-        return size * self.s.tile_k * (self.s.tile_rows + self.s.tile_cols)
+        pad = x_tile_pad(self.s) if self.plan.strategy == Strategy.GEMM else 0
+        return size * self.s.tile_k * (self.s.tile_rows + pad + self.s.tile_cols)
 
     # ---- dW = X^T dY per type -------------------------------------------------------------
 
@@ -195,8 +372,10 @@ class GemmKernel(KernelBuilder):
         perm = self.order_arg()
         pos_row = lambda pos: f"{perm}[{pos}]" if perm else pos  # noqa: E731
         steps_per_row = 1 if batched else batch  # unbatched weights sum over the batch axes too
+        mma = tensor_core_tile(self.s, self.block, self.storage, wgrad=True)
         c = self.code
-        c.add("// load a step of rows of this type: inputs (x) and output gradients (dy)")
+        c.add("// load a step of rows of this type: inputs (x) and output gradients (dy)"
+              + (", as the mma's inputs" if mma else ""))
         c.open(f"for (int t = threadIdx.x; t < {self.s.tile_k * self.s.tile_rows}; t += {self.block})")
         c.add(f"const int kk = t / {self.s.tile_rows}, ii = t % {self.s.tile_rows};")
         c.add(f"const long long step = k0 + kk, pos = begin + step / {steps_per_row};")
@@ -204,7 +383,11 @@ class GemmKernel(KernelBuilder):
         c.add("const int i = row0 + ii;")
         c.add(f"const long long row = pos < end ? {pos_row('pos')} : 0;")
         x_elem = self.read(self.x, f"bb * {in_size} + i", self.row_rows("row"), None)
-        c.add(f"x_tile[kk][ii] = (pos < end && i < {in_size}) ? {x_elem} : ({self.acc})0;")
+        if mma:
+            value = TO_BITS[mma.kind].format(f"(pos < end && i < {in_size}) ? {x_elem} : 0.0f")
+            c.add(f"x_tile[({mma.k_slot_code('kk', 'x')}) * X_STRIDE + ii] = {value};")
+        else:
+            c.add(f"x_tile[kk][ii] = (pos < end && i < {in_size}) ? {x_elem} : ({self.acc})0;")
         c.close()
         c.open(f"for (int t = threadIdx.x; t < {self.s.tile_k * self.s.tile_cols}; t += {self.block})")
         c.add(f"const int kk = t / {self.s.tile_cols}, cc = t % {self.s.tile_cols};")
@@ -213,18 +396,24 @@ class GemmKernel(KernelBuilder):
         c.add("const int o = col0 + cc;")
         c.add(f"const long long row = pos < end ? {pos_row('pos')} : 0;")
         dy_elem = self.read(self.w, f"bb * {out_size} + o", self.row_rows("row"), None)
-        c.add(f"dy_tile[kk][cc] = (pos < end && o < {out_size}) ? {dy_elem} : ({self.acc})0;")
+        if mma:
+            value = TO_BITS[mma.kind].format(f"(pos < end && o < {out_size}) ? {dy_elem} : 0.0f")
+            c.add(f"dy_tile[({mma.k_slot_code('kk', 'w')}) * W_STRIDE + cc] = {value};")
+        else:
+            c.add(f"dy_tile[kk][cc] = (pos < end && o < {out_size}) ? {dy_elem} : ({self.acc})0;")
         c.close()
         if self.plan.writes != (self.anchor.name,):
             raise CodegenError(f"{self.plan.name}: a weight gradient kernel stores only its gradient")
         per_type = dw_type.numel
         self.zero_filled.append(self.anchor.name)
         store = (f"pg_atomic_add(p_{self.anchor.name} + type_id * {per_type} + "
-                 f"{'b * ' + str(in_size * out_size) + ' + ' if batched else ''}i * {out_size} + o, acc[ii][jj]);")
+                 f"{'b * ' + str(in_size * out_size) + ' + ' if batched else ''}i * {out_size} + o, "
+                 f"{'d[mt][nt][q]' if mma else 'acc[ii][jj]'});")
         return {
             "kind": "wgrad", "in_size": in_size, "out_size": out_size, "steps_per_row": steps_per_row,
             "tiles": tiles, "load": c.lines, "store": store, "split_rows": None if split == UNSPLIT else split,
-            "launch": Launch("split", self.block, self._shared_bytes(), self.rows_domain,
+            "mma": mma, "a_fragment": mma.a_fragment() if mma else [], "b_fragment": mma.b_fragment("dy_tile") if mma else [],
+            "launch": Launch("split", self.block, mma.shared_bytes() if mma else self._shared_bytes(), self.rows_domain,
                              col_tiles=-(-out_size // self.s.tile_cols), row_tiles=-(-in_size // self.s.tile_rows),
                              batch=batch if batched else 1),
         }
@@ -244,4 +433,4 @@ class GemmKernel(KernelBuilder):
 
     def target_context(self) -> dict:
         """What only this target's template needs."""
-        return {"threads_cols": self.threads_cols}
+        return {"threads_cols": self.threads_cols, "x_pad": x_tile_pad(self.s) if self.plan.strategy == Strategy.GEMM else 0}

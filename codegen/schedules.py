@@ -18,8 +18,9 @@ def schedule_problem(plan: KernelPlan, schedule: Schedule) -> str | None:
         threads = (s.tile_rows // s.thread_rows) * (s.tile_cols // s.thread_cols)
         if threads > MAX_THREADS:
             return f"{threads} threads per block"
+        from .gemm import x_tile_pad
         element = 8 if (plan.reads + plan.ops)[0].type.dtype == "float64" else 4
-        shared = element * s.tile_k * (s.tile_rows + s.tile_cols)
+        shared = element * s.tile_k * (s.tile_rows + x_tile_pad(s) + s.tile_cols)
         if shared > MAX_STATIC_SHARED:
             return f"{shared} bytes of shared memory"
         return None

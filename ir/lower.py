@@ -19,7 +19,7 @@ import networkx as nx
 
 from .ops import ELEMENTWISE, Op
 from .passes import decompose_softmax
-from .plans import KernelPlan, PlanProgram, Schedule, Strategy, default_schedule, read_node
+from .plans import GemmSchedule, KernelPlan, PlanProgram, Schedule, Strategy, default_schedule, fit_gemm_tile, read_node
 from .program import Node, Program
 from .types import Domain
 
@@ -341,6 +341,9 @@ def _plan(program: Program, fusion: _Fusion, group: _Group, writes: set[str], ou
     if anchor is not None:
         domain = program.node(anchor.args[0]).type.domain
     schedule = default_schedule(strategy, target)
+    if anchor is not None and isinstance(schedule, GemmSchedule):
+        shape = anchor.type.shape
+        schedule = fit_gemm_tile(schedule, shape[-1], shape[-2] if anchor.op == Op.LINEAR_WGRAD else None)
     first = (anchor or next((n for n in ordered if n.op not in VIEW_OPS), ordered[-1])).name
     read_nodes = tuple(read_node(n, i) for i, n in enumerate(sorted(reads.values(), key=lambda n: index[n.name])))
     return KernelPlan(f"k{number}_{strategy.value}_{first}", strategy, domain,

@@ -8,7 +8,7 @@ against the reference executor one kernel at a time.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 from .cost import GraphStats, value_bytes
@@ -53,11 +53,14 @@ class GemmSchedule(Schedule):
     # weight gradients (split-K): each block sums at most this many rows of one type and adds its
     # partial gradient atomically, so a relation with many rows runs on many blocks
     split_rows: int = 4096
+    # typed GEMMs on tensor cores (mma.sync) where the dtype allows: half and bfloat16 always,
+    # float32 as TF32 only when torch.backends.cuda.matmul.allow_tf32 is set
+    tensor_cores: bool = True
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "tile_rows": (16, 32, 64, 128), "tile_cols": (16, 32, 64, 128), "tile_k": (8, 16, 32),
         "thread_rows": (1, 2, 4, 8), "thread_cols": (1, 2, 4, 8), "vector_width": (1, 2, 4),
-        "split_rows": (1024, 4096, 16384),
+        "split_rows": (1024, 4096, 16384), "tensor_cores": (True, False),
     }
 
 
@@ -115,6 +118,20 @@ def default_schedule(strategy: Strategy, target: str = "cuda") -> Schedule:
     if target == "cpp":
         return CpuGemmSchedule() if gemm else CpuTraversalSchedule()
     return GemmSchedule() if gemm else TraversalSchedule()
+
+
+def fit_gemm_tile(schedule: GemmSchedule, cols: int, rows: int | None = None) -> GemmSchedule:
+    """A CUDA GEMM tile no wider than the output needs (halved down to 16 while half of it
+    still covers ``cols``; likewise the rows of a weight gradient, whose tile rows are the
+    input features), so that few threads idle on narrow outputs such as HGT's heads."""
+    def fit(size: int, tile: int) -> int:
+        while tile > 16 and tile // 2 >= size:
+            tile //= 2
+        return tile
+    changes = {"tile_cols": fit(cols, schedule.tile_cols)}
+    if rows is not None:
+        changes["tile_rows"] = fit(rows, schedule.tile_rows)
+    return replace(schedule, **changes)
 
 
 def schedule_target(schedule: Schedule) -> str:

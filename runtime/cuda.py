@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from pigeon.codegen import InterpretedKernel, render_module
+from pigeon.codegen.gemm import tf32_allowed
 from pigeon.ir.lower import lower
 from pigeon.ir.plans import PlanProgram
 from pigeon.ir.program import Program
@@ -115,12 +116,13 @@ def _stream(stream: torch.cuda.Stream) -> Any:
     return _STREAMS[handle]
 
 
-_PROGRAMS: dict[tuple[int, str, Config], tuple[Program, CudaProgram]] = {}
+_PROGRAMS: dict[tuple[int, str, Config, bool], tuple[Program, CudaProgram]] = {}
 
 
 def cuda_program(program: Program, device: torch.device, config: Config = DEFAULT) -> CudaProgram:
-    """The compiled kernels of ``program`` for ``device`` (compiled once per program and config)."""
-    key = (id(program), str(device), config)
+    """The compiled kernels of ``program`` for ``device`` (compiled once per program, config and
+    setting of torch.backends.cuda.matmul.allow_tf32, which float32 GEMMs follow)."""
+    key = (id(program), str(device), config, tf32_allowed())
     hit = _PROGRAMS.get(key)
     if hit is None or hit[0] is not program:
         hit = _PROGRAMS[key] = (program, CudaProgram(program, device, config))

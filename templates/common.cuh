@@ -2,6 +2,7 @@
 #if defined(__CUDACC_RTC__)
 typedef long long int64_t;
 typedef unsigned short uint16_t;
+typedef unsigned int uint32_t;
 #define PG_INFINITY __int_as_float(0x7f800000)
 #elif !defined(PG_INFINITY)
 #define PG_INFINITY (__builtin_inff())
@@ -41,6 +42,83 @@ __device__ __forceinline__ void pg_store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void pg_store(double* p, double v) { *p = v; }
 __device__ __forceinline__ void pg_store(pg_half* p, float v) { *p = pg_from_float_half(v); }
 __device__ __forceinline__ void pg_store(pg_bf16* p, float v) { *p = pg_from_float_bf16(v); }
+
+// Tensor cores: one warp adds the product of a 16 x k tile of A (rows) and a k x 8 tile of B
+// (columns) to a 16 x 8 float accumulator: mma.sync m16n8k16 for half and bfloat16 (raw bits,
+// two per register), m16n8k8 for tf32. The fragments are laid out as the PTX ISA says, with
+// lane = 4 * group + quad:
+//   A, 16-bit: a[r] = row group + 8 * (r & 1), columns 2 * quad + 8 * (r >> 1) and the next
+//   A, tf32:   a[r] = row group + 8 * (r & 1), column quad + 4 * (r >> 1)
+//   B, 16-bit: b[r] = rows 2 * quad + 8 * r and the next, column group
+//   B, tf32:   b[r] = row quad + 4 * r, column group
+//   D:         d[i] = row group + 8 * (i >> 1), column 2 * quad + (i & 1)
+// Every lane of the warp must call them. Below sm_80 (and in the CPU test harness) the same
+// product is formed from the other lanes' fragments through shuffles.
+__device__ __forceinline__ unsigned int pg_tf32_bits(float f) {  // round to nearest, ties away
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    unsigned int u; asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(u) : "f"(f)); return u;
+#else
+    unsigned int u = (unsigned int)__float_as_int(f);
+    if ((u & 0x7f800000u) != 0x7f800000u) u += 0x1000u;  // finite: half an ulp of tf32, then cut
+    return u & 0xffffe000u;
+#endif
+}
+template <typename T> __device__ __forceinline__ float pg_unpack(unsigned int pair, int high) {
+    T x = {(uint16_t)(high ? pair >> 16 : pair & 0xffffu)};
+    return pg_to_float(x);
+}
+
+template <typename T>  // T: pg_half or pg_bf16
+__device__ __forceinline__ void pg_mma_16x8x16_by_lanes(float d[4], const unsigned int a[4], const unsigned int b[2]) {
+    const int lane = (int)(threadIdx.x & 31u), group = lane / 4, quad = lane % 4;
+    for (int q = 0; q < 4; ++q) {  // the k columns 2q, 2q + 1, 2q + 8, 2q + 9, held by the lanes of quad q
+        unsigned int rows[4], cols[2][2];
+        for (int r = 0; r < 4; ++r) rows[r] = __shfl_sync(0xffffffffu, a[r], 4 * group + q);
+        for (int c = 0; c < 2; ++c)
+            for (int r = 0; r < 2; ++r) cols[c][r] = __shfl_sync(0xffffffffu, b[r], 4 * (2 * quad + c) + q);
+        for (int i = 0; i < 4; ++i)
+            for (int half = 0; half < 2; ++half)  // k = 2q + 8 * half and the next
+                for (int next = 0; next < 2; ++next)
+                    d[i] += pg_unpack<T>(rows[2 * half + (i >> 1)], next) * pg_unpack<T>(cols[i & 1][half], next);
+    }
+}
+__device__ __forceinline__ void pg_mma_16x8x16(pg_bf16, float d[4], const unsigned int a[4], const unsigned int b[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    pg_mma_16x8x16_by_lanes<pg_bf16>(d, a, b);
+#endif
+}
+__device__ __forceinline__ void pg_mma_16x8x16(pg_half, float d[4], const unsigned int a[4], const unsigned int b[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    pg_mma_16x8x16_by_lanes<pg_half>(d, a, b);
+#endif
+}
+
+__device__ __forceinline__ void pg_mma_16x8x8_tf32(float d[4], const unsigned int a[4], const unsigned int b[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    const int lane = (int)(threadIdx.x & 31u), group = lane / 4, quad = lane % 4;
+    for (int q = 0; q < 4; ++q) {  // the k columns q and q + 4, held by the lanes of quad q
+        unsigned int rows[4], cols[2][2];
+        for (int r = 0; r < 4; ++r) rows[r] = __shfl_sync(0xffffffffu, a[r], 4 * group + q);
+        for (int c = 0; c < 2; ++c)
+            for (int r = 0; r < 2; ++r) cols[c][r] = __shfl_sync(0xffffffffu, b[r], 4 * (2 * quad + c) + q);
+        for (int i = 0; i < 4; ++i)
+            for (int half = 0; half < 2; ++half)  // k = q + 4 * half
+                d[i] += __int_as_float((int)rows[2 * half + (i >> 1)]) * __int_as_float((int)cols[i & 1][half]);
+    }
+#endif
+}
 
 // Atomic accumulation; 16-bit values go through a compare-and-swap on their 32-bit word.
 __device__ __forceinline__ void pg_atomic_add(float* p, float v) { atomicAdd(p, v); }

@@ -217,11 +217,14 @@ def test_schedule_knobs_keep_the_numbers(variant):
 
 def test_schedule_variants_cover_every_listed_knob():
     """Every knob has values that change some kernel's code (edges_per_thread: only kernels that
-    run per edge: RGCN's with atomic destination reductions)."""
+    run per edge: RGCN's with atomic destination reductions; tensor_cores: only GEMMs of 16-bit
+    storage, or of float32 with TF32 allowed)."""
     g = GRAPHS["dense"]()
     grad, _ = _programs(rgat.rgat, g, torch.float64)
     rgcn_grad, _ = _programs(rgcn.rgcn, g, torch.float64)
-    kernels = lower(grad.backward).kernels + lower(rgcn_grad.forward, "atomic").kernels
+    half_grad, _ = _programs(rgcn.rgcn, g, torch.float16)
+    kernels = (lower(grad.backward).kernels + lower(rgcn_grad.forward, "atomic").kernels
+               + lower(half_grad.backward).kernels)
     seen = {knob for k in kernels for v in schedule_variants(k) for knob, value in v.schedule.knobs().items()
             if value != getattr(k.schedule, knob)}
     assert seen == {knob for k in kernels for knob in k.schedule.CHOICES}
