@@ -227,65 +227,43 @@ class GemmKernel(KernelBuilder):
         w_flat = (lambda k, o: f"{batch_term}({o}) * {k_size} + ({k})" if transpose
                   else f"{batch_term}({k}) * {n_size} + ({o})")
         mma = tensor_core_tile(self.s, self.block, self.storage)
-        if mma is not None:
-            return self._linear_on_tensor_cores(mma, k_size, n_size, batch, tiles, pos_row, w_rows, w_flat)
         c = self.code
-        c.add("// load the row tile (through its gathers) and the weight tile of this type")
+        c.add("// load the row tile (through its gathers) and the weight tile of this type"
+              + (", as the mma's inputs" if mma else ""))
         c.open(f"for (int t = threadIdx.x; t < {self.s.tile_rows * self.s.tile_k}; t += {self.block})")
         c.add(f"const int r = t / {self.s.tile_k}, kk = t % {self.s.tile_k};")
         c.add("const long long pos = begin + r;")
         c.add("const int k = k0 + kk;")
         c.add(f"const long long row = pos < end ? {pos_row('pos')} : 0;")
         x_elem = self.read(self.x, f"b * {k_size} + k", self.row_rows("row"), None)
-        c.add(f"x_tile[kk][r] = (pos < end && k < {k_size}) ? {x_elem} : ({self.acc})0;")  # rows padded: no bank conflicts
+        if mma:
+            value = TO_BITS[mma.kind].format(f"(pos < end && k < {k_size}) ? {x_elem} : 0.0f")
+            c.add(f"x_tile[({mma.row_slot_code('r')}) * X_STRIDE + kk] = {value};")
+        else:
+            c.add(f"x_tile[kk][r] = (pos < end && k < {k_size}) ? {x_elem} : ({self.acc})0;")  # rows padded: no bank conflicts
         c.close()
         c.open(f"for (int t = threadIdx.x; t < {self.s.tile_k * self.s.tile_cols}; t += {self.block})")
         c.add(f"const int kk = t / {self.s.tile_cols}, cc = t % {self.s.tile_cols};")
         c.add("const int k = k0 + kk, o = col0 + cc;")
         w_elem = self.read(self.w, w_flat("k", "o"), w_rows, None)
-        c.add(f"w_tile[kk][cc] = (k < {k_size} && o < {n_size}) ? {w_elem} : ({self.acc})0;")
+        if mma:
+            value = TO_BITS[mma.kind].format(f"(k < {k_size} && o < {n_size}) ? {w_elem} : 0.0f")
+            c.add(f"w_tile[({mma.k_slot_code('kk', 'w')}) * W_STRIDE + cc] = {value};")
+        else:
+            c.add(f"w_tile[kk][cc] = (k < {k_size} && o < {n_size}) ? {w_elem} : ({self.acc})0;")
         c.close()
         load = c.lines
         self.code = Code(depth=2)
-        self._epilogue(y_type.shape, n_size, pos_row)
-        return {
-            "kind": "linear", "k_size": k_size, "tiles": tiles, "load": load, "epilogue": self.code.lines, "mma": None,
-            "launch": Launch("tiles", self.block, self._shared_bytes(), self.rows_domain,
-                             col_tiles=-(-n_size // self.s.tile_cols), batch=batch),
-        }
-
-    def _linear_on_tensor_cores(self, mma: TensorCoreTile, k_size: int, n_size: int, batch: int, tiles: str,
-                                pos_row, w_rows, w_flat) -> dict:
-        """Y = X W on tensor cores: the tiles are stored as the mma's inputs (16-bit or TF32 bits),
-        each warp multiplies its share of the tile, the epilogue runs on the accumulators."""
-        to_bits = TO_BITS[mma.kind]
-        c = self.code
-        c.add("// load the row tile (through its gathers) and the weight tile of this type, as the mma's inputs")
-        c.open(f"for (int t = threadIdx.x; t < {self.s.tile_rows * self.s.tile_k}; t += {self.block})")
-        c.add(f"const int r = t / {self.s.tile_k}, kk = t % {self.s.tile_k};")
-        c.add("const long long pos = begin + r;")
-        c.add("const int k = k0 + kk;")
-        c.add(f"const long long row = pos < end ? {pos_row('pos')} : 0;")
-        x_elem = self.read(self.x, f"b * {k_size} + k", self.row_rows("row"), None)
-        value = to_bits.format(f"(pos < end && k < {k_size}) ? {x_elem} : 0.0f")
-        c.add(f"x_tile[({mma.row_slot_code('r')}) * X_STRIDE + kk] = {value};")
-        c.close()
-        c.open(f"for (int t = threadIdx.x; t < {self.s.tile_k * self.s.tile_cols}; t += {self.block})")
-        c.add(f"const int kk = t / {self.s.tile_cols}, cc = t % {self.s.tile_cols};")
-        c.add("const int k = k0 + kk, o = col0 + cc;")
-        w_elem = self.read(self.w, w_flat("k", "o"), w_rows, None)
-        c.add(f"w_tile[({mma.k_slot_code('kk', 'w')}) * W_STRIDE + cc] = {to_bits.format(f'(k < {k_size} && o < {n_size}) ? {w_elem} : 0.0f')};")
-        c.close()
-        load = c.lines
-        self.code = Code(depth=2)
-        self.result = "d[mt][nt][q]"
-        self._epilogue(self.anchor.type.shape, n_size, pos_row,
-                       pos="begin + warp_row0 + mt * 16 + group + 8 * (q >> 1)",
-                       col="col0 + warp_col0 + nt * 8 + 2 * quad + (q & 1)")
+        if mma:  # each lane's accumulators: see the template
+            self.result = "d[mt][nt][q]"
+            self._epilogue(y_type.shape, n_size, pos_row, pos="begin + warp_row0 + mt * 16 + group + 8 * (q >> 1)",
+                           col="col0 + warp_col0 + nt * 8 + 2 * quad + (q & 1)")
+        else:
+            self._epilogue(y_type.shape, n_size, pos_row)
         return {
             "kind": "linear", "k_size": k_size, "tiles": tiles, "load": load, "epilogue": self.code.lines,
-            "mma": mma, "a_fragment": mma.a_fragment(), "b_fragment": mma.b_fragment("w_tile"),
-            "launch": Launch("tiles", self.block, mma.shared_bytes(), self.rows_domain,
+            "mma": mma, "a_fragment": mma.a_fragment() if mma else [], "b_fragment": mma.b_fragment("w_tile") if mma else [],
+            "launch": Launch("tiles", self.block, mma.shared_bytes() if mma else self._shared_bytes(), self.rows_domain,
                              col_tiles=-(-n_size // self.s.tile_cols), batch=batch),
         }
 
