@@ -38,6 +38,15 @@ def array_size(n: int) -> int:
     return max(n, 1)
 
 
+def _sums_leading_axes(full: tuple[int, ...], out: tuple[int, ...]) -> bool:
+    """Whether summing ``full`` down to ``out`` sums over leading axes only (element f adds to
+    output f mod numel(out))."""
+    out = tuple(out)
+    while out and out[0] == 1:
+        out = out[1:]
+    return not out or tuple(full[len(full) - len(out):]) == out
+
+
 class TraversalKernel(KernelBuilder):
     """Builds the body of one traversal kernel."""
 
@@ -54,7 +63,7 @@ class TraversalKernel(KernelBuilder):
             self.tpr, self.vw = self.s.threads_per_row, self.s.vector_width
             self.block = max(32, self.s.rows_per_block * self.tpr)  # schedules are checked by render()
             self.rows_per_block = self.block // self.tpr
-        self.layout: dict[str, str] = {}  # computed value -> "dist" | "repl" | "both"
+        self.layout: dict[str, str] = {}  # computed value -> "dist" | "repl" | "both" | "inline"
         self.code = Code()
         self.ordered_by = self.scatter_order()
         self.private: dict[str, str] = {}  # scatter target -> its row count: private copies per thread
@@ -95,6 +104,8 @@ class TraversalKernel(KernelBuilder):
     # ---- element access -----------------------------------------------------------------
 
     def read_local(self, name: str, flat: str, rows: dict[Domain, str], k: str | None) -> str:
+        if self.layout[name] == "inline":
+            return f"({self.elementwise(self.nodes[name], flat, rows, k)})"
         if self.layout[name] in ("repl", "both"):
             return f"r_{name}[{flat}]"
         if self.cpu:
@@ -144,6 +155,10 @@ class TraversalKernel(KernelBuilder):
             c.add(f"{self.acc} r_{node.name}[{array_size(n)}];")
             c.add(f"for (int f = 0; f < {n}; ++f) r_{node.name}[f] = {self.elementwise(node, 'f', rows, None)};")
             return
+        if self.inlined(node):
+            self.layout[node.name] = "inline"
+            c.add(f"// (computed where it is read: %{node.name} is read once, at its own elements)")
+            return
         self.layout[node.name] = "dist"
         slots = self.chunks(n)
         c.add(f"{self.acc} v_{node.name}[{array_size(slots)}];")
@@ -155,6 +170,32 @@ class TraversalKernel(KernelBuilder):
         c.close()
         if self.read_elsewhere(node.name):
             self.gather_lanes(node.name, n)
+
+    def inlined(self, node: Node) -> bool:
+        """CUDA row maps: whether distributed value ``node`` is computed where it is read, not
+        held in a register array per lane (a row of a relation's weights, thousands of elements,
+        would fill the registers and spill to the stack). So is a value read once, at its own
+        elements, and one only stored."""
+        if self.cpu or self.plan.strategy != Strategy.ROW_MAP:
+            return False
+        name = node.name
+        while True:
+            users = self.users.get(name, ())
+            if name in self.plan.writes:
+                return not users
+            if len(users) != 1:
+                return False
+            user = self.nodes[users[0]]
+            if user.args.count(name) != 1:
+                return False
+            if user.op == Op.RESHAPE:
+                name = user.name
+                continue
+            if user.op in ELEMENTWISE:
+                return user.type.shape == self.shape(name)
+            if user.op in (Op.DOT, Op.SUM_TO):
+                return self._dot_shape(user) == self.shape(name)
+            return False
 
     def gather_lanes(self, name: str, n: int) -> None:
         """Make a distributed value replicated: every lane collects every element (shuffles)."""
@@ -228,6 +269,25 @@ class TraversalKernel(KernelBuilder):
             c.add(f"r_{node.name}[o] = pg_group_sum(total, {self.tpr});")
             c.close()
             return
+        if (node.op == Op.SUM_TO and not anywhere and not self.cpu and self.vw == 1 and n_out > REPLICATE_UP_TO
+                and n_out % self.tpr == 0 and _sums_leading_axes(full, node.type.shape)):
+            # element f = lane + T k adds to output f mod n_out = lane + T (k mod n_out / T): each
+            # lane alone sums its own outputs, held in registers (no array indexed at run time)
+            c.lines.pop()
+            self.layout[node.name] = "dist"
+            slots = n_out // self.tpr
+            c.add(f"{self.acc} v_{node.name}[{slots}];")
+            c.open(f"for (int j = 0; j < {slots}; ++j)")
+            c.add(f"{self.acc} total = ({self.acc})0;")
+            c.open(f"for (int k = j; k < {self.chunks(n_in)}; k += {slots})")
+            c.add(f"const int f = {self.dist_index('lane', 'k')};")
+            c.add(f"if (f < {n_in}) total += {term('f', 'k')};")
+            c.close()
+            c.add(f"v_{node.name}[j] = total;")
+            c.close()
+            if self.read_elsewhere(node.name):
+                self.gather_lanes(node.name, n_out)
+            return
         c.add(f"for (int o = 0; o < {n_out}; ++o) r_{node.name}[o] = ({self.acc})0;")
         if anywhere:
             c.add(f"for (int f = 0; f < {n_in}; ++f) r_{node.name}[{target('f')}] += {term('f', None)};")
@@ -245,7 +305,7 @@ class TraversalKernel(KernelBuilder):
         """The loop header over the elements of ``name`` this lane writes, and its slot."""
         n = self.numel(name)
         source = self.local_source(name)
-        if self.layout.get(source or "", "repl") == "dist" and self._same_elements(name, source):
+        if self.layout.get(source or "", "repl") in ("dist", "inline") and self._same_elements(name, source):
             return f"for (int k = 0; k < {self.chunks(n)}; ++k)", "k"
         if self.cpu:
             return f"for (int f = 0; f < {n}; ++f)", None
