@@ -157,6 +157,29 @@ class KernelBuilder:
         offset = flat if row is None else f"{row} * {self.numel(memory)} + {flat}"
         return f"pg_load<{self.acc}>(p_{memory} + {offset})"
 
+    def address(self, name: str, flat: str, rows: dict[Domain, str]) -> str | None:
+        """The address of element ``flat`` of ``name`` where that element is one of an input in
+        memory as stored (read through gathers, reshapes and slices only), else None."""
+        node = self.nodes[name]
+        if self.local_source(name) is not None or node.op == Op.DEGREE or self.view_source(name).op != Op.INPUT:
+            return None
+        memory, flat = self._memory_element(name, flat)
+        row = self.row_of(name, rows)
+        if row is not None:
+            self.row_read(memory, row)
+        return f"p_{memory} + {flat if row is None else f'{row} * {self.numel(memory)} + {flat}'}"
+
+    def views_keep_pairs(self, name: str) -> bool:
+        """Whether every even element of view ``name`` lies at an even offset of its input's
+        rows (no slice starts or cuts at an odd column): 16-bit pairs stay 4-byte words."""
+        node = self.nodes[name]
+        while node.op != Op.INPUT:
+            if node.op == Op.SLICE and (node.attrs["start"] % 2 or node.type.shape[-1] % 2
+                                        or self.shape(node.args[0])[-1] % 2):
+                return False
+            node = self.nodes[node.args[0]]
+        return node.type.numel % 2 == 0
+
     def view_source(self, name: str) -> Node:
         """The node that a chain of views starting at ``name`` reads."""
         node = self.nodes[name]

@@ -21,8 +21,10 @@ from .kernel import Launch
 
 UNSPLIT = 1 << 62  # rows per weight-gradient block: all of a type's rows
 MMA_ROWS, MMA_COLS = 16, 8  # the accumulator tile of one mma.sync
+# a float as a shared tile's element: 16-bit bits; tf32 tiles hold float bits, rounded as loaded
 TO_BITS = {"pg_half": "pg_from_float_half({}).bits", "pg_bf16": "pg_from_float_bf16({}).bits",
-           "tf32": "pg_tf32_bits({})"}  # a float as the mma's input
+           "tf32": "(unsigned int)__float_as_int({})"}
+STATIC_SHARED = 48 * 1024  # bytes of static shared memory a block may declare
 
 
 def tf32_allowed() -> bool:
@@ -112,22 +114,32 @@ class TensorCoreTile:
             k = "ks + quad + 4 * (r >> 1)"
             at = (f"({self.k_slot_code(k, 'x')}) * X_STRIDE + row" if self.wgrad
                   else f"({self.row_slot_code('row')}) * X_STRIDE + {k}")
-            return [f"a[mt][r] = x_tile[{at}];"]
+            return [f"a[mt][r] = pg_tf32_bits(__int_as_float((int)a_tile[{at}]));"]
         first, second = ("k * X_STRIDE + row", "(k + 1) * X_STRIDE + row") if self.wgrad else \
             ("row * X_STRIDE + k", "row * X_STRIDE + k + 1")
         return ["const int k = ks + 2 * quad + 8 * (r >> 1);",
-                f"a[mt][r] = x_tile[{first}] | ((unsigned int)x_tile[{second}] << 16);"]
+                f"a[mt][r] = a_tile[{first}] | ((unsigned int)a_tile[{second}] << 16);"]
 
-    def b_fragment(self, tile: str) -> list[str]:
+    def b_fragment(self) -> list[str]:
         """C lines that load register r of tile nt's B fragment (``col`` is its tile column)."""
         if self.kind == "tf32":
-            return [f"w[nt][r] = {tile}[({self.k_slot_code('ks + quad + 4 * r', 'w')}) * W_STRIDE + col];"]
+            return [f"w[nt][r] = pg_tf32_bits(__int_as_float((int)b_tile[({self.k_slot_code('ks + quad + 4 * r', 'w')}) * W_STRIDE + col]));"]
         return ["const int k = ks + 2 * quad + 8 * r;",
-                f"w[nt][r] = {tile}[k * W_STRIDE + col] | ((unsigned int){tile}[(k + 1) * W_STRIDE + col] << 16);"]
+                "w[nt][r] = b_tile[k * W_STRIDE + col] | ((unsigned int)b_tile[(k + 1) * W_STRIDE + col] << 16);"]
 
-    def shared_bytes(self) -> int:
+    def stage_bytes(self) -> int:
+        """Shared memory of one stage: a k-tile of both inputs."""
         a_rows = self.tile_k if self.wgrad else self.tile_rows
         return (4 if self.kind == "tf32" else 2) * (a_rows * self.x_stride + self.tile_k * self.w_stride)
+
+    @property
+    def stages(self) -> int:
+        """Shared tiles per input: two (the next k-tile is copied in while this one is
+        multiplied) where both fit in static shared memory, else one."""
+        return 2 if 2 * self.stage_bytes() <= STATIC_SHARED else 1
+
+    def shared_bytes(self) -> int:
+        return self.stages * self.stage_bytes()
 
 
 def x_tile_pad(schedule: GemmSchedule) -> int:
@@ -228,30 +240,22 @@ class GemmKernel(KernelBuilder):
                   else f"{batch_term}({k}) * {n_size} + ({o})")
         mma = tensor_core_tile(self.s, self.block, self.storage)
         c = self.code
-        c.add("// load the row tile (through its gathers) and the weight tile of this type"
-              + (", as the mma's inputs" if mma else ""))
-        c.open(f"for (int t = threadIdx.x; t < {self.s.tile_rows * self.s.tile_k}; t += {self.block})")
-        c.add(f"const int r = t / {self.s.tile_k}, kk = t % {self.s.tile_k};")
-        c.add("const long long pos = begin + r;")
-        c.add("const int k = k0 + kk;")
-        c.add(f"const long long row = pos < end ? {pos_row('pos')} : 0;")
-        x_elem = self.read(self.x, f"b * {k_size} + k", self.row_rows("row"), None)
         if mma:
-            value = TO_BITS[mma.kind].format(f"(pos < end && k < {k_size}) ? {x_elem} : 0.0f")
-            c.add(f"x_tile[({mma.row_slot_code('r')}) * X_STRIDE + kk] = {value};")
+            c.add("// copy k-tile k0 of the row tile (through its gathers) and of this type's weight tile into this stage")
+            pairs = lambda name, width: width % 2 == 0 and self.views_keep_pairs(name)  # noqa: E731
+            self._mma_tile_load(
+                mma, "x", ("r", self.s.tile_rows), ("kk", self.s.tile_k), "X_STRIDE", mma.row_slot_code("r"),
+                ["const long long pos = begin + r;", "const int k = k0 + kk;",
+                 f"const long long row = pos < end ? {pos_row('pos')} : 0;"],
+                f"pos < end && k < {k_size}", lambda: self.read(self.x, f"b * {k_size} + k", self.row_rows("row"), None),
+                lambda: self.address(self.x, f"b * {k_size} + k", self.row_rows("row")), pairs(self.x, k_size))
+            self._mma_tile_load(
+                mma, "w", ("kk", self.s.tile_k), ("cc", self.s.tile_cols), "W_STRIDE", mma.k_slot_code("kk", "w"),
+                ["const int k = k0 + kk, o = col0 + cc;"], f"k < {k_size} && o < {n_size}",
+                lambda: self.read(self.w, w_flat("k", "o"), w_rows, None),
+                lambda: self.address(self.w, w_flat("k", "o"), w_rows), not transpose and pairs(self.w, n_size))
         else:
-            c.add(f"x_tile[kk][r] = (pos < end && k < {k_size}) ? {x_elem} : ({self.acc})0;")  # rows padded: no bank conflicts
-        c.close()
-        c.open(f"for (int t = threadIdx.x; t < {self.s.tile_k * self.s.tile_cols}; t += {self.block})")
-        c.add(f"const int kk = t / {self.s.tile_cols}, cc = t % {self.s.tile_cols};")
-        c.add("const int k = k0 + kk, o = col0 + cc;")
-        w_elem = self.read(self.w, w_flat("k", "o"), w_rows, None)
-        if mma:
-            value = TO_BITS[mma.kind].format(f"(k < {k_size} && o < {n_size}) ? {w_elem} : 0.0f")
-            c.add(f"w_tile[({mma.k_slot_code('kk', 'w')}) * W_STRIDE + cc] = {value};")
-        else:
-            c.add(f"w_tile[kk][cc] = (k < {k_size} && o < {n_size}) ? {w_elem} : ({self.acc})0;")
-        c.close()
+            self._cuda_core_linear_loads(k_size, n_size, pos_row, w_flat, w_rows)
         load = c.lines
         self.code = Code(depth=2)
         if mma:  # each lane's accumulators: see the template
@@ -261,11 +265,59 @@ class GemmKernel(KernelBuilder):
         else:
             self._epilogue(y_type.shape, n_size, pos_row)
         return {
-            "kind": "linear", "k_size": k_size, "tiles": tiles, "load": load, "epilogue": self.code.lines,
-            "mma": mma, "a_fragment": mma.a_fragment() if mma else [], "b_fragment": mma.b_fragment("w_tile") if mma else [],
+            "kind": "linear", "b_tile": "w", "k_size": k_size, "tiles": tiles, "load": load, "epilogue": self.code.lines,
+            "mma": mma, "a_fragment": mma.a_fragment() if mma else [], "b_fragment": mma.b_fragment() if mma else [],
             "launch": Launch("tiles", self.block, mma.shared_bytes() if mma else self._shared_bytes(), self.rows_domain,
                              col_tiles=-(-n_size // self.s.tile_cols), batch=batch),
         }
+
+    def _mma_tile_load(self, mma: TensorCoreTile, tile: str, outer: tuple[str, int], inner: tuple[str, int],
+                       stride: str, slot: str, preamble: list[str], valid: str, value, address, pairs: bool) -> None:
+        """Code that fills one stage of shared tile ``tile`` (``x``, ``w`` or ``dy``: rows
+        ``outer``, contiguous ``inner``, stored at row ``slot``) for k-tile ``k0``. Where its
+        elements are inputs as stored, they are copied with cp.async: float32 one by one (the
+        same stores as below), 16-bit ones in pairs (4-byte words), 8 rows by 4 pairs per warp,
+        which with strides of 4 mod 8 words hit 32 banks. Else the values are computed, converted
+        and stored. ``value`` and ``address`` make the element's expression and address;
+        ``pairs``: a 16-bit pair at an even inner index is one aligned word of memory."""
+        (o_var, o_n), (i_var, i_n) = outer, inner
+        c = self.code
+        sixteen = mma.kind != "tf32"
+        in_pairs = sixteen and pairs and o_n % 8 == 0 and i_n % 8 == 0
+        copy = address() if in_pairs or not sixteen else None
+        if copy is not None and in_pairs:
+            c.open(f"for (int t = threadIdx.x; t < {o_n * i_n // 2}; t += {self.block})")
+            c.add(f"const int {o_var} = (t / {4 * i_n}) * 8 + (t / 4) % 8, {i_var} = ((t / 32) % {i_n // 8}) * 8 + 2 * (t % 4);")
+        else:
+            c.open(f"for (int t = threadIdx.x; t < {o_n * i_n}; t += {self.block})")
+            c.add(f"const int {o_var} = t / {i_n}, {i_var} = t % {i_n};")
+        for line in preamble:
+            c.add(line)
+        at = f"{tile}_stage[({slot}) * {stride} + {i_var}]"
+        if copy is not None:
+            c.add(f"pg_cp_async<4>(&{at}, {copy}, {valid});")
+        else:
+            c.add(f"{at} = {TO_BITS[mma.kind].format(f'({valid}) ? {value()} : 0.0f')};")
+        c.close()
+
+    def _cuda_core_linear_loads(self, k_size: int, n_size: int, pos_row, w_flat, w_rows) -> None:
+        """The loads of the CUDA-core tile: k-major row tile, weight tile."""
+        c = self.code
+        c.add("// load the row tile (through its gathers) and the weight tile of this type")
+        c.open(f"for (int t = threadIdx.x; t < {self.s.tile_rows * self.s.tile_k}; t += {self.block})")
+        c.add(f"const int r = t / {self.s.tile_k}, kk = t % {self.s.tile_k};")
+        c.add("const long long pos = begin + r;")
+        c.add("const int k = k0 + kk;")
+        c.add(f"const long long row = pos < end ? {pos_row('pos')} : 0;")
+        x_elem = self.read(self.x, f"b * {k_size} + k", self.row_rows("row"), None)
+        c.add(f"x_tile[kk][r] = (pos < end && k < {k_size}) ? {x_elem} : ({self.acc})0;")  # rows padded: no bank conflicts
+        c.close()
+        c.open(f"for (int t = threadIdx.x; t < {self.s.tile_k * self.s.tile_cols}; t += {self.block})")
+        c.add(f"const int kk = t / {self.s.tile_cols}, cc = t % {self.s.tile_cols};")
+        c.add("const int k = k0 + kk, o = col0 + cc;")
+        w_elem = self.read(self.w, w_flat("k", "o"), w_rows, None)
+        c.add(f"w_tile[kk][cc] = (k < {k_size} && o < {n_size}) ? {w_elem} : ({self.acc})0;")
+        c.close()
 
     def _epilogue(self, out_shape: tuple[int, ...], n_size: int, pos_row,
                   pos: str = "begin + ty * THREAD_ROWS + i", col: str = "col0 + tx * THREAD_COLS + j") -> None:
@@ -352,34 +404,36 @@ class GemmKernel(KernelBuilder):
         steps_per_row = 1 if batched else batch  # unbatched weights sum over the batch axes too
         mma = tensor_core_tile(self.s, self.block, self.storage, wgrad=True)
         c = self.code
-        c.add("// load a step of rows of this type: inputs (x) and output gradients (dy)"
-              + (", as the mma's inputs" if mma else ""))
-        c.open(f"for (int t = threadIdx.x; t < {self.s.tile_k * self.s.tile_rows}; t += {self.block})")
-        c.add(f"const int kk = t / {self.s.tile_rows}, ii = t % {self.s.tile_rows};")
-        c.add(f"const long long step = k0 + kk, pos = begin + step / {steps_per_row};")
-        c.add(f"const int bb = {'b' if batched else f'(int)(step % {steps_per_row})'};")
-        c.add("const int i = row0 + ii;")
-        c.add(f"const long long row = pos < end ? {pos_row('pos')} : 0;")
-        x_elem = self.read(self.x, f"bb * {in_size} + i", self.row_rows("row"), None)
+        step_lines = [f"const long long step = k0 + kk, pos = begin + step / {steps_per_row};",
+                      f"const int bb = {'b' if batched else f'(int)(step % {steps_per_row})'};"]
+        row_line = f"const long long row = pos < end ? {pos_row('pos')} : 0;"
+        x_flat, dy_flat, rows = f"bb * {in_size} + i", f"bb * {out_size} + o", self.row_rows("row")
         if mma:
-            value = TO_BITS[mma.kind].format(f"(pos < end && i < {in_size}) ? {x_elem} : 0.0f")
-            c.add(f"x_tile[({mma.k_slot_code('kk', 'x')}) * X_STRIDE + ii] = {value};")
+            c.add("// copy a k-tile of this type's rows into this stage: inputs (x) and output gradients (dy)")
+            self._mma_tile_load(
+                mma, "x", ("kk", self.s.tile_k), ("ii", self.s.tile_rows), "X_STRIDE", mma.k_slot_code("kk", "x"),
+                step_lines + ["const int i = row0 + ii;", row_line], f"pos < end && i < {in_size}",
+                lambda: self.read(self.x, x_flat, rows, None), lambda: self.address(self.x, x_flat, rows),
+                in_size % 2 == 0 and self.views_keep_pairs(self.x))
+            self._mma_tile_load(
+                mma, "dy", ("kk", self.s.tile_k), ("cc", self.s.tile_cols), "W_STRIDE", mma.k_slot_code("kk", "w"),
+                step_lines + ["const int o = col0 + cc;", row_line], f"pos < end && o < {out_size}",
+                lambda: self.read(self.w, dy_flat, rows, None), lambda: self.address(self.w, dy_flat, rows),
+                out_size % 2 == 0 and self.views_keep_pairs(self.w))
         else:
-            c.add(f"x_tile[kk][ii] = (pos < end && i < {in_size}) ? {x_elem} : ({self.acc})0;")
-        c.close()
-        c.open(f"for (int t = threadIdx.x; t < {self.s.tile_k * self.s.tile_cols}; t += {self.block})")
-        c.add(f"const int kk = t / {self.s.tile_cols}, cc = t % {self.s.tile_cols};")
-        c.add(f"const long long step = k0 + kk, pos = begin + step / {steps_per_row};")
-        c.add(f"const int bb = {'b' if batched else f'(int)(step % {steps_per_row})'};")
-        c.add("const int o = col0 + cc;")
-        c.add(f"const long long row = pos < end ? {pos_row('pos')} : 0;")
-        dy_elem = self.read(self.w, f"bb * {out_size} + o", self.row_rows("row"), None)
-        if mma:
-            value = TO_BITS[mma.kind].format(f"(pos < end && o < {out_size}) ? {dy_elem} : 0.0f")
-            c.add(f"dy_tile[({mma.k_slot_code('kk', 'w')}) * W_STRIDE + cc] = {value};")
-        else:
-            c.add(f"dy_tile[kk][cc] = (pos < end && o < {out_size}) ? {dy_elem} : ({self.acc})0;")
-        c.close()
+            c.add("// load a step of rows of this type: inputs (x) and output gradients (dy)")
+            c.open(f"for (int t = threadIdx.x; t < {self.s.tile_k * self.s.tile_rows}; t += {self.block})")
+            c.add(f"const int kk = t / {self.s.tile_rows}, ii = t % {self.s.tile_rows};")
+            for line in step_lines + ["const int i = row0 + ii;", row_line]:
+                c.add(line)
+            c.add(f"x_tile[kk][ii] = (pos < end && i < {in_size}) ? {self.read(self.x, x_flat, rows, None)} : ({self.acc})0;")
+            c.close()
+            c.open(f"for (int t = threadIdx.x; t < {self.s.tile_k * self.s.tile_cols}; t += {self.block})")
+            c.add(f"const int kk = t / {self.s.tile_cols}, cc = t % {self.s.tile_cols};")
+            for line in step_lines + ["const int o = col0 + cc;", row_line]:
+                c.add(line)
+            c.add(f"dy_tile[kk][cc] = (pos < end && o < {out_size}) ? {self.read(self.w, dy_flat, rows, None)} : ({self.acc})0;")
+            c.close()
         if self.plan.writes != (self.anchor.name,):
             raise CodegenError(f"{self.plan.name}: a weight gradient kernel stores only its gradient")
         per_type = dw_type.numel
@@ -388,9 +442,9 @@ class GemmKernel(KernelBuilder):
                  f"{'b * ' + str(in_size * out_size) + ' + ' if batched else ''}i * {out_size} + o, "
                  f"{'d[mt][nt][q]' if mma else 'acc[ii][jj]'});")
         return {
-            "kind": "wgrad", "in_size": in_size, "out_size": out_size, "steps_per_row": steps_per_row,
+            "kind": "wgrad", "b_tile": "dy", "in_size": in_size, "out_size": out_size, "steps_per_row": steps_per_row,
             "tiles": tiles, "load": c.lines, "store": store, "split_rows": None if split == UNSPLIT else split,
-            "mma": mma, "a_fragment": mma.a_fragment() if mma else [], "b_fragment": mma.b_fragment("dy_tile") if mma else [],
+            "mma": mma, "a_fragment": mma.a_fragment() if mma else [], "b_fragment": mma.b_fragment() if mma else [],
             "launch": Launch("split", self.block, mma.shared_bytes() if mma else self._shared_bytes(), self.rows_domain,
                              col_tiles=-(-out_size // self.s.tile_cols), row_tiles=-(-in_size // self.s.tile_rows),
                              batch=batch if batched else 1),

@@ -120,6 +120,31 @@ __device__ __forceinline__ void pg_mma_16x8x8_tf32(float d[4], const unsigned in
 #endif
 }
 
+// Asynchronous copies from global to shared memory (cp.async, sm_80 and later): BYTES (4, 8 or
+// 16) bytes, or zeros where `valid` is false (nothing is read then). A thread commits the copies
+// it issued as one group; pg_cp_async_wait<N> waits until at most its N newest groups are in
+// flight. Before sm_80 the copies are made at once. (The CPU test harness defines its own, which
+// make a copy only when it is waited for: a read of a tile before its wait shows.)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+template <int BYTES> __device__ __forceinline__ void pg_cp_async(void* dst, const void* src, bool valid) {
+    unsigned int to;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(to) : "l"(dst));
+    if (BYTES == 16)  // whole 16-byte lines bypass L1 (.cg); smaller copies must go through it (.ca)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(to), "l"(src), "r"(valid ? 16 : 0));
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" :: "r"(to), "l"(src), "n"(BYTES), "r"(valid ? BYTES : 0));
+}
+__device__ __forceinline__ void pg_cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void pg_cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N)); }
+#elif !defined(PG_CP_ASYNC_DEFERRED)
+template <int BYTES> __device__ __forceinline__ void pg_cp_async(void* dst, const void* src, bool valid) {
+    for (int i = 0; i < BYTES / 4; ++i)
+        ((unsigned int*)dst)[i] = valid ? ((const unsigned int*)src)[i] : 0u;
+}
+__device__ __forceinline__ void pg_cp_async_commit() {}
+template <int N> __device__ __forceinline__ void pg_cp_async_wait() {}
+#endif
+
 // Atomic accumulation; 16-bit values go through a compare-and-swap on their 32-bit word.
 __device__ __forceinline__ void pg_atomic_add(float* p, float v) { atomicAdd(p, v); }
 __device__ __forceinline__ void pg_atomic_add(double* p, double v) { atomicAdd(p, v); }

@@ -126,13 +126,15 @@ def _fragment_words(tile: TensorCoreTile):
         for half in pair:
             yield words([tile.k_slot(k_of(q, r) + half, "w") * tile.w_stride + g for g, q in lanes])
     a_rows, a_cols = (tile.tile_k, tile.tile_rows) if tile.wgrad else (tile.tile_rows, tile.tile_k)
-    for start in range(0, a_rows * a_cols, 32):  # stores: consecutive threads, the tile's inner index fastest
-        ts = range(start, start + 32)
-        yield words([(tile.k_slot(t // a_cols, "x") if tile.wgrad else tile.row_slot(t // a_cols)) * tile.x_stride
-                     + t % a_cols for t in ts])
-    for start in range(0, tile.tile_k * tile.tile_cols, 32):
-        yield words([tile.k_slot(t // tile.tile_cols, "w") * tile.w_stride + t % tile.tile_cols
-                     for t in range(start, start + 32)])
+    a_slot = (lambda o: tile.k_slot(o, "x")) if tile.wgrad else tile.row_slot
+    for outer, inner, slot, stride in ((a_rows, a_cols, a_slot, tile.x_stride),
+                                       (tile.tile_k, tile.tile_cols, lambda o: tile.k_slot(o, "w"), tile.w_stride)):
+        for start in range(0, outer * inner, 32):  # stores: consecutive threads, the tile's inner index fastest
+            yield words([slot(t // inner) * stride + t % inner for t in range(start, start + 32)])
+        if size == 2:  # cp.async of 16-bit pairs: 8 rows by 4 pairs per warp
+            for start in range(0, outer * inner // 2, 32):
+                yield words([slot((t // (4 * inner)) * 8 + (t // 4) % 8) * stride + ((t // 32) % (inner // 8)) * 8
+                             + 2 * (t % 4) for t in range(start, start + 32)])
 
 
 def test_shared_tiles_have_no_bank_conflicts():
@@ -167,6 +169,7 @@ def test_tensor_core_gemms_build_for_sm90(dtype):
     for name, program in (("forward", exe.forward), ("backward", grad.backward)):
         source, kernels = render_module(lower(program))
         assert source.count("{}, d[mt][nt], a[mt], w[nt]);") == (1 if name == "forward" else 2)  # mma calls
+        assert "pg_cp_async<4>(" in source and "pg_cp_async_wait<STAGES - 1>()" in source
         report = kernel_cache.kernel_resources(source, "sm_90", f"tensor_cores_{name}")
         assert set(report) == {k.name for k in kernels}
         for kernel, r in report.items():
@@ -220,3 +223,38 @@ def test_tensor_core_gradients_are_exact(dtype, schedule):
     assert torch.equal(dh.double(), torch.einsum("no,nko->nk", dy64, w64[g.ntype]).to(dtype).double())
     expected = torch.zeros_like(w64).index_add_(0, g.ntype, torch.einsum("nk,no->nko", h64, dy64))
     assert torch.equal(dweight.double(), expected.to(dtype).double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+def test_tiles_are_copied_asynchronously_in_two_stages(dtype):
+    """Inputs read as stored go to shared memory by cp.async (16-bit ones in pairs), the next
+    k-tile while this one is multiplied; tiles too big for two stages in static shared memory
+    take one."""
+    g = _graph()
+    with tf32(True):
+        gemm = next(p for p in _gemm_plans(g, *_inputs(dtype)).kernels if p.strategy == Strategy.GEMM)
+        body = _kernel_body(gemm)
+        assert body.count("pg_cp_async<4>(&x_stage[") == 2 and body.count("pg_cp_async<4>(&w_stage[") == 2
+        assert "constexpr int STAGES = 2;" in body and "(stage + 1) % STAGES" in body
+        big = dataclasses.replace(GemmSchedule(), tile_rows=128, tile_cols=128, tile_k=32)
+        tile = tensor_core_tile(big, 256, "pg_half" if dtype == torch.float16 else "float")
+        assert tile.stages == (2 if tile.stage_bytes() * 2 <= 48 * 1024 else 1)
+        assert tile.shared_bytes() <= 48 * 1024
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA-on-CPU harness needs g++")
+@pytest.mark.parametrize("mutation", [("pg_cp_async_wait<STAGES - 1>();", "pg_cp_async_wait<STAGES>();"),
+                                      ("pg_cp_async_wait<STAGES - 1>();", ";")], ids=["waits-too-little", "no-wait"])
+def test_the_harness_sees_a_tile_read_before_its_copy_lands(mutation):
+    """The harness makes a cp.async copy only when a wait covers it: a kernel that multiplies a
+    k-tile before waiting for it gives wrong numbers there (it would on a GPU, now and then)."""
+    from cuda_cpu.runner import HarnessProgram
+    g = _graph()
+    h, weight = _inputs(torch.float16)
+    plans = _gemm_plans(g, h, weight)
+    expected = torch.einsum("nk,nko->no", h.double(), weight.double()[g.ntype]).to(torch.float16)
+    (out,) = HarnessProgram(plans)(g, h, weight)
+    assert torch.equal(out, expected)
+    old, new = mutation
+    (wrong,) = HarnessProgram(plans, edit=lambda source: source.replace(old, new))(g, h, weight)
+    assert not torch.equal(wrong, expected)

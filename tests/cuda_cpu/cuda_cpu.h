@@ -90,6 +90,30 @@ template <typename T> T __shfl_xor_sync(unsigned, T v, int mask, int width = 32)
     return __shfl_sync(0xffffffffu, v, (pg_lane & (width - 1)) ^ mask, width);
 }
 
+// cp.async as late as the PTX ISA allows: each copy is made only when a wait_group that covers
+// it runs (its source is read then, its zeros written then), so a tile read before its wait, or
+// refilled while another warp still reads it, gives wrong numbers.
+#define PG_CP_ASYNC_DEFERRED
+struct pg_async_copy { void* dst; const void* src; int bytes; };
+inline thread_local std::vector<pg_async_copy> pg_async_open;  // issued, not yet committed
+inline thread_local std::vector<std::vector<pg_async_copy>> pg_async_groups;  // committed, oldest first
+template <int BYTES> void pg_cp_async(void* dst, const void* src, bool valid) {
+    pg_async_open.push_back({dst, valid ? src : nullptr, BYTES});
+}
+inline void pg_cp_async_commit() {
+    pg_async_groups.push_back(std::move(pg_async_open));
+    pg_async_open.clear();
+}
+template <int N> void pg_cp_async_wait() {
+    while ((int)pg_async_groups.size() > N) {
+        for (const pg_async_copy& c : pg_async_groups.front()) {
+            if (c.src) std::memcpy(c.dst, c.src, c.bytes);
+            else std::memset(c.dst, 0, c.bytes);
+        }
+        pg_async_groups.erase(pg_async_groups.begin());
+    }
+}
+
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
@@ -174,6 +198,8 @@ inline void pg_launch(dim3 grid, dim3 block, const std::function<void()>& body) 
                     blockIdx = order[i];
                     pg_block_barrier = tm->block_barrier.get();
                     pg_warp = &tm->warps[t / 32];
+                    pg_async_open.clear();  // a block's copies never land in the next one's tiles
+                    pg_async_groups.clear();
                     body();
                     pg_block_barrier->arrive_and_drop();
                     pg_warp->barrier->arrive_and_drop();
