@@ -154,8 +154,16 @@ class KernelBuilder:
         row = self.row_of(name, rows)
         if row is not None:
             self.row_read(memory, row)
+        vector = self.vector_element(memory, flat, row)
+        if vector is not None:
+            return vector
         offset = flat if row is None else f"{row} * {self.numel(memory)} + {flat}"
         return f"pg_load<{self.acc}>(p_{memory} + {offset})"
+
+    def vector_element(self, memory: str, flat: str, row: str | None) -> str | None:
+        """Element ``flat`` of row ``row`` of input ``memory`` taken from a vector load, where the
+        kernel makes one there (subclasses); None: a load of its own."""
+        return None
 
     def address(self, name: str, flat: str, rows: dict[Domain, str]) -> str | None:
         """The address of element ``flat`` of ``name`` where that element is one of an input in

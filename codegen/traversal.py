@@ -71,6 +71,7 @@ class TraversalKernel(KernelBuilder):
         self._loop_rows: dict[tuple[str, str], None] | None = None  # rows read in the open edge loop
         self._loop_start = 0
         self.split = False  # a hub may be split over several blocks (CUDA, one pass)
+        self._vector_loads: dict[tuple[str, str | None], str] | None = None  # in a chunk loop: (input, row) -> array
 
     # ---- layouts ------------------------------------------------------------------------
 
@@ -162,12 +163,11 @@ class TraversalKernel(KernelBuilder):
         self.layout[node.name] = "dist"
         slots = self.chunks(n)
         c.add(f"{self.acc} v_{node.name}[{array_size(slots)}];")
-        self.simd()
-        c.open(f"for (int k = 0; k < {slots}; ++k)")
-        c.add(f"const int f = {self.dist_index('lane', 'k')};")
-        value = self.elementwise(node, 'f', rows, 'k')
-        c.add(f"v_{node.name}[k] = {value};" if self.cpu else f"v_{node.name}[k] = f < {n} ? {value} : ({self.acc})0;")
-        c.close()
+
+        def element() -> str:
+            value = self.elementwise(node, 'f', rows, 'k')
+            return f"v_{node.name}[k] = {value};" if self.cpu else f"v_{node.name}[k] = f < {n} ? {value} : ({self.acc})0;"
+        self.slot_loop(n, element)
         if self.read_elsewhere(node.name):
             self.gather_lanes(node.name, n)
 
@@ -196,6 +196,43 @@ class TraversalKernel(KernelBuilder):
             if user.op in (Op.DOT, Op.SUM_TO):
                 return self._dot_shape(user) == self.shape(name)
             return False
+
+    def slot_loop(self, n: int, element, guard: str = "") -> None:
+        """The loop over this lane's slots ``k`` (elements ``f``) of a distributed value of ``n``
+        elements; ``element()`` makes the statement for one. With ``vector_width`` > 1 on CUDA
+        the loop runs over chunks of that many consecutive features, and the statement's reads
+        of inputs at its own elements come from one vector load per chunk (a ``float4``, say),
+        made where ``guard`` holds for the lane."""
+        c = self.code
+        if self.cpu or self.vw == 1 or n % self.vw:
+            self.simd()
+            c.open(f"for (int k = 0; k < {self.chunks(n)}; ++k)")
+            c.add(f"const int f = {self.dist_index('lane', 'k')};")
+            c.add(element())
+            c.close()
+            return
+        c.open(f"for (int chunk = 0; chunk < {self.chunks(n) // self.vw}; ++chunk)")
+        c.add(f"const int f0 = (chunk * {self.tpr} + lane) * {self.vw};  // this chunk's first feature")
+        self._vector_loads = {}
+        statement = element()
+        loads, self._vector_loads = self._vector_loads, None
+        for (memory, row), array in loads.items():
+            at = "f0" if row is None else f"{row} * {self.numel(memory)} + f0"
+            c.add(f"{self.acc} {array}[{self.vw}];")
+            c.add(f"if ({guard}f0 < {n}) pg_load_vector<{self.vw}>({array}, p_{memory} + {at});")
+        c.open(f"for (int j = 0; j < {self.vw}; ++j)")
+        c.add(f"const int k = chunk * {self.vw} + j, f = f0 + j;")
+        c.add(statement)
+        c.close()
+        c.close()
+
+    def vector_element(self, memory: str, flat: str, row: str | None) -> str | None:
+        if self._vector_loads is None or flat != "f" or self.numel(memory) % self.vw:
+            return None
+        key = (memory, row)
+        if key not in self._vector_loads:
+            self._vector_loads[key] = f"x_{memory}_{len(self._vector_loads)}"
+        return f"{self._vector_loads[key]}[j]"
 
     def gather_lanes(self, name: str, n: int) -> None:
         """Make a distributed value replicated: every lane collects every element (shuffles)."""
@@ -729,12 +766,12 @@ class TraversalKernel(KernelBuilder):
             else:
                 head = broadcast_index("f", self.shape(agg), self.shape(softmax))
                 own = self.shape(x) == self.shape(agg) and self.local_source(x) == x
-                value = self.read(x, "f" if own else broadcast_index("f", self.shape(agg), self.shape(x)), edge_rows,
-                                  "k" if own else None)
-                c.open(f"for (int k = 0; k < {slots}; ++k)")
-                c.add(f"const int f = {self.dist_index('lane', 'k')};")
-                c.add(f"if (live && f < {width}) a_{agg}[k] = a_{agg}[k] * rescale[{head}] + weight[{head}] * {value};")
-                c.close()
+
+                def element() -> str:
+                    value = self.read(x, "f" if self.shape(x) == self.shape(agg) else
+                                      broadcast_index("f", self.shape(agg), self.shape(x)), edge_rows, "k" if own else None)
+                    return f"if (live && f < {width}) a_{agg}[k] = a_{agg}[k] * rescale[{head}] + weight[{head}] * {value};"
+                self.slot_loop(width, element, guard="live && ")
         self.close_edge_loop()
         self.layout = saved
         if not self.cpu:
@@ -865,19 +902,17 @@ class TraversalKernel(KernelBuilder):
             raise CodegenError(f"{self.plan.name}: cannot reduce %{source}")
         if not dist and n > REPLICATE_UP_TO and self.local_source(source) is None:
             dist = True  # a wide value straight from memory: each lane sums its own elements
+        def accumulate(slot: str, k: str | None) -> str:
+            value = self.read(source, "f", edge_rows, k)
+            op = f"pg_max(a_{node.name}[{slot}], {value})" if kind == "max" else f"a_{node.name}[{slot}] + {value}"
+            return f"a_{node.name}[{slot}] = {op};" if self.cpu else f"if (live && f < {n}) a_{node.name}[{slot}] = {op};"
         if dist:
-            self.simd()
-            c.open(f"for (int k = 0; k < {self.chunks(n)}; ++k)")
-            c.add(f"const int f = {self.dist_index('lane', 'k')};")
-            value = self.read(source, "f", edge_rows, "k" if self.local_source(source) == source else None)
-            slot = "k"
+            self.slot_loop(n, lambda: accumulate("k", "k" if self.local_source(source) == source else None),
+                           guard="" if self.cpu else "live && ")
         else:
             c.open(f"for (int f = 0; f < {n}; ++f)")
-            value = self.read(source, "f", edge_rows, None)
-            slot = "f"
-        op = f"pg_max(a_{node.name}[{slot}], {value})" if kind == "max" else f"a_{node.name}[{slot}] + {value}"
-        c.add(f"a_{node.name}[{slot}] = {op};" if self.cpu else f"if (live && f < {n}) a_{node.name}[{slot}] = {op};")
-        c.close()
+            c.add(accumulate("f", None))
+            c.close()
         if merged:
             merged[1]()
         self.close_edge_loop()

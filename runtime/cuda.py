@@ -73,7 +73,7 @@ class CudaProgram:
 
     def __call__(self, g: Graph, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         check_inputs(Program(self.plans.name, self.plans.inputs, ()), g, tensors)
-        memory = {n.name: _aligned(t) for n, t in zip(self.plans.inputs, tensors)}
+        memory = {n.name: launcher.aligned(t) for n, t in zip(self.plans.inputs, tensors)}
         stream = _stream(torch.cuda.current_stream(g.device))
         launches = g.cached(("launches", self), lambda: launcher.bind(self.kernels, g))
         with self.device:
@@ -96,13 +96,6 @@ class CudaProgram:
                     for timings in _TIMINGS:
                         timings.append(KernelTiming(launch.kernel, start, end))
         return tuple(memory[o] for o in self.plans.outputs)
-
-
-def _aligned(t: torch.Tensor) -> torch.Tensor:
-    """``t`` contiguous and starting at a 16-byte boundary, as the kernels' word copies of
-    16-bit pairs (cp.async) need: a view at an odd offset is copied."""
-    t = t.contiguous()
-    return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
 _STREAMS: dict[int, Any] = {}

@@ -17,6 +17,14 @@ from .plan_interpreter import run_kernel
 from .reference import TORCH_DTYPES, expected_shape
 
 Argument = Union[torch.Tensor, int]
+ALIGNMENT = 16  # bytes: generated kernels load 16-bit pairs and vectors of features as words
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` contiguous and starting at an ``ALIGNMENT``-byte boundary, as the generated
+    kernels' word and vector loads need: a view at another offset is copied."""
+    t = t.contiguous()
+    return t if t.data_ptr() % ALIGNMENT == 0 else t.clone()
 
 
 def rows(g: Graph, domain: Domain) -> int:
@@ -108,8 +116,11 @@ class Interpreted:
         self.g = g
 
     def run(self, memory: dict[str, torch.Tensor]) -> None:
-        """Compute the kernel's writes from ``memory`` into it."""
+        """Compute the kernel's writes from ``memory`` into it (views of other values copied
+        where a generated kernel could not load them as words)."""
         run_kernel(self.kernel.plan, self.g, memory)
+        for name in self.kernel.plan.writes:
+            memory[name] = aligned(memory[name])
 
 
 def bind(kernels: Sequence[KernelSource | InterpretedKernel], g: Graph) -> list[Launch | Interpreted]:

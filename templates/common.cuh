@@ -38,6 +38,14 @@ template <typename Acc> __device__ __forceinline__ Acc pg_load(const double* p) 
 template <typename Acc> __device__ __forceinline__ Acc pg_load(const pg_half* p) { return (Acc)pg_to_float(*p); }
 template <typename Acc> __device__ __forceinline__ Acc pg_load(const pg_bf16* p) { return (Acc)pg_to_float(*p); }
 
+// N consecutive elements in one load (N * sizeof(T) bytes at most 16, or 16 at a time): p is
+// aligned to that (inputs start at 16-byte boundaries, rows hold multiples of N elements).
+template <int N, typename T> struct alignas(N * sizeof(T) < 16 ? N * sizeof(T) : 16) pg_chunk { T v[N]; };
+template <int N, typename Acc, typename T> __device__ __forceinline__ void pg_load_vector(Acc (&out)[N], const T* p) {
+    const pg_chunk<N, T> chunk = *reinterpret_cast<const pg_chunk<N, T>*>(p);
+    for (int j = 0; j < N; ++j) out[j] = pg_load<Acc>(&chunk.v[j]);
+}
+
 __device__ __forceinline__ void pg_store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void pg_store(double* p, double v) { *p = v; }
 __device__ __forceinline__ void pg_store(pg_half* p, float v) { *p = pg_from_float_half(v); }
@@ -145,7 +153,8 @@ __device__ __forceinline__ void pg_cp_async_commit() {}
 template <int N> __device__ __forceinline__ void pg_cp_async_wait() {}
 #endif
 
-// Atomic accumulation; 16-bit values go through a compare-and-swap on their 32-bit word.
+// Atomic accumulation. 16-bit values are added by the hardware where it can (half from sm_70,
+// bfloat16 from sm_90: red.add.noftz), else through a compare-and-swap on their 32-bit word.
 __device__ __forceinline__ void pg_atomic_add(float* p, float v) { atomicAdd(p, v); }
 __device__ __forceinline__ void pg_atomic_add(double* p, double v) { atomicAdd(p, v); }
 template <typename T>
@@ -163,8 +172,20 @@ __device__ __forceinline__ void pg_atomic_add_16(T* p, float v) {
         old = atomicCAS(word, assumed, updated);
     } while (old != assumed);
 }
-__device__ __forceinline__ void pg_atomic_add(pg_half* p, float v) { pg_atomic_add_16(p, v); }
-__device__ __forceinline__ void pg_atomic_add(pg_bf16* p, float v) { pg_atomic_add_16(p, v); }
+__device__ __forceinline__ void pg_atomic_add(pg_half* p, float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+    asm volatile("red.global.add.noftz.f16 [%0], %1;" :: "l"(p), "h"(pg_from_float_half(v).bits) : "memory");
+#else
+    pg_atomic_add_16(p, v);
+#endif
+}
+__device__ __forceinline__ void pg_atomic_add(pg_bf16* p, float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("red.global.add.noftz.bf16 [%0], %1;" :: "l"(p), "h"(pg_from_float_bf16(v).bits) : "memory");
+#else
+    pg_atomic_add_16(p, v);
+#endif
+}
 
 // Atomic maximum (the target starts at -infinity; NaN wins, as in torch), by compare-and-swap.
 __device__ __forceinline__ bool pg_replaces(float old, float v) { return v > old || (v != v && old == old); }

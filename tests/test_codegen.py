@@ -1,6 +1,7 @@
 """CUDA code generation without a GPU: every generated kernel compiles with NVRTC (every example
 model, forward and backward, every dtype and the enumerated schedule knobs), the source is
 stable and readable, and the kernel cache keeps its promises."""
+import dataclasses
 import multiprocessing
 import os
 
@@ -11,7 +12,7 @@ from pigeon.cli import main
 from pigeon.codegen import CodegenError, render, render_module, schedule_problem, schedule_variants
 from pigeon.examples import hgt, rgat, rgcn
 from pigeon.ir.lower import lower
-from pigeon.ir.plans import GemmSchedule
+from pigeon.ir.plans import GemmSchedule, PlanProgram, Strategy
 from random_graphs import random_graph
 
 cupy = pytest.importorskip("cupy", reason="NVRTC comes with the cuda13 extra (pip install -e '.[dev]')")
@@ -150,3 +151,40 @@ def test_ptxas_report_is_parsed():
            "ptxas info    : Used 40 registers, used 1 barriers, 2048 bytes smem\n")
     assert kernel_cache.parse_ptxas_report(log) == {"k0": kernel_cache.Resources(40, 24, 20, 2048)}
     assert kernel_cache.occupancy(kernel_cache.Resources(64, 0, 0, 0), 256) == 0.5
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_vector_width_gives_vector_loads(width):
+    """A traversal's ``vector_width`` of 2 or 4 loads each lane's chunk of consecutive features
+    with one instruction (ld.v2 / ld.v4 in the PTX), 1 element by element."""
+    import re
+    rgcn = next(m for m in MODELS if m.name == "rgcn")
+    g = random_graph(num_nodes=30, num_edges=600, num_etypes=6, seed=3)
+    plans = lower(rgcn.executable(g, *rgcn.example_inputs(g, feats=64, heads=4)).forward)
+    plans = PlanProgram(plans.name, plans.inputs, tuple(
+        dataclasses.replace(p, schedule=dataclasses.replace(p.schedule, vector_width=width))
+        if p.strategy == Strategy.DST_PARALLEL else p for p in plans.kernels), plans.outputs)
+    source, kernels = render_module(plans)
+    ptx = kernel_cache.cached_ptx(source, "compute_90")
+    (name,) = [k.name for k in kernels if "dst_parallel" in k.name]
+    body = ptx.split(f".entry {name}(")[1].split(".entry")[0]
+    vector = re.findall(r"ld\.global(?:\.nc)?\.v(\d)\.(?:f32|u32|b32)", body)
+    assert set(vector) == (set() if width == 1 else {str(width)})
+
+
+@pytest.mark.parametrize("dtype, instruction, first_arch", [(torch.float16, "f16", 70), (torch.bfloat16, "bf16", 90)],
+                         ids=["float16", "bfloat16"])
+def test_16_bit_atomic_adds_are_hardware_reductions(dtype, instruction, first_arch):
+    """The backward scatters of 16-bit values add with red.add.noftz where the GPU has it (half
+    from sm_70, bfloat16 from sm_90), not with a compare-and-swap loop."""
+    import re
+    rgcn = next(m for m in MODELS if m.name == "rgcn")
+    g = random_graph(num_nodes=30, num_edges=600, num_etypes=6, seed=3)
+    inputs = [t.to(dtype) if t.is_floating_point() else t for t in rgcn.example_inputs(g, feats=64, heads=4)]
+    exe = rgcn.executable(g, *inputs)
+    grad = exe.gradient(tuple(n.name for n in exe.forward.inputs))
+    source, _ = render_module(lower(grad.backward))
+    for arch in (80, 90):
+        ptx = kernel_cache.cached_ptx(source, f"compute_{arch}")
+        reductions = len(re.findall(rf"red\.global\.add\.noftz\.{instruction}\b", ptx))
+        assert (reductions > 0) == (arch >= first_arch) and ("cas" in ptx) == (arch < first_arch), arch

@@ -199,6 +199,7 @@ VARIANTS = {
     "weight_gradients_split_in_chunks": dict(split_rows=8),
     "hubs_split_over_blocks": dict(hub_degree=1),
     "hubs_shared_by_narrow_groups": dict(hub_degree=2, threads_per_row=4, vector_width=2, rows_per_block=16),
+    "vector_loads_of_four": dict(threads_per_row=8, vector_width=4),
     "wide_gemm_vectors": dict(tile_rows=32, tile_cols=32, tile_k=32, thread_rows=8, thread_cols=1),
 }
 

@@ -83,7 +83,7 @@ class HarnessProgram:
         from pigeon.ir.program import Program
 
         check_inputs(Program(self.plans.name, self.plans.inputs, ()), g, tensors)
-        memory = {n.name: t.contiguous() for n, t in zip(self.plans.inputs, tensors)}
+        memory = {n.name: launcher.aligned(t) for n, t in zip(self.plans.inputs, tensors)}
         for launch in launcher.bind(self.kernels, g):
             if isinstance(launch, launcher.Interpreted):
                 launch.run(memory)
