@@ -496,3 +496,27 @@ def test_the_dropin_benchmark_runs_cases_in_fresh_processes(tmp_path):
     assert all(r["check"] == "same output and gradients" and r["graph"] == "aifb" for r in rows)
     assert main([*common, "--layers", "FiLMConv", "--timeout", "1"]) == 0  # importing torch takes longer
     assert [r["status"] for r in json.loads(out.read_text())] == ["timeout after 1 s"] * 2
+
+
+def test_a_float32_difference_that_vanishes_in_float64_is_summation_order(monkeypatch):
+    """`pigeon bench dropin` checks again in float64 what differs in float32: a difference that
+    shrinks with the precision is rounding, noted as such; a wrong formula stays a mismatch."""
+    import dataclasses
+
+    from pigeon.benchmarks import case as bench_case
+    from pigeon.benchmarks import dropin
+    data = pigeon.datasets.load("aifb", scale=0.05, seed=0, feat_dim=16)
+    d = dropin.inputs_of(data.graph)
+    layer = next(c for c in dropin.drop_ins(16, 4) if c.name == "PyG RGCNConv (num_bases)")
+    strict = lambda dtype: 1e-3 * torch.finfo(dtype).eps  # noqa: E731  (float32 sums now differ)
+    monkeypatch.setattr(bench_case, "tolerance", strict)
+    monkeypatch.setattr(dropin, "tolerance", strict)
+    (row, _) = dropin.compare(layer, d, data.features, warmup=0, repeat=1)
+    assert row["check"].startswith("same output and gradients in float64 (float32 differs by summation order")
+
+    def wrong_peer(graph):  # a formula off by 0.1%: its inputs scaled
+        peer = layer.peer(graph)
+        peer.register_forward_pre_hook(lambda module, args: (args[0] * 1.001, *args[1:]))
+        return peer
+    (row, _) = dropin.compare(dataclasses.replace(layer, peer=wrong_peer), d, data.features, warmup=0, repeat=1)
+    assert row["check"].startswith("MISMATCH"), row["check"]
