@@ -90,6 +90,13 @@ CONFIGS = {
         "rated_by": ("SAGEConv", {"aggregator_type": "mean", "activation": torch.relu}),
         "empty": ("SAGEConv", {"aggregator_type": "mean", "activation": torch.nn.ELU()}),
     },
+    "sage_pool": {  # pool beside mean and gcn into one type, with activations
+        "follows": ("SAGEConv", {"aggregator_type": "pool"}),
+        "buys": ("SAGEConv", {"aggregator_type": "pool", "activation": torch.relu}),
+        "sells": ("SAGEConv", {"aggregator_type": "mean"}),
+        "rated_by": ("SAGEConv", {"aggregator_type": "pool", "bias": False}),
+        "empty": ("SAGEConv", {"aggregator_type": "mean"}),  # pool without edges: see below
+    },
     "gat": {
         "follows": ("GATConv", {"residual": True}),
         "buys": ("GATConv", {"negative_slope": 0.1, "activation": torch.nn.functional.elu}),
@@ -228,8 +235,9 @@ def test_block_on_each_backend(backend):
 
 
 @pytest.mark.parametrize("backend", ["cuda_harness"], indirect=True)
-def test_generated_cuda_on_the_cpu_harness(backend):
-    theirs, ours = pair("mixed", "max")
+@pytest.mark.parametrize("config, aggregate", [("mixed", "max"), ("sage_pool", "mean")])
+def test_generated_cuda_on_the_cpu_harness(backend, config, aggregate):
+    theirs, ours = pair(config, aggregate)
     compare(theirs, ours, on_graph, features())
 
 
@@ -260,8 +268,8 @@ def test_standalone_graphconv_runs_as_one_relation():
 def test_refused_clearly():
     with pytest.raises(NotImplementedError, match="callable"):
         pnn.HeteroGraphConv({"follows": pnn.GraphConv(5, 8)}, aggregate=lambda xs, t: xs[0])
-    with pytest.raises(NotImplementedError, match="'mean' and 'gcn'"):
-        pnn.SAGEConv(5, 8, "pool")
+    with pytest.raises(NotImplementedError, match="not 'lstm'"):
+        pnn.SAGEConv(5, 8, "lstm")
     with pytest.raises(TypeError, match="pigeon.nn.dgl.GraphConv"):
         pnn.HeteroGraphConv({"follows": dglnn.GraphConv(5, 8)})
     conv = pnn.HeteroGraphConv({rel: pnn.GATConv((FEATS[s], FEATS[d]), HEAD_SIZE, HEADS, feat_drop=0.5)
@@ -269,3 +277,33 @@ def test_refused_clearly():
     with pytest.raises(NotImplementedError, match="eval mode"):
         conv(heterograph(), features())
     conv.eval()(heterograph(), features())  # eval mode: dropout is the identity
+
+
+def test_sage_pool_on_a_relation_without_edges():
+    """DGL 2.1's maximum over a relation without edges is 0 but its backward sends a gradient to
+    source node 0 (one per destination), as if each destination had an edge from it. Pigeon's
+    output is DGL's, and its gradient of the sources is the formula's: that relation does not
+    read them, so they get only what the others give (DGL's with a mean there, which is right)."""
+    CONFIGS["sage_pool_empty"] = {**CONFIGS["sage_pool"], "empty": ("SAGEConv", {"aggregator_type": "pool"})}
+    try:
+        theirs, ours = pair("sage_pool_empty", "sum")
+    finally:
+        del CONFIGS["sage_pool_empty"]
+    reference, _ = pair("sage_pool", "sum")  # the same, but a mean over the relation without edges
+    with torch.no_grad():
+        mine = dict(theirs.named_parameters())
+        for name, p in reference.named_parameters():
+            p.copy_(mine[name])
+    g, x = heterograph(), features()
+
+    def shop_gradient(mod):
+        leaves = {t: v.detach().clone().requires_grad_(True) for t, v in x.items()}
+        out = mod(g, leaves)
+        sum((o * torch.linspace(-1, 1, o.numel(), dtype=DTYPE).reshape(o.shape)).sum() for o in out.values()).backward()
+        return out, leaves["shop"].grad
+    (ours_out, ours_grad), (their_out, their_grad) = shop_gradient(ours), shop_gradient(theirs)
+    for t in their_out:
+        assert_close(ours_out[t], their_out[t], f"output {t}")
+    expected = shop_gradient(reference)[1]
+    assert not torch.allclose(their_grad, expected)  # DGL's stray gradient into shop 0
+    assert_close(ours_grad, expected, "grad of input shop")

@@ -252,11 +252,14 @@ def builtins_sum(items: Any) -> Any:
 
 
 def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
-                 use_gcn, use_gat, use_edge_weight, heads, size, slope, pad, folded, unfolded, base_acts, constant,
-                 constant_bases):
+                 use_gcn, use_gat, use_pool, use_edge_weight, heads, size, slope, pad, folded, unfolded, base_acts,
+                 constant, constant_bases):
     """The program of ``hetero_program`` (see there)."""
-    from pigeon.lang import concat, dot, leaky_relu, linear, maximum, minimum, softmax, sum, where
+    from pigeon.lang import concat, dot, leaky_relu, linear, max, maximum, minimum, relu, softmax, sum, where
     for e in g.edges():
+        if use_pool:  # SAGE's "pool": relu(fc_pool(x_u)), then a maximum over the relation's edges
+            pooled = relu(linear(x[e.src], p["Wp"][e.etype]) + p["bp"][e.etype])
+            e.pool = pooled * p["edge_weight"][e] if use_edge_weight else pooled
         if use_sum:
             weight = p["p_src"][e.etype]
             coeff = e.src_etype_degree ** weight * (e.dst_etype_degree + p["gcn"][e.etype]) ** p["p_dst"][e.etype]
@@ -283,6 +286,8 @@ def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
         pre = linear(x[r.dst], p["Ws"][r.etype]) + p["b"][r.etype]
         if use_sum:
             pre = pre + linear(sum(e.msg for e in r.incoming_edges()), p["Wn"][r.etype])
+        if use_pool:
+            pre = pre + linear(max(e.pool for e in r.incoming_edges()), p["Wq"][r.etype])
         if use_gat:
             att = sum(softmax(e.score) * e.z for e in r.incoming_edges()).reshape(heads * size)
             pre = pre + (concat(att, p["zpad"]) if pad else att)
@@ -326,12 +331,13 @@ def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
 
 @pigeon.compile
 def hetero_program(g, x, p, acts=(None,), aggregate="sum", num_slots=1,
-                   use_sum=True, use_gcn=False, use_gat=False, use_edge_weight=False, heads=1, size=1, slope=None,
-                   pad=False, folded=False, unfolded=(), base_acts=(), constant=False, constant_bases=()):
+                   use_sum=True, use_gcn=False, use_gat=False, use_pool=False, use_edge_weight=False, heads=1, size=1,
+                   slope=None, pad=False, folded=False, unfolded=(), base_acts=(), constant=False, constant_bases=()):
     """DGL's ``HeteroGraphConv`` over GraphConv / SAGEConv / GATConv relations on one graph: ``x``
     [N, in] (destinations first), ``p`` the stacked per-edge-type parameters (``Wn``, ``Ws``, ``Wb``
     [R, in, out], ``b`` [R, out], ``p_src``, ``p_dst``, ``gcn`` [R]: the message coefficient
-    deg_src^p_src (deg_dst + gcn)^p_dst; GAT's ``w_src``, ``w_dst`` [R, in, H D], ``attn_l``,
+    deg_src^p_src (deg_dst + gcn)^p_dst; SAGE pool's ``Wp`` [R, in, in], ``bp`` [R, in], ``Wq``
+    [R, in, out] (relu(x_u Wp + bp), maximised over the edges, times Wq); GAT's ``w_src``, ``w_dst`` [R, in, H D], ``attn_l``,
     ``attn_r`` [R, H, D]; per node type ``WB`` [T, in, out], ``cB`` [T, out] (the summed no-edge
     values that fold), ``inv_count`` [T]; ``slot`` [R] (a relation's position among its
     destination type's), ``has{j}`` [T] (whether a type has slot j), ``act{i}`` [R] (1 where
@@ -340,7 +346,7 @@ def hetero_program(g, x, p, acts=(None,), aggregate="sum", num_slots=1,
     (``constant_bases``) or ``bw{k}`` [in, out], ``bb{k}`` [out], and ``into{k}`` [T], one-hot of
     their destination type."""
     return _hetero_body(g, x, p, acts=acts, aggregate=aggregate,
-                        num_slots=num_slots, use_sum=use_sum, use_gcn=use_gcn, use_gat=use_gat,
+                        num_slots=num_slots, use_sum=use_sum, use_gcn=use_gcn, use_gat=use_gat, use_pool=use_pool,
                         use_edge_weight=use_edge_weight, heads=heads, size=size, slope=slope, pad=pad,
                         folded=folded, unfolded=unfolded, base_acts=base_acts, constant=constant,
                         constant_bases=constant_bases)
@@ -410,8 +416,10 @@ class GraphConv(_RelationModule):
 
 
 class SAGEConv(_RelationModule):
-    """DGL's ``SAGEConv`` (``fc_neigh``, ``fc_self`` or ``bias`` for "gcn") as a HeteroGraphConv
-    relation, with aggregator_type "mean" or "gcn"; ``feat_drop`` applies in eval mode only."""
+    """DGL's ``SAGEConv`` (``fc_neigh``, ``fc_self`` or ``bias`` for "gcn", ``fc_pool`` for
+    "pool") as a HeteroGraphConv relation, with aggregator_type "mean", "gcn" or "pool" ("lstm",
+    a recurrent net over each destination's edges in DGL's order, is refused); ``feat_drop``
+    applies in eval mode only."""
 
     def __init__(self, in_feats: int | tuple[int, int], out_feats: int, aggregator_type: str, feat_drop: float = 0.0,
                  bias: bool = True, norm: Callable | None = None, activation: Callable | None = None):
@@ -419,9 +427,10 @@ class SAGEConv(_RelationModule):
         if aggregator_type not in {"mean", "gcn", "pool", "lstm"}:
             raise ValueError(f"Invalid aggregator_type. Must be one of {{'mean', 'gcn', 'pool', 'lstm'}}. "
                              f"But got {aggregator_type!r} instead.")
-        if aggregator_type in ("pool", "lstm"):
-            raise NotImplementedError(f"pigeon's SAGEConv supports aggregator_type 'mean' and 'gcn', not "
-                                      f"{aggregator_type!r}: use dgl.nn.SAGEConv for it")
+        if aggregator_type == "lstm":
+            raise NotImplementedError("pigeon's SAGEConv supports aggregator_type 'mean', 'gcn' and 'pool', not "
+                                      "'lstm' (a recurrent net over the edges in DGL's order): use dgl.nn.SAGEConv "
+                                      "for it")
         if norm is not None:
             raise NotImplementedError("pigeon's SAGEConv takes no norm: apply it to HeteroGraphConv's outputs "
                                       "only where that is the same (it is not, under sum/mean/max/min)")
@@ -430,6 +439,8 @@ class SAGEConv(_RelationModule):
         self.feat_drop = nn.Dropout(feat_drop)
         self.activation = activation
         _activation_name(activation)
+        if aggregator_type == "pool":
+            self.fc_pool = nn.Linear(self._in_src_feats, self._in_src_feats)
         self.fc_neigh = nn.Linear(self._in_src_feats, out_feats, bias=False)
         if aggregator_type != "gcn":
             self.fc_self = nn.Linear(self._in_dst_feats, out_feats, bias=bias)
@@ -441,6 +452,8 @@ class SAGEConv(_RelationModule):
 
     def reset_parameters(self) -> None:
         gain = nn.init.calculate_gain("relu")
+        if self._aggre_type == "pool":
+            nn.init.xavier_uniform_(self.fc_pool.weight, gain=gain)
         if self._aggre_type != "gcn":
             nn.init.xavier_uniform_(self.fc_self.weight, gain=gain)
         nn.init.xavier_uniform_(self.fc_neigh.weight, gain=gain)
@@ -606,7 +619,7 @@ def _relation_parameters(mod: _RelationModule, fin: int, fout: int, like: torch.
 
     zero_w, zero_b = like.new_zeros(fin, fout), like.new_zeros(fout)
     out = {"Wn": zero_w, "Ws": zero_w, "b": zero_b, "p_src": 0.0, "p_dst": 0.0, "gcn": 0.0, "gat": None,
-           "constant": False}
+           "pool": None, "constant": False}
     if isinstance(mod, GraphConv):
         weight = mod.weight if mod.weight is not None else torch.eye(mod._in_feats, dtype=like.dtype)
         out.update(Wn=pad(weight), constant=True, act=mod._activation,
@@ -617,6 +630,11 @@ def _relation_parameters(mod: _RelationModule, fin: int, fout: int, like: torch.
         out["Wb"] = zero_w
     elif isinstance(mod, SAGEConv):
         out.update(Wn=pad(mod.fc_neigh.weight.t()), p_dst=-1.0, act=mod.activation)
+        if mod._aggre_type == "pool":  # its neighbours go through fc_pool and a maximum, not the mean
+            square = nn.functional.pad(mod.fc_pool.weight.t().to(like.dtype), (0, fin - mod._in_src_feats,
+                                                                             0, fin - mod._in_src_feats))
+            out["pool"] = (square, nn.functional.pad(mod.fc_pool.bias, (0, fin - mod._in_src_feats)), out["Wn"])
+            out["Wn"] = zero_w
         if mod._aggre_type == "gcn":
             if mod._in_src_feats != mod._in_dst_feats:
                 raise ValueError("SAGEConv 'gcn' needs the same source and destination feature sizes")
@@ -766,8 +784,14 @@ def _program_inputs(active: list, modules: list, dst_types: list, aggregate: str
     acts = tuple(dict.fromkeys(names))
     for i, name in enumerate(acts):
         p[f"act{i}"] = vector([1.0 if n == name else 0.0 for n in names])
-    constants: dict[str, Any] = {"acts": acts, "use_sum": any(not isinstance(m, GATConv) for m in modules),
+    constants: dict[str, Any] = {"acts": acts, "use_sum": any(not isinstance(m, GATConv) and part["pool"] is None
+                                                for m, part in zip(modules, parts)),
                                  "use_gcn": any(part["gcn"] for part in parts), "base_acts": tuple(names)}
+    if any(part["pool"] is not None for part in parts):
+        zeros = (like.new_zeros(fin, fin), like.new_zeros(fin), like.new_zeros(fin, fout))
+        for name, i in (("Wp", 0), ("bp", 1), ("Wq", 2)):
+            p[name] = torch.stack([part["pool"][i] if part["pool"] is not None else zeros[i] for part in parts])
+        constants["use_pool"] = True
     gat = [part["gat"] for part in parts if part["gat"] is not None]
     if gat:
         heads, size = gat[0][2].shape
