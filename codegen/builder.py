@@ -182,6 +182,8 @@ class KernelBuilder:
         rows (no slice starts or cuts at an odd column): 16-bit pairs stay 4-byte words."""
         node = self.nodes[name]
         while node.op != Op.INPUT:
+            if node.op in SOURCES:  # a constant, a degree, a size or a comparison: not in memory
+                return False
             if node.op == Op.SLICE and (node.attrs["start"] % 2 or node.type.shape[-1] % 2
                                         or self.shape(node.args[0])[-1] % 2):
                 return False

@@ -154,7 +154,8 @@ template <int N> __device__ __forceinline__ void pg_cp_async_wait() {}
 #endif
 
 // Atomic accumulation. 16-bit values are added by the hardware where it can (half from sm_70,
-// bfloat16 from sm_90: red.add.noftz), else through a compare-and-swap on their 32-bit word.
+// bfloat16 from sm_90: red.add.noftz; the addend is rounded to 16 bits first, as torch's
+// atomicAdd on half does), else through a compare-and-swap on their 32-bit word.
 __device__ __forceinline__ void pg_atomic_add(float* p, float v) { atomicAdd(p, v); }
 __device__ __forceinline__ void pg_atomic_add(double* p, double v) { atomicAdd(p, v); }
 template <typename T>

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <algorithm>
 #include <functional>
@@ -91,13 +92,17 @@ template <typename T> T __shfl_xor_sync(unsigned, T v, int mask, int width = 32)
 }
 
 // cp.async as late as the PTX ISA allows: each copy is made only when a wait_group that covers
-// it runs (its source is read then, its zeros written then), so a tile read before its wait, or
-// refilled while another warp still reads it, gives wrong numbers.
+// it runs (its source is read then, its zeros written then), so a tile read before its wait gives
+// wrong numbers. (Copies landing early, into a stage another warp still reads, are not modelled:
+// the barrier at the end of each k step is what the template relies on for that.) Copies of
+// misaligned words abort, as they would fault on a GPU.
 #define PG_CP_ASYNC_DEFERRED
 struct pg_async_copy { void* dst; const void* src; int bytes; };
 inline thread_local std::vector<pg_async_copy> pg_async_open;  // issued, not yet committed
 inline thread_local std::vector<std::vector<pg_async_copy>> pg_async_groups;  // committed, oldest first
 template <int BYTES> void pg_cp_async(void* dst, const void* src, bool valid) {
+    if ((reinterpret_cast<std::uintptr_t>(dst) | (valid ? reinterpret_cast<std::uintptr_t>(src) : 0)) % BYTES)
+        std::abort();
     pg_async_open.push_back({dst, valid ? src : nullptr, BYTES});
 }
 inline void pg_cp_async_commit() {

@@ -42,6 +42,7 @@ SHARED = re.compile(r"__shared__\s+([\w:]+)\s+(\w+)((?:\[[^\]]+\])+);")
 def per_block_shared(source: str) -> str:
     """``__shared__ T name[N]...;`` as a reference to the running block's own array, so that
     blocks can run at once."""
+    source = re.sub(r"__align__\(\d+\)\s*", "", source)  # pg_shared's arrays are max_align_t-aligned
     rewritten = SHARED.sub(lambda m: f"auto& {m.group(2)} = pg_shared<{m.group(1)}{m.group(3)}>(__COUNTER__);", source)
     if "__shared__" in rewritten:  # would stay static: shared by the teams running blocks at once
         raise RuntimeError("a __shared__ declaration the harness cannot give each block: "
