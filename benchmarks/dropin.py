@@ -2,9 +2,10 @@
 ``pigeon.nn.dgl`` against its peer's own class, side by side in one process.
 
 Each Pigeon layer loads its peer's ``state_dict``; the output, the input's gradient and every
-parameter's gradient are checked equal (within float32 rounding) before anything is timed, and
-a mismatch exits with status 1. Times are medians of repeated calls after a warm-up; speed-up =
-peer time / Pigeon time. Run in the DGL environment (DGL 2.1 and PyG):
+parameter's gradient are checked equal (within float32 rounding; what differs is checked again
+in float64, and only a difference that shrinks there is summation order) before anything is
+timed, and a mismatch exits with status 1. Times are medians of repeated calls after a
+warm-up; speed-up = peer time / Pigeon time. Run in the DGL environment (DGL 2.1 and PyG):
 
     pigeon bench dropin                                  # bgs, am, biokg, 64 features
     pigeon bench dropin --datasets aifb --scale 0.25     # a quick run
