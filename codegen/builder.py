@@ -150,15 +150,22 @@ class KernelBuilder:
             return f"(({self.acc}){self._arg(f'rows_{domain.value}', 'const long long', 'rows', domain)})"
         if source.op == Op.MATCH:
             return self.match(source, self.row_of(name, rows))
+        memory, flat, row = self._memory_row(name, flat, rows)
+        vector = self.vector_element(memory, flat, row)
+        if vector is not None:
+            return vector
+        return f"pg_load<{self.acc}>({self._pointer(memory, flat, row)})"
+
+    def _memory_row(self, name: str, flat: str, rows: dict[Domain, str]) -> tuple[str, str, str | None]:
+        """The input that view ``name`` reads, the element of its row, and that row (noted as read)."""
         memory, flat = self._memory_element(name, flat)
         row = self.row_of(name, rows)
         if row is not None:
             self.row_read(memory, row)
-        vector = self.vector_element(memory, flat, row)
-        if vector is not None:
-            return vector
-        offset = flat if row is None else f"{row} * {self.numel(memory)} + {flat}"
-        return f"pg_load<{self.acc}>(p_{memory} + {offset})"
+        return memory, flat, row
+
+    def _pointer(self, memory: str, flat: str, row: str | None) -> str:
+        return f"p_{memory} + {flat if row is None else f'{row} * {self.numel(memory)} + {flat}'}"
 
     def vector_element(self, memory: str, flat: str, row: str | None) -> str | None:
         """Element ``flat`` of row ``row`` of input ``memory`` taken from a vector load, where the
@@ -168,14 +175,9 @@ class KernelBuilder:
     def address(self, name: str, flat: str, rows: dict[Domain, str]) -> str | None:
         """The address of element ``flat`` of ``name`` where that element is one of an input in
         memory as stored (read through gathers, reshapes and slices only), else None."""
-        node = self.nodes[name]
-        if self.local_source(name) is not None or node.op == Op.DEGREE or self.view_source(name).op != Op.INPUT:
+        if self.local_source(name) is not None or self.view_source(name).op != Op.INPUT:
             return None
-        memory, flat = self._memory_element(name, flat)
-        row = self.row_of(name, rows)
-        if row is not None:
-            self.row_read(memory, row)
-        return f"p_{memory} + {flat if row is None else f'{row} * {self.numel(memory)} + {flat}'}"
+        return self._pointer(*self._memory_row(name, flat, rows))
 
     def views_keep_pairs(self, name: str) -> bool:
         """Whether every even element of view ``name`` lies at an even offset of its input's

@@ -217,9 +217,8 @@ class TraversalKernel(KernelBuilder):
         statement = element()
         loads, self._vector_loads = self._vector_loads, None
         for (memory, row), array in loads.items():
-            at = "f0" if row is None else f"{row} * {self.numel(memory)} + f0"
             c.add(f"{self.acc} {array}[{self.vw}];")
-            c.add(f"if ({guard}f0 < {n}) pg_load_vector<{self.vw}>({array}, p_{memory} + {at});")
+            c.add(f"if ({guard}f0 < {n}) pg_load_vector<{self.vw}>({array}, {self._pointer(memory, 'f0', row)});")
         c.open(f"for (int j = 0; j < {self.vw}; ++j)")
         c.add(f"const int k = chunk * {self.vw} + j, f = f0 + j;")
         c.add(statement)
@@ -902,6 +901,7 @@ class TraversalKernel(KernelBuilder):
             raise CodegenError(f"{self.plan.name}: cannot reduce %{source}")
         if not dist and n > REPLICATE_UP_TO and self.local_source(source) is None:
             dist = True  # a wide value straight from memory: each lane sums its own elements
+
         def accumulate(slot: str, k: str | None) -> str:
             value = self.read(source, "f", edge_rows, k)
             op = f"pg_max(a_{node.name}[{slot}], {value})" if kind == "max" else f"a_{node.name}[{slot}] + {value}"
