@@ -252,8 +252,9 @@ def builtins_sum(items: Any) -> Any:
 
 
 def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
-                 use_gcn, use_gat, use_pool, use_edge_weight, heads, size, slope, pad, folded, unfolded, base_acts,
-                 constant, constant_bases):
+                 use_gcn, use_gat, use_pool, use_edge_weight, use_attention_mask, heads, size, slope, pad, folded,
+                 unfolded, base_acts,
+                 constant, constant_bases, typed_bases):
     """The program of ``hetero_program`` (see there)."""
     from pigeon.lang import concat, dot, leaky_relu, linear, max, maximum, minimum, relu, softmax, sum, where
     for e in g.edges():
@@ -277,7 +278,8 @@ def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
                 e.score = leaky_relu(score, slope)
             else:  # negative slopes differing per relation
                 e.score = maximum(score, 0.0) + p["slope"][e.etype] * minimum(score, 0.0)
-            e.z = z_src * p["edge_weight"][e].reshape(1, 1) if use_edge_weight else z_src
+            z = z_src * p["edge_weight"][e].reshape(1, 1) if use_edge_weight else z_src
+            e.z = z * p["attention_mask"][e].reshape(heads, 1) if use_attention_mask else z
 
     def act_r(r, value):
         return _mixed(acts, [p[f"act{i}"] for i in range(len(acts))], lambda m: m[r.etype], value)
@@ -310,6 +312,10 @@ def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
                 out = out + p["cB"][n.ntype]
             for k in unfolded:
                 out = out + base(k, n)
+            if typed_bases:
+                value = linear(x[n], p["TW"][n.ntype]) + p["Tb"][n.ntype]
+                masks = [p[f"Tact{i}"] for i in range(len(acts))]
+                out = out + p["Tuse"][n.ntype] * _mixed(acts, masks, lambda m: m[n.ntype], value)
             n.out = out * p["inv_count"][n.ntype] if aggregate == "mean" else out
         else:
             values = []
@@ -331,25 +337,31 @@ def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
 
 @pigeon.compile
 def hetero_program(g, x, p, acts=(None,), aggregate="sum", num_slots=1,
-                   use_sum=True, use_gcn=False, use_gat=False, use_pool=False, use_edge_weight=False, heads=1, size=1,
-                   slope=None, pad=False, folded=False, unfolded=(), base_acts=(), constant=False, constant_bases=()):
+                   use_sum=True, use_gcn=False, use_gat=False, use_pool=False, use_edge_weight=False,
+                   use_attention_mask=False, heads=1, size=1,
+                   slope=None, pad=False, folded=False, unfolded=(), base_acts=(), constant=False, constant_bases=(),
+                   typed_bases=False):
     """DGL's ``HeteroGraphConv`` over GraphConv / SAGEConv / GATConv relations on one graph: ``x``
-    [N, in] (destinations first), ``p`` the stacked per-edge-type parameters (``Wn``, ``Ws``, ``Wb``
-    [R, in, out], ``b`` [R, out], ``p_src``, ``p_dst``, ``gcn`` [R]: the message coefficient
-    deg_src^p_src (deg_dst + gcn)^p_dst; SAGE pool's ``Wp`` [R, in, in], ``bp`` [R, in], ``Wq``
-    [R, in, out] (relu(x_u Wp + bp), maximised over the edges, times Wq); GAT's ``w_src``, ``w_dst`` [R, in, H D], ``attn_l``,
-    ``attn_r`` [R, H, D]; per node type ``WB`` [T, in, out], ``cB`` [T, out] (the summed no-edge
-    values that fold), ``inv_count`` [T]; ``slot`` [R] (a relation's position among its
-    destination type's), ``has{j}`` [T] (whether a type has slot j), ``act{i}`` [R] (1 where
-    the edge type's activation is ``acts[i]``) and, for the edge types of ``unfolded`` (a tuple of
-    them for sum/mean, one per slot for max/min/stack), their no-edge values: ``bc{k}`` [out]
-    (``constant_bases``) or ``bw{k}`` [in, out], ``bb{k}`` [out], and ``into{k}`` [T], one-hot of
-    their destination type."""
+    [N, in] (destinations first), ``p`` the stacked per-edge-type parameters (``Wn``, ``Ws``,
+    ``Wb`` [R, in, out], ``b`` [R, out], ``p_src``, ``p_dst``, ``gcn`` [R]: the message
+    coefficient deg_src^p_src (deg_dst + gcn)^p_dst; SAGE pool's ``Wp`` [R, in, in], ``bp``
+    [R, in], ``Wq`` [R, in, out] (relu(x_u Wp + bp), maximised over the edges, times Wq); GAT's
+    ``w_src``, ``w_dst`` [R, in, H D], ``attn_l``, ``attn_r`` [R, H, D] and, with attention
+    dropout, ``attention_mask`` [E, H]; per node type ``WB`` [T, in, out], ``cB`` [T, out] (the
+    summed no-edge values that fold), ``inv_count`` [T]; ``slot`` [R] (a relation's position
+    among its destination type's), ``has{j}`` [T] (whether a type has slot j), ``act{i}`` [R] (1
+    where the edge type's activation is ``acts[i]``) and, for the edge types of ``unfolded`` (a
+    tuple of them for sum/mean, one per slot for max/min/stack), their no-edge values: ``bc{k}``
+    [out] (``constant_bases``) or ``bw{k}`` [in, out], ``bb{k}`` [out], and ``into{k}`` [T],
+    one-hot of their destination type; with ``typed_bases`` (one relation per destination type)
+    those no-edge values are ``TW`` [T, in, out], ``Tb`` [T, out], ``Tuse`` [T] and ``Tact{i}``
+    [T] per node type instead."""
     return _hetero_body(g, x, p, acts=acts, aggregate=aggregate,
                         num_slots=num_slots, use_sum=use_sum, use_gcn=use_gcn, use_gat=use_gat, use_pool=use_pool,
-                        use_edge_weight=use_edge_weight, heads=heads, size=size, slope=slope, pad=pad,
+                        use_edge_weight=use_edge_weight,
+                        use_attention_mask=use_attention_mask, heads=heads, size=size, slope=slope, pad=pad,
                         folded=folded, unfolded=unfolded, base_acts=base_acts, constant=constant,
-                        constant_bases=constant_bases)
+                        constant_bases=constant_bases, typed_bases=typed_bases)
 
 
 _STANDALONE = ("pigeon.nn.dgl.{name} runs inside pigeon.nn.dgl.HeteroGraphConv; called alone it runs as a "
@@ -419,7 +431,7 @@ class SAGEConv(_RelationModule):
     """DGL's ``SAGEConv`` (``fc_neigh``, ``fc_self`` or ``bias`` for "gcn", ``fc_pool`` for
     "pool") as a HeteroGraphConv relation, with aggregator_type "mean", "gcn" or "pool" ("lstm",
     a recurrent net over each destination's edges in DGL's order, is refused); ``feat_drop``
-    applies in eval mode only."""
+    drops the relation's source and destination features with masks of their own, as DGL's."""
 
     def __init__(self, in_feats: int | tuple[int, int], out_feats: int, aggregator_type: str, feat_drop: float = 0.0,
                  bias: bool = True, norm: Callable | None = None, activation: Callable | None = None):
@@ -465,7 +477,8 @@ class SAGEConv(_RelationModule):
 class GATConv(_RelationModule):
     """DGL's ``GATConv`` (``fc`` or ``fc_src``/``fc_dst``, ``attn_l``, ``attn_r``, ``bias``,
     ``res_fc``) as a HeteroGraphConv relation: attention softmax over each destination's edges of
-    the relation, output [N, heads, out]; ``feat_drop``/``attn_drop`` apply in eval mode only."""
+    the relation, output [N, heads, out]; ``feat_drop`` and ``attn_drop`` draw the relation's own
+    masks, as DGL's (a seeded run gives DGL's numbers)."""
 
     _checks_zero_in_degree = True
 
@@ -554,7 +567,7 @@ class HeteroGraphConv(PigeonLayer):
             raise ValueError(f'Invalid cross type aggregator. Must be one of "sum", "max", "min", "mean" or "stack". '
                              f'But got "{aggregate}"')
         self.aggregate = aggregate
-        self._graphs = LastGraph()
+        self._graphs, self._copies = LastGraph(), LastGraph()
 
     def _get_module(self, etype: Any) -> _RelationModule:
         mod = self.mod_dict.get(etype, None)
@@ -569,7 +582,7 @@ class HeteroGraphConv(PigeonLayer):
         if mod_args and any(len(args) for args in mod_args.values()):
             raise NotImplementedError("pigeon's HeteroGraphConv takes no mod_args: pass edge_weight in mod_kwargs")
         mods = {c: self._get_module(c) for c in g.canonical_etypes}
-        out = _hetero_forward(mods, self.aggregate, g, inputs, mod_kwargs, self._graphs)
+        out = _hetero_forward(mods, self.aggregate, g, inputs, mod_kwargs, self._graphs, self._copies)
         self.last_executable = hetero_program.last_executable if out else None
         return out
 
@@ -601,12 +614,47 @@ def _out_shape(mod: _RelationModule) -> tuple[int, ...]:
     return (mod._out_feats,)
 
 
-def _check_training(mod: _RelationModule) -> None:
+def _draws_masks(mod: _RelationModule) -> bool:
+    """Whether ``mod`` drops features or attention weights in this call (training, p > 0)."""
     drops = [getattr(mod, "feat_drop", None), getattr(mod, "attn_drop", None)]
-    if mod.training and any(d is not None and d.p > 0 for d in drops):
-        raise NotImplementedError(f"{type(mod).__name__} with feat_drop/attn_drop > 0 runs in eval mode only "
-                                  f"in pigeon's HeteroGraphConv (DGL draws a mask per relation); call .eval() "
-                                  f"or set them to 0")
+    return mod.training and any(d is not None and d.p > 0 for d in drops)
+
+
+class _RelationCopies:
+    """A DGL graph seen with every relation of ``active`` on its own copy of its source and
+    destination nodes (node types ``src{k}`` and ``dst{k}``): DGL's modules drop each relation's
+    inputs with their own masks, so in training the nodes of one type differ per relation."""
+
+    is_block = False
+
+    def __init__(self, g: Any, active: list) -> None:
+        self._g = g
+        self.canonical_etypes = [(f"src{k}", c[1], f"dst{k}") for k, c in enumerate(active)]
+        self._of = dict(zip(self.canonical_etypes, active))
+        self.srctypes = [c[0] for c in self.canonical_etypes]
+        self.dsttypes = [c[2] for c in self.canonical_etypes]
+
+    def num_src_nodes(self, t: str) -> int:
+        return self._g.num_src_nodes(self._of[self.canonical_etypes[int(t[3:])]][0])
+
+    def num_dst_nodes(self, t: str) -> int:
+        return self._g.num_dst_nodes(self._of[self.canonical_etypes[int(t[3:])]][2])
+
+    def edges(self, etype: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._g.edges(etype=self._of[etype])
+
+    def num_edges(self, etype: tuple) -> int:
+        return self._g.num_edges(self._of[etype])
+
+
+def _across_relations(aggregate: str, values: list[torch.Tensor]) -> torch.Tensor:
+    """DGL's cross-relation aggregate of one destination type's per-relation outputs."""
+    if aggregate == "stack":
+        return torch.stack(values, dim=1)
+    stacked = torch.stack(values, dim=0)
+    if aggregate in ("max", "min"):
+        return (torch.max if aggregate == "max" else torch.min)(stacked, dim=0)[0]
+    return stacked.sum(0) if aggregate == "sum" else stacked.mean(0)
 
 
 def _relation_parameters(mod: _RelationModule, fin: int, fout: int, like: torch.Tensor) -> dict[str, Any]:
@@ -715,11 +763,47 @@ def _edge_weights(active: list, g: Any, mod_kwargs: dict | None, like: torch.Ten
 
 
 def _hetero_forward(mods: dict, aggregate: str, g: Any, inputs: Any, mod_kwargs: dict | None,
-                    cache: LastGraph | None = None) -> dict[str, torch.Tensor]:
+                    cache: LastGraph | None = None, copies_cache: LastGraph | None = None) -> dict[str, torch.Tensor]:
     """HeteroGraphConv's forward for ``mods`` keyed by canonical edge type."""
     active, src_inputs, dst_inputs = _relations(mods, g, inputs)
     if not active:
         return {}
+    modules = [mods[c] for c in active]
+    dst_types, src_types, shapes = _checked(g, active, modules, src_inputs, dst_inputs)
+    if not any(_draws_masks(m) for m in modules):
+        return _run(g, active, modules, dst_types, src_types, shapes, aggregate, src_inputs, dst_inputs, mod_kwargs,
+                    cache if cache is not None else LastGraph())
+    # Dropout in training: DGL draws masks per relation, in the order of its relations: the
+    # source features, the destination features, then (GATConv) the attention weights. Drawn
+    # the same way from torch's generator here, so a seeded run gives DGL's numbers.
+    copies = _RelationCopies(g, active)
+    src, dst, masks = {}, {}, []
+    heads = next((m._num_heads for m in modules if isinstance(m, GATConv)), 1)
+    for k, (c, mod) in enumerate(zip(active, modules)):
+        drop = getattr(mod, "feat_drop", None)
+        s, d = src_inputs[c[0]], dst_inputs[c[2]]
+        src[f"src{k}"], dst[f"dst{k}"] = (drop(s), drop(d)) if drop is not None else (s, d)
+        if isinstance(mod, SAGEConv) and mod._aggre_type == "gcn" and c[0] == c[2] and not g.is_block:
+            # a relation within one node type has one node frame in DGL: "gcn" writes the dropped
+            # destination features into it, and its messages read them
+            src[f"src{k}"] = dst[f"dst{k}"]
+        ones = s.new_ones(g.num_edges(c), heads, 1)
+        masks.append(mod.attn_drop(ones) if isinstance(mod, GATConv) else ones)
+    attention_drops = any(isinstance(m, GATConv) and m.training and m.attn_drop.p > 0 for m in modules)
+    copy_shapes = {f"dst{k}": shapes[c[2]] for k, c in enumerate(active)}
+    out = _run(copies, copies.canonical_etypes, modules, copies.dsttypes, copies.srctypes, copy_shapes, "sum", src,
+               dst, mod_kwargs, copies_cache if copies_cache is not None else LastGraph(),
+               torch.cat(masks).reshape(-1, heads) if attention_drops else None)
+    per_type: dict[str, list[torch.Tensor]] = {}
+    for k, c in enumerate(active):
+        per_type.setdefault(c[2], []).append(out[f"dst{k}"])
+    return {t: _across_relations(aggregate, per_type[t]) for t in dst_types}
+
+
+def _checked(g: Any, active: list, modules: list, src_inputs: dict,
+             dst_inputs: dict) -> tuple[list, list, dict[str, tuple[int, ...]]]:
+    """(destination types, source types, output shape per destination type) once the inputs and
+    modules are checked."""
     dst_types = [t for t in g.dsttypes if any(c[2] == t for c in active)]
     src_types = [t for t in g.srctypes if any(c[0] == t for c in active)]
     for t in src_types:
@@ -730,10 +814,7 @@ def _hetero_forward(mods: dict, aggregate: str, g: Any, inputs: Any, mod_kwargs:
         if dst_inputs[t].dim() != 2 or dst_inputs[t].shape[0] != g.num_dst_nodes(t):
             raise ValueError(f"destination features of {t!r} have shape {list(dst_inputs[t].shape)}; expected "
                              f"[{g.num_dst_nodes(t)}, in]")
-    modules = [mods[c] for c in active]
-    for mod in modules:
-        _check_training(mod)
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for c, mod in zip(active, modules):
         if shapes.setdefault(c[2], _out_shape(mod)) != _out_shape(mod):
             raise ValueError(f"the modules into {c[2]!r} give outputs of shapes {shapes[c[2]]} and "
@@ -742,12 +823,19 @@ def _hetero_forward(mods: dict, aggregate: str, g: Any, inputs: Any, mod_kwargs:
     if len(gats) > 1:
         raise NotImplementedError(f"the GATConv modules of one HeteroGraphConv must share num_heads and out_feats, "
                                   f"got {sorted(gats)}")
+    return dst_types, src_types, shapes
+
+
+def _run(g: Any, active: list, modules: list, dst_types: list, src_types: list, shapes: dict, aggregate: str,
+         src_inputs: dict, dst_inputs: dict, mod_kwargs: dict | None, cache: LastGraph,
+         attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """``hetero_program`` on the checked relations ``active`` of ``g``, its output split per
+    destination type; ``attention_mask`` [E, heads] multiplies the GAT attention weights."""
     like = src_inputs[src_types[0]]
     feats = [dst_inputs[t] for t in dst_types] + [src_inputs[t] for t in src_types]
     fin = max(f.shape[1] for f in feats)
     fout = max(math.prod(s) for s in shapes.values())
     x = torch.cat([nn.functional.pad(f, (0, fin - f.shape[1])) for f in feats])
-    cache = cache if cache is not None else LastGraph()
     arrays = tuple(a for c in active for a in g.edges(etype=c))
     sizes = (tuple(active), tuple(g.num_dst_nodes(t) for t in dst_types), tuple(g.num_src_nodes(t) for t in src_types))
     graph = cache.get(arrays, sizes, lambda: _build_graph(g, active, dst_types, src_types))
@@ -755,7 +843,10 @@ def _hetero_forward(mods: dict, aggregate: str, g: Any, inputs: Any, mod_kwargs:
     edge_weight = _edge_weights(active, g, mod_kwargs, like)
     if edge_weight is not None:
         params["edge_weight"] = edge_weight
-    out = hetero_program(graph, x, params, aggregate=aggregate, use_edge_weight=edge_weight is not None, **constants)
+    if attention_mask is not None:
+        params["attention_mask"] = attention_mask.to(like.dtype)
+    out = hetero_program(graph, x, params, aggregate=aggregate, use_edge_weight=edge_weight is not None,
+                         use_attention_mask=attention_mask is not None, **constants)
     result, start = {}, 0
     for i, t in enumerate(dst_types):
         rows = out[start: start + g.num_dst_nodes(t)]
@@ -838,6 +929,22 @@ def _program_inputs(active: list, modules: list, dst_types: list, aggregate: str
         p["inv_count"] = vector([1.0 / dst_of.count(t) for t in range(num_types)])
         constants.update(folded=any(part["act"] is None and not part["constant"] for part in parts), constant=True,
                          unfolded=tuple(unfolded))
+        if unfolded and len(set(dst_of)) == len(dst_of):
+            # one relation per destination type: the no-edge values that do not fold are one typed
+            # linear per node, not one linear per relation at every node
+            for k in unfolded:
+                for name in ("into", "bw", "bb"):
+                    del p[f"{name}{k}"]
+            of_type = {dst_of[k]: k for k in unfolded}
+            p["TW"] = torch.stack([parts[of_type[t]]["Wb"] if t in of_type else like.new_zeros(fin, fout)
+                                   for t in range(num_types)])
+            p["Tb"] = torch.stack([parts[of_type[t]]["b"] if t in of_type else like.new_zeros(fout)
+                                   for t in range(num_types)])
+            p["Tuse"] = vector([1.0 if t in of_type else 0.0 for t in range(num_types)])
+            for i, name in enumerate(acts):
+                p[f"Tact{i}"] = vector([1.0 if t in of_type and names[of_type[t]] == name else 0.0
+                                        for t in range(num_types)])
+            constants.update(unfolded=(), typed_bases=True)
     else:
         slot = [dst_of[:k].count(dst_of[k]) for k in range(len(active))]
         num_slots = max(slot) + 1
