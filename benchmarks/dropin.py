@@ -243,10 +243,18 @@ def _rounding_only(case: DropIn, d: Inputs, x: torch.Tensor, peer: torch.nn.Modu
             f"{flagged[worst]})")
 
 
-def compare(case: DropIn, d: Inputs, x: torch.Tensor, warmup: int, repeat: int) -> list[dict[str, Any]]:
-    """Both layers, checked equal, then timed in inference and in training."""
+def _quiet(what: str, row: dict[str, Any] | None = None) -> None:
+    """Where ``compare`` reports its progress when nobody listens."""
+
+
+def compare(case: DropIn, d: Inputs, x: torch.Tensor, warmup: int, repeat: int,
+            report: Callable[..., None] = _quiet) -> list[dict[str, Any]]:
+    """Both layers, checked equal, then timed in inference and in training; ``report(stage)``
+    is told what runs next and ``report(stage, row)`` each finished row, so that a run stopped
+    for time can say which side was slow and keep what finished."""
     torch.manual_seed(0)
     try:
+        report("building the peer")
         peer = case.peer(d.graph)
     except Exception as err:  # a peer that cannot be built here is recorded, not dropped
         return [{"layer": case.name, "mode": m, "status": status_of(err)} for m in ("infer", "train")]
@@ -254,14 +262,17 @@ def compare(case: DropIn, d: Inputs, x: torch.Tensor, warmup: int, repeat: int) 
     ours.load_state_dict(peer.state_dict())
     rows = []
     try:
+        report("Pigeon's output and gradients")
         ref_out, ref_grads = _gradients(ours, d, x, case.call)
     except Exception as err:
         return [{"layer": case.name, "mode": m, "status": f"Pigeon {status_of(err)}"} for m in ("infer", "train")]
     try:
+        report("the peer's output and gradients")
         theirs = _gradients(peer, d, x, case.call)
         problems = _problems((ref_out, ref_grads), theirs)
         check = "same output and gradients"
         if problems and x.dtype == torch.float32:
+            report("the float64 recheck")
             check = _rounding_only(case, d, x, peer, problems, ((ref_out, ref_grads), theirs)) or ""
         if not check:
             check = "MISMATCH (" + "; ".join(f"{k}: {p}" for k, p in problems.items()) + ")"
@@ -278,24 +289,50 @@ def compare(case: DropIn, d: Inputs, x: torch.Tensor, warmup: int, repeat: int) 
                 def step(layer=layer):
                     _gradients(layer, d, x, case.call)
             try:
+                report(f"timing {'Pigeon' if who == 'pigeon' else 'the peer'} ({'inference' if mode == 'infer' else 'training'})")
                 row[f"{who}_ms"] = _median_ms(step, warmup, repeat)
             except Exception as err:
                 row["status"] = f"{who}: {status_of(err)}"
         if "pigeon_ms" in row and "peer_ms" in row:
             row["speedup"] = row["peer_ms"] / row["pigeon_ms"]
         rows.append(row)
+        report("done", row)
     return rows
 
 
-def run_cases(dataset: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+def run_cases(dataset: str, args: argparse.Namespace, report: Callable[..., None] = _quiet) -> list[dict[str, Any]]:
     """Every selected layer on one graph, in this process; rows carry the graph's name."""
+    report("loading the graph")
     data = pigeon.datasets.load(dataset, scale=args.scale, seed=0, feat_dim=args.feats)
     d = inputs_of(data.graph)
     rows = []
     for case in drop_ins(args.feats, args.num_bases):
         if case.name in args.layer or (not args.layer and _selected(case.name, args.layers)):
-            rows += [{**row, "graph": dataset} for row in compare(case, d, data.features, args.warmup, args.repeat)]
+            rows += [{**row, "graph": dataset}
+                     for row in compare(case, d, data.features, args.warmup, args.repeat, report)]
     return rows
+
+
+_STAGE, _ROW = "stage: ", "row: "
+
+
+def _tell_parent(stage: str, row: dict[str, Any] | None = None) -> None:
+    """A child's progress, one line each on stdout for ``run_in_fresh_process``."""
+    print(_ROW + json.dumps(row) if row is not None else _STAGE + stage, flush=True)
+
+
+def _partial(output: Any, failed: list[dict[str, Any]], status: str) -> list[dict[str, Any]]:
+    """The rows a stopped child finished, and ``failed``'s others with ``status`` and the stage
+    it was in."""
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    lines = (output or "").splitlines()
+    done = [json.loads(line[len(_ROW):]) for line in lines if line.startswith(_ROW)]
+    stages = [line[len(_STAGE):] for line in lines if line.startswith(_STAGE)]
+    where = f" ({stages[-1]})" if stages else ""
+    finished = {row["mode"] for row in done}
+    return [{**row, "graph": failed[0]["graph"]} for row in done] + [
+        {**row, "status": status + where} for row in failed if row["mode"] not in finished]
 
 
 def _selected(name: str, words: list[str] | None) -> bool:
@@ -311,17 +348,13 @@ def run_in_fresh_process(dataset: str, layer: str, argv: list[str], timeout: int
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    except subprocess.TimeoutExpired:
-        return [{**row, "status": f"timeout after {timeout} s"} for row in failed]
-    lines = [line for line in done.stdout.splitlines() if line.startswith(_ROWS)]
-    if done.returncode not in (0, 1) or not lines:
+    except subprocess.TimeoutExpired as stopped:
+        return _partial(stopped.stdout, failed, f"timeout after {timeout} s")
+    if done.returncode != 0:
         reason = "OOM (killed)" if done.returncode in (-9, 137) else f"crashed (exit {done.returncode}): " + \
             (done.stderr.strip().splitlines() or [""])[-1][:200]
-        return [{**row, "status": reason} for row in failed]
-    return json.loads(lines[-1][len(_ROWS):])
-
-
-_ROWS = "rows: "
+        return _partial(done.stdout, failed, reason)
+    return _partial(done.stdout, failed, "no result")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,9 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # a child of --timeout
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.in_process:  # the child prints its rows for the parent
-        rows = [row for dataset in args.datasets for row in run_cases(dataset, args)]
-        print(_ROWS + json.dumps(rows), flush=True)
+    if args.in_process:  # the child tells the parent each stage and row
+        for dataset in args.datasets:
+            run_cases(dataset, args, _tell_parent)
         return 0
     names = [case.name for case in drop_ins(args.feats, args.num_bases) if _selected(case.name, args.layers)]
     shared = [a for a in ("--scale", str(args.scale), "--feats", str(args.feats), "--num-bases", str(args.num_bases),

@@ -498,6 +498,22 @@ def test_the_dropin_benchmark_runs_cases_in_fresh_processes(tmp_path):
     assert [r["status"] for r in json.loads(out.read_text())] == ["timeout after 1 s"] * 2
 
 
+def test_a_case_stopped_for_time_keeps_what_finished_and_says_which_side_was_slow():
+    import json
+
+    from pigeon.benchmarks.dropin import _partial
+    failed = [{"layer": "L", "mode": m, "graph": "am"} for m in ("infer", "train")]
+    infer = {"layer": "L", "mode": "infer", "status": "ok", "check": "same output and gradients",
+             "pigeon_ms": 1.0, "peer_ms": 3.0, "speedup": 3.0}
+    output = "\n".join(["stage: loading the graph", "stage: timing Pigeon (inference)", "row: " + json.dumps(infer),
+                        "stage: timing Pigeon (training)", "stage: timing the peer (training)"])
+    rows = _partial(output.encode(), failed, "timeout after 240 s")
+    assert rows == [{**infer, "graph": "am"},
+                    {"layer": "L", "mode": "train", "graph": "am",
+                     "status": "timeout after 240 s (timing the peer (training))"}]
+    assert [r["status"] for r in _partial(None, failed, "OOM (killed)")] == ["OOM (killed)"] * 2
+
+
 def test_a_float32_difference_that_vanishes_in_float64_is_summation_order(monkeypatch):
     """`pigeon bench dropin` checks again in float64 what differs in float32: a difference that
     shrinks with the precision is rounding, noted as such; a wrong formula stays a mismatch."""
