@@ -465,17 +465,17 @@ class TraversalKernel(KernelBuilder):
         c.close()
 
     def scatter_order(self) -> str | None:
-        """The index every scatter of this (edge-parallel or row-map) kernel follows, when they all
-        follow one into a domain with many rows: the C++ kernel walks its rows in that order."""
+        """The index that this (edge-parallel or row-map) kernel's rows are walked in, in C++: of
+        its scatters into domains with many rows, the index that carries the most elements per
+        row. Those scatters need atomics only at the ends of a thread's range; the others keep
+        theirs."""
         if not self.cpu or self.plan.strategy not in (Strategy.EDGE_PARALLEL, Strategy.ROW_MAP):
             return None
-        indices = {n.attrs["index"] for n in self.computed() if n.op == Op.REDUCE}
-        if len(indices) != 1 or indices & {"all", "to_dst"}:
-            return None
-        index = indices.pop()
-        if any(n.type.domain in SMALL_DOMAINS for n in self.computed() if n.op == Op.REDUCE):
-            return None
-        return index
+        carried: dict[str, int] = {}
+        for n in self.computed():
+            if n.op == Op.REDUCE and n.attrs["index"] not in ("all", "to_dst") and n.type.domain not in SMALL_DOMAINS:
+                carried[n.attrs["index"]] = carried.get(n.attrs["index"], 0) + n.type.numel
+        return max(sorted(carried), key=carried.__getitem__) if carried else None
 
     # ---- kernel bodies --------------------------------------------------------------------
 
