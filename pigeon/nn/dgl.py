@@ -312,10 +312,10 @@ def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
                 out = out + p["cB"][n.ntype]
             for k in unfolded:
                 out = out + base(k, n)
-            if typed_bases:
-                value = linear(x[n], p["TW"][n.ntype]) + p["Tb"][n.ntype]
-                masks = [p[f"Tact{i}"] for i in range(len(acts))]
-                out = out + p["Tuse"][n.ntype] * _mixed(acts, masks, lambda m: m[n.ntype], value)
+            for j in range(typed_bases):
+                value = linear(x[n], p[f"TW{j}"][n.ntype]) + p[f"Tb{j}"][n.ntype]
+                masks = [p[f"Tact{j}_{i}"] for i in range(len(acts))]
+                out = out + p[f"Tuse{j}"][n.ntype] * _mixed(acts, masks, lambda m: m[n.ntype], value)
             n.out = out * p["inv_count"][n.ntype] if aggregate == "mean" else out
         else:
             values = []
@@ -340,7 +340,7 @@ def hetero_program(g, x, p, acts=(None,), aggregate="sum", num_slots=1,
                    use_sum=True, use_gcn=False, use_gat=False, use_pool=False, use_edge_weight=False,
                    use_attention_mask=False, heads=1, size=1,
                    slope=None, pad=False, folded=False, unfolded=(), base_acts=(), constant=False, constant_bases=(),
-                   typed_bases=False):
+                   typed_bases=0):
     """DGL's ``HeteroGraphConv`` over GraphConv / SAGEConv / GATConv relations on one graph: ``x``
     [N, in] (destinations first), ``p`` the stacked per-edge-type parameters (``Wn``, ``Ws``,
     ``Wb`` [R, in, out], ``b`` [R, out], ``p_src``, ``p_dst``, ``gcn`` [R]: the message
@@ -353,9 +353,9 @@ def hetero_program(g, x, p, acts=(None,), aggregate="sum", num_slots=1,
     where the edge type's activation is ``acts[i]``) and, for the edge types of ``unfolded`` (a
     tuple of them for sum/mean, one per slot for max/min/stack), their no-edge values: ``bc{k}``
     [out] (``constant_bases``) or ``bw{k}`` [in, out], ``bb{k}`` [out], and ``into{k}`` [T],
-    one-hot of their destination type; with ``typed_bases`` (one relation per destination type)
-    those no-edge values are ``TW`` [T, in, out], ``Tb`` [T, out], ``Tuse`` [T] and ``Tact{i}``
-    [T] per node type instead."""
+    one-hot of their destination type; for sum/mean those no-edge values are instead
+    ``typed_bases`` rounds of ``TW{j}`` [T, in, out], ``Tb{j}`` [T, out], ``Tuse{j}`` [T] and
+    ``Tact{j}_{i}`` [T], round j holding the j-th such relation of every node type."""
     return _hetero_body(g, x, p, acts=acts, aggregate=aggregate,
                         num_slots=num_slots, use_sum=use_sum, use_gcn=use_gcn, use_gat=use_gat, use_pool=use_pool,
                         use_edge_weight=use_edge_weight,
@@ -929,22 +929,23 @@ def _program_inputs(active: list, modules: list, dst_types: list, aggregate: str
         p["inv_count"] = vector([1.0 / dst_of.count(t) for t in range(num_types)])
         constants.update(folded=any(part["act"] is None and not part["constant"] for part in parts), constant=True,
                          unfolded=tuple(unfolded))
-        if unfolded and len(set(dst_of)) == len(dst_of):
-            # one relation per destination type: the no-edge values that do not fold are one typed
-            # linear per node, not one linear per relation at every node
+        if unfolded:
+            # the no-edge values that do not fold: the j-th of each destination type's is one
+            # typed linear per node (as many as the most any type has), not one linear per
+            # relation at every node
             for k in unfolded:
                 for name in ("into", "bw", "bb"):
                     del p[f"{name}{k}"]
-            of_type = {dst_of[k]: k for k in unfolded}
-            p["TW"] = torch.stack([parts[of_type[t]]["Wb"] if t in of_type else like.new_zeros(fin, fout)
-                                   for t in range(num_types)])
-            p["Tb"] = torch.stack([parts[of_type[t]]["b"] if t in of_type else like.new_zeros(fout)
-                                   for t in range(num_types)])
-            p["Tuse"] = vector([1.0 if t in of_type else 0.0 for t in range(num_types)])
-            for i, name in enumerate(acts):
-                p[f"Tact{i}"] = vector([1.0 if t in of_type and names[of_type[t]] == name else 0.0
-                                        for t in range(num_types)])
-            constants.update(unfolded=(), typed_bases=True)
+            of_type = [[k for k in unfolded if dst_of[k] == t] for t in range(num_types)]
+            rounds = max(len(ks) for ks in of_type)
+            for j in range(rounds):
+                at = [ks[j] if j < len(ks) else None for ks in of_type]  # each type's relation in round j
+                p[f"TW{j}"] = torch.stack([parts[k]["Wb"] if k is not None else like.new_zeros(fin, fout) for k in at])
+                p[f"Tb{j}"] = torch.stack([parts[k]["b"] if k is not None else like.new_zeros(fout) for k in at])
+                p[f"Tuse{j}"] = vector([1.0 if k is not None else 0.0 for k in at])
+                for i, name in enumerate(acts):
+                    p[f"Tact{j}_{i}"] = vector([1.0 if k is not None and names[k] == name else 0.0 for k in at])
+            constants.update(unfolded=(), typed_bases=rounds)
     else:
         slot = [dst_of[:k].count(dst_of[k]) for k in range(len(active))]
         num_slots = max(slot) + 1
