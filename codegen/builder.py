@@ -81,6 +81,14 @@ class KernelBuilder:
     def index_arg(self, index: str, target: Domain) -> str:
         return self._arg(f"p_index_{index}_{target.value}", "const long long* __restrict__", "index", (index, target))
 
+    def index_at(self, index: str, target: Domain, row: str) -> str:
+        """The row that ``index`` sends row ``row`` of ``target`` to (a read of a graph array)."""
+        return f"{self.index_arg(index, target)}[{row}]"
+
+    def degree_at(self, by: str, edge: str) -> str:
+        """The degree ``by`` of edge ``edge``'s node (a read of a graph array)."""
+        return f"{self._arg(f'p_degree_{by}', 'const long long* __restrict__', 'degree', by)}[{edge}]"
+
     def numel(self, name: str) -> int:
         return self.nodes[name].type.numel
 
@@ -124,7 +132,7 @@ class KernelBuilder:
                 inner[Domain.NODE] = here
             return self.row_of(node.args[0], inner)
         source_domain = self.nodes[node.args[0]].type.domain
-        return self.row_of(node.args[0], {**rows, source_domain: f"{self.index_arg(index, target)}[{here}]"})
+        return self.row_of(node.args[0], {**rows, source_domain: self.index_at(index, target, here)})
 
     def read(self, name: str, flat: str, rows: dict[Domain, str], k: str | None) -> str:
         """Element ``flat`` of value ``name``; ``k`` is this lane's slot if ``flat`` is its own element."""
@@ -139,9 +147,7 @@ class KernelBuilder:
                 return self.read(node.args[0], flat, rows, k)
             return self.read_local(name, flat, rows, k)
         if node.op == Op.DEGREE:
-            edge = rows[Domain.EDGE]
-            degree = self._arg(f"p_degree_{node.attrs['by']}", "const long long* __restrict__", "degree", node.attrs["by"])
-            return f"(({self.acc}){degree}[{edge}])"
+            return f"(({self.acc}){self.degree_at(node.attrs['by'], rows[Domain.EDGE])})"
         source = self.view_source(name)
         if source.op == Op.CONST:
             return c_number(source.attrs["value"], self.acc)
@@ -204,9 +210,8 @@ class KernelBuilder:
         if row is None:
             raise CodegenError(f"{self.plan.name}: %{node.name} read outside its rows")
         to = node.type.domain
-        lhs = f"{self.index_arg(node.attrs['lhs'], to)}[{row}]"
-        rhs = (str(int(node.attrs["value"])) if node.attrs.get("rhs") is None
-               else f"{self.index_arg(node.attrs['rhs'], to)}[{row}]")
+        lhs = self.index_at(node.attrs["lhs"], to, row)
+        rhs = str(int(node.attrs["value"])) if node.attrs.get("rhs") is None else self.index_at(node.attrs["rhs"], to, row)
         return f"({lhs} {C_COMPARE[node.attrs['cmp']]} {rhs} ? ({self.acc})1 : ({self.acc})0)"
 
     def row_read(self, memory: str, row: str) -> None:

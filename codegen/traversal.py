@@ -408,7 +408,7 @@ class TraversalKernel(KernelBuilder):
         else:
             if (to, source.type.domain) not in GATHER_INDICES[index]:
                 raise CodegenError(f"{self.plan.name}: cannot scatter along {index}")
-            row = f"{self.index_arg(index, source.type.domain)}[{here}]"
+            row = self.index_at(index, source.type.domain, here)
         if node.name not in self.plan.writes:
             raise CodegenError(f"{self.plan.name}: scatter %{node.name} is not stored")
         (self.max_filled if maximum else self.zero_filled).append(node.name)
@@ -425,8 +425,7 @@ class TraversalKernel(KernelBuilder):
         offset = "f" if row is None else f"{row} * {n} + f"
         value = self.read(node.args[0], "f", rows, k)
         if mean_per_dst:  # each edge adds its share of its destination's mean
-            degree = self._arg("p_degree_dst", "const long long* __restrict__", "degree", "dst")
-            value = f"{value} / ({self.acc}){degree}[{here}]"
+            value = f"{value} / ({self.acc}){self.degree_at('dst', here)}"
         if self.cpu and index == "to_dst":  # a destination's own node: this thread alone adds there
             c.add(f"pg_add(p_{node.name} + {offset}, {value});")
         elif private:
@@ -451,8 +450,7 @@ class TraversalKernel(KernelBuilder):
         source = self.nodes[node.args[0]].type.domain
         value = self.read(node.args[0], "f", rows, "f" if self.local_source(node.args[0]) == node.args[0] else None)
         if mean_per_dst:
-            degree = self._arg("p_degree_dst", "const long long* __restrict__", "degree", "dst")
-            value = f"{value} / ({self.acc}){degree}[{rows[source]}]"
+            value = f"{value} / ({self.acc}){self.degree_at('dst', rows[source])}"
         c.block()
         c.add(f"const long long target = {target};")
         c.open("if (target == first_target || target == last_target)")
@@ -463,6 +461,26 @@ class TraversalKernel(KernelBuilder):
         c.add(f"for (int f = 0; f < {n}; ++f) {alone}(p_{node.name} + target * {n} + f, {value});")
         c.close()
         c.close()
+
+    def index_at(self, index: str, target: Domain, row: str) -> str:
+        if not self._in_order(row):
+            return super().index_at(index, target, row)
+        by = self.ordered_by
+        name = self._arg(f"p_index_{index}_{target.value}_by_{by}", "const long long* __restrict__", "index_in_order",
+                         ("index", (index, target), by, self.plan.domain))
+        return f"{name}[position]"
+
+    def degree_at(self, by: str, edge: str) -> str:
+        if not self._in_order(edge):
+            return super().degree_at(by, edge)
+        name = self._arg(f"p_degree_{by}_by_{self.ordered_by}", "const long long* __restrict__", "index_in_order",
+                         ("degree", by, self.ordered_by, self.plan.domain))
+        return f"{name}[position]"
+
+    def _in_order(self, row: str) -> bool:
+        """Whether ``row`` is the row of a kernel that walks its rows in target order: graph
+        arrays read there come in that order, read at the position, not at random rows."""
+        return getattr(self, "ordered_by", None) is not None and row == "row"
 
     def scatter_order(self) -> str | None:
         """The index that this (edge-parallel or row-map) kernel's rows are walked in, in C++: of
@@ -506,12 +524,14 @@ class TraversalKernel(KernelBuilder):
             guard, ahead = f"position + {distance} < hi", f"p_order[position + {distance}]"
         else:
             guard, ahead = f"row + {distance} < num_rows", f"row + {distance}"
-        lines = [f"if ({guard}) {{  // rows that the row {distance} ahead reads",
-                 f"    const long long row_ahead = {ahead};"]
+        prefetches = []
         for memory, row in reads:
-            row_ahead = re.sub(r"\brow\b", "row_ahead", row)
-            lines.append(f"    pg_prefetch(p_{memory} + {row_ahead} * {self.numel(memory)}, {self.numel(memory)});")
-        self.code.lines[0:0] = ["    " * self.code.depth + line for line in lines + ["}"]]
+            row_ahead = re.sub(r"\bposition\b", f"(position + {distance})", re.sub(r"\brow\b", "row_ahead", row))
+            prefetches.append(f"    pg_prefetch(p_{memory} + {row_ahead} * {self.numel(memory)}, {self.numel(memory)});")
+        lines = [f"if ({guard}) {{  // rows that the row {distance} ahead reads"]
+        if any(re.search(r"\brow_ahead\b", p) for p in prefetches):
+            lines.append(f"    const long long row_ahead = {ahead};")
+        self.code.lines[0:0] = ["    " * self.code.depth + line for line in lines + prefetches + ["}"]]
 
     def closure(self, targets: list[str]) -> list[Node]:
         """The edge ops the targets need, in program order."""
@@ -625,7 +645,7 @@ class TraversalKernel(KernelBuilder):
         if not self.cpu or self._loop_rows is None or self.nodes[memory].type.domain in SMALL_DOMAINS:
             return  # parameters have few rows, in cache anyway
         per_destination = self.plan.strategy == Strategy.DST_PARALLEL
-        if (per_destination and "[e]" in row) or (not per_destination and "[row]" in row) or (
+        if (per_destination and "[e]" in row) or (not per_destination and ("[row]" in row or "[position]" in row)) or (
                 self.ordered_by is not None and row == "row"):
             self._loop_rows[(memory, row)] = None
 
@@ -947,7 +967,7 @@ class TraversalKernel(KernelBuilder):
             order = index = None
             if self.ordered_by is not None:
                 order = self._arg("p_order", "const long long* __restrict__", "index_order", (self.ordered_by, domain))
-                index = self.index_arg(self.ordered_by, domain)
+                index = self.index_at(self.ordered_by, domain, "row").removesuffix("[position]")
             private = [(name, rows, self.numel(name), name in self.private_maxima)
                        for name, rows in self.private.items()]
             return {"name": self.name, "plan": self.plan, "ops": [format_node(n) for n in self.plan.ops],

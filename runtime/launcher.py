@@ -155,6 +155,8 @@ def _graph_arguments(kernel: KernelSource, g: Graph) -> list[Argument | Slot | S
             out.append(layouts.gemm_tiles(g, by, domain, tile_rows).shape[0])
         elif arg.kind == "index_order":
             out.append(layouts.index_order(g, *arg.key))
+        elif arg.kind == "index_in_order":
+            out.append(layouts.in_order(g, *arg.key))
         elif arg.kind == "work":
             out.append(layouts.dst_work(g, *arg.key).rows)
         elif arg.kind == "work_chunks":

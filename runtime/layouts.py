@@ -12,7 +12,7 @@ Layouts read the arrays the graph owns (``arrays``), never the copies its proper
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -233,6 +233,17 @@ def index_order(g: Graph, index: str, domain: Domain) -> torch.Tensor:
             return torch.arange(num_rows(g, domain), device=g.device)
         return torch.argsort(targets, stable=True)
     return g.cached(("index_order", index, domain), build)
+
+
+def in_order(g: Graph, kind: str, key: Any, by: str, domain: Domain) -> torch.Tensor:
+    """A graph array over ``domain``'s rows (``kind`` "index" with ``key`` (index, domain), or
+    "degree" with ``key`` its ``by``) in the order ``index_order(g, by, domain)`` walks them:
+    a kernel walking that order reads it front to back instead of at random rows."""
+    def build() -> torch.Tensor:
+        array = index_array(g, *key) if kind == "index" else degree(g, key)
+        order = index_order(g, by, domain)
+        return order.clone() if array is None else array[order].contiguous()
+    return g.cached(("in_order", kind, key, by, domain), build)
 
 
 def segments(g: Graph, by: str, domain: Domain) -> Segments:
