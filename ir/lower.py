@@ -84,10 +84,12 @@ def atomic_candidates(program: Program) -> frozenset[str]:
 
 
 class _Fusion:
-    def __init__(self, program: Program, atomic_dst: frozenset[str] = frozenset(), horizontal: bool = True):
+    def __init__(self, program: Program, atomic_dst: frozenset[str] = frozenset(), horizontal: bool = True,
+                 scatter_epilogues: bool = True):
         self.p = program
         self.atomic_dst = atomic_dst
         self.horizontal = horizontal
+        self.scatter_epilogues = scatter_epilogues
         self.group_of: dict[str, int] = {}
         self.groups: dict[int, _Group] = {}
 
@@ -131,6 +133,11 @@ class _Fusion:
                 return False
             # an epilogue is per output element: elementwise ops and scatters of the rows only
             if any(self.p.node(m).op not in ELEMENTWISE | {Op.REDUCE} for m in members if m != anchors[0]):
+                return False
+            # A C++ GEMM's tiles go to any thread, so its scatters would all be atomics, a
+            # compare-and-swap per element: a kernel of its own walks the rows in target order.
+            if not self.scatter_epilogues and space.startswith("gemm") and any(
+                    self.p.node(m).op == Op.REDUCE for m in members):
                 return False
             if space != "wgrad" and not self._per_output_element(anchors[0], members):
                 return False
@@ -282,7 +289,8 @@ def lower(program: Program, dst_reductions: str = "segmented", horizontal: bool 
     if dst_reductions not in DST_REDUCTIONS:
         raise ValueError(f"dst_reductions must be one of {DST_REDUCTIONS}, got {dst_reductions!r}")
     program = decompose_softmax.run(program)
-    fusion = _Fusion(program, atomic_candidates(program) if dst_reductions == "atomic" else frozenset(), horizontal)
+    fusion = _Fusion(program, atomic_candidates(program) if dst_reductions == "atomic" else frozenset(), horizontal,
+                     scatter_epilogues=target != "cpp")
     groups = fusion.run()
     index = {n.name: i for i, n in enumerate(program.nodes)}
     produced = {m: i for i, g in enumerate(groups) for m in g.members}
