@@ -463,24 +463,35 @@ class TraversalKernel(KernelBuilder):
         c.close()
 
     def index_at(self, index: str, target: Domain, row: str) -> str:
-        if not self._in_order(row):
+        order = self._walk_order(row)
+        if order is None:
             return super().index_at(index, target, row)
-        by = self.ordered_by
+        by, domain, at = order
         name = self._arg(f"p_index_{index}_{target.value}_by_{by}", "const long long* __restrict__", "index_in_order",
-                         ("index", (index, target), by, self.plan.domain))
-        return f"{name}[position]"
+                         ("index", (index, target), by, domain))
+        return f"{name}[{at}]"
 
     def degree_at(self, by: str, edge: str) -> str:
-        if not self._in_order(edge):
+        order = self._walk_order(edge)
+        if order is None:
             return super().degree_at(by, edge)
-        name = self._arg(f"p_degree_{by}_by_{self.ordered_by}", "const long long* __restrict__", "index_in_order",
-                         ("degree", by, self.ordered_by, self.plan.domain))
-        return f"{name}[position]"
+        walk, domain, at = order
+        name = self._arg(f"p_degree_{by}_by_{walk}", "const long long* __restrict__", "index_in_order",
+                         ("degree", by, walk, domain))
+        return f"{name}[{at}]"
 
-    def _in_order(self, row: str) -> bool:
-        """Whether ``row`` is the row of a kernel that walks its rows in target order: graph
-        arrays read there come in that order, read at the position, not at random rows."""
-        return getattr(self, "ordered_by", None) is not None and row == "row"
+    def _walk_order(self, row: str) -> tuple[str, Domain, str] | None:
+        """Where C++ walks rows in an order of their own (a scatter's target order, or a
+        destination's edges in CSR order) and ``row`` is the row walked: (that order, the rows'
+        domain, the position in it). Graph arrays read there come in that order, read front to
+        back instead of at random rows."""
+        if not self.cpu:
+            return None
+        if getattr(self, "ordered_by", None) is not None and row == "row":
+            return self.ordered_by, self.plan.domain, "position"
+        if self.plan.strategy == Strategy.DST_PARALLEL and row == "e":
+            return "csr", Domain.EDGE, "begin + i"
+        return None
 
     def scatter_order(self) -> str | None:
         """The index that this (edge-parallel or row-map) kernel's rows are walked in, in C++: of
@@ -645,7 +656,8 @@ class TraversalKernel(KernelBuilder):
         if not self.cpu or self._loop_rows is None or self.nodes[memory].type.domain in SMALL_DOMAINS:
             return  # parameters have few rows, in cache anyway
         per_destination = self.plan.strategy == Strategy.DST_PARALLEL
-        if (per_destination and "[e]" in row) or (not per_destination and ("[row]" in row or "[position]" in row)) or (
+        if (per_destination and ("[e]" in row or "[begin + i]" in row)) or (
+                not per_destination and ("[row]" in row or "[position]" in row)) or (
                 self.ordered_by is not None and row == "row"):
             self._loop_rows[(memory, row)] = None
 
@@ -658,12 +670,15 @@ class TraversalKernel(KernelBuilder):
         distance = getattr(self.s, "prefetch", 0)
         if self.cpu and rows and distance:
             depth = "    " * c.depth
-            lines = [f"{depth}if (i + {distance} < degree) {{  // rows the edge {distance} ahead reads",
-                     f"{depth}    const long long e_ahead = {self.args['p_eids'].name}[begin + i + {distance}];"]
+            prefetches = []
             for memory, row in rows:
-                ahead = row.replace("[e]", "[e_ahead]")
-                lines.append(f"{depth}    pg_prefetch(p_{memory} + {ahead} * {self.numel(memory)}, {self.numel(memory)});")
-            lines.append(f"{depth}}}")
+                ahead = row.replace("[e]", "[e_ahead]").replace("[begin + i]", f"[begin + i + {distance}]")
+                prefetches.append(f"{depth}    pg_prefetch(p_{memory} + {ahead} * {self.numel(memory)}, "
+                                  f"{self.numel(memory)});")
+            lines = [f"{depth}if (i + {distance} < degree) {{  // rows the edge {distance} ahead reads"]
+            if any("e_ahead" in p for p in prefetches):
+                lines.append(f"{depth}    const long long e_ahead = {self.args['p_eids'].name}[begin + i + {distance}];")
+            lines += prefetches + [f"{depth}}}"]
             c.lines[self._loop_start:self._loop_start] = lines
         c.close()
 

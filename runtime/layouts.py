@@ -237,11 +237,12 @@ def index_order(g: Graph, index: str, domain: Domain) -> torch.Tensor:
 
 def in_order(g: Graph, kind: str, key: Any, by: str, domain: Domain) -> torch.Tensor:
     """A graph array over ``domain``'s rows (``kind`` "index" with ``key`` (index, domain), or
-    "degree" with ``key`` its ``by``) in the order ``index_order(g, by, domain)`` walks them:
-    a kernel walking that order reads it front to back instead of at random rows."""
+    "degree" with ``key`` its ``by``) in the order ``index_order(g, by, domain)`` walks them
+    (``by`` "csr": the edges in CSR order): a kernel walking that order reads it front to back
+    instead of at random rows."""
     def build() -> torch.Tensor:
         array = index_array(g, *key) if kind == "index" else degree(g, key)
-        order = index_order(g, by, domain)
+        order = csr(g).eids if by == "csr" else index_order(g, by, domain)
         return order.clone() if array is None else array[order].contiguous()
     return g.cached(("in_order", kind, key, by, domain), build)
 
