@@ -668,6 +668,9 @@ class TraversalKernel(KernelBuilder):
         c = self.code
         rows, self._loop_rows = self._loop_rows, None
         distance = getattr(self.s, "prefetch", 0)
+        if self.cpu and not any(re.search(r"\be\b", line) for line in c.lines[self._loop_start:]):
+            del c.lines[self._loop_start - 1]  # the edge id: every array this loop reads comes in CSR order
+            self._loop_start -= 1
         if self.cpu and rows and distance:
             depth = "    " * c.depth
             prefetches = []
