@@ -86,6 +86,10 @@ def drop_ins(feats: int, num_bases: int) -> list[DropIn]:
     def dgl_hgt_call(layer: torch.nn.Module, d: Inputs, x: torch.Tensor) -> torch.Tensor:
         return layer(d.dgl_graph, x, d.node_type, d.edge_type)
 
+    def hetero_mods(lib: str, make: Callable[[], torch.nn.Module], g: Any) -> torch.nn.Module:
+        return _ours("dgl", "HeteroGraphConv")({k: make() for k in hetero_metadata(g)[1]}) if lib == "pigeon" else \
+            _dgl("HeteroGraphConv")({k: make() for k in hetero_metadata(g)[1]})
+
     heads = 4
     found = [
         DropIn("PyG RGCNConv (num_bases)", lambda g: _pyg("RGCNConv")(feats, feats, g.num_etypes, num_bases=bases(g)),
@@ -110,6 +114,14 @@ def drop_ins(feats: int, num_bases: int) -> list[DropIn]:
         DropIn("DGL HGTConv", lambda g: _dgl("HGTConv")(feats, feats // heads, heads, g.num_ntypes, g.num_etypes, dropout=0.0),
                lambda g: _ours("dgl", "HGTConv")(feats, feats // heads, heads, g.num_ntypes, g.num_etypes, dropout=0.0),
                dgl_hgt_call),
+        DropIn("DGL HeteroGraphConv (SAGEConv)",
+               lambda g: hetero_mods("dgl", lambda: _dgl("SAGEConv")(feats, feats, "mean"), g),
+               lambda g: hetero_mods("pigeon", lambda: _ours("dgl", "SAGEConv")(feats, feats, "mean"), g),
+               dgl_hetero_call),
+        DropIn("DGL HeteroGraphConv (GATConv)",
+               lambda g: hetero_mods("dgl", lambda: _dgl("GATConv")(feats, feats // heads, heads), g),
+               lambda g: hetero_mods("pigeon", lambda: _ours("dgl", "GATConv")(feats, feats // heads, heads), g),
+               dgl_hetero_call),
     ]
     try:
         _ours("pyg", "RGATConv")
@@ -152,6 +164,24 @@ def hetero_call(layer: torch.nn.Module, d: Inputs, x: torch.Tensor) -> torch.Ten
     x_dict = {f"t{i}": x[d.node_type == i] for i in range(d.graph.num_ntypes)}
     out = layer(x_dict, _edge_index_dict(d.graph))
     return torch.cat([v for v in out.values() if v is not None])
+
+
+_HETEROGRAPHS: dict[int, tuple[Any, Any]] = {}
+
+
+def dgl_hetero_call(layer: torch.nn.Module, d: Inputs, x: torch.Tensor) -> torch.Tensor:
+    """A DGL HeteroGraphConv on the graph as a DGL heterograph (the edge types of
+    ``hetero_metadata``), the packed features split per node type; the outputs flattened and
+    concatenated in node type order."""
+    import dgl
+    graph = d.graph
+    if id(graph) not in _HETEROGRAPHS or _HETEROGRAPHS[id(graph)][0] is not graph:
+        counts = {f"t{i}": int((graph.ntype == i).sum()) for i in range(graph.num_ntypes)}
+        edges = {k: (e[0], e[1]) for k, e in _edge_index_dict(graph).items()}
+        _HETEROGRAPHS[id(graph)] = (graph, dgl.heterograph(edges, num_nodes_dict=counts))
+    x_dict = {f"t{i}": x[d.node_type == i] for i in range(graph.num_ntypes)}
+    out = layer(_HETEROGRAPHS[id(graph)][1], x_dict)
+    return torch.cat([v.reshape(v.shape[0], -1) for v in out.values()])
 
 
 EDGE_DIM = 4

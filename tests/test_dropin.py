@@ -473,7 +473,8 @@ def test_the_dropin_benchmark_checks_every_layer_before_timing(tmp_path, capsys)
                  "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     layers = {r["layer"] for r in rows}
-    assert {"PyG RGCNConv (num_bases)", "PyG HEATConv", "DGL RelGraphConv (bdd, 4 blocks)", "DGL HGTConv"} <= layers
+    assert {"PyG RGCNConv (num_bases)", "PyG HEATConv", "DGL RelGraphConv (bdd, 4 blocks)", "DGL HGTConv",
+            "DGL HeteroGraphConv (SAGEConv)", "DGL HeteroGraphConv (GATConv)"} <= layers
     for row in rows:
         assert row["status"] == "ok" and row["check"] == "same output and gradients", row
         assert row["pigeon_ms"] > 0 and row["peer_ms"] > 0
