@@ -14,7 +14,7 @@ from importlib import resources
 
 import jinja2
 
-from pigeon.ir.plans import KernelPlan, PlanProgram, Strategy, default_schedule, schedule_target
+from pigeon.ir.plans import KernelPlan, PlanProgram, Strategy, default_schedule, runs_on_blas, schedule_target
 
 from .builder import CodegenError
 from .cpu_gemm import CpuGemmKernel
@@ -55,6 +55,8 @@ def kernel_name(plan: KernelPlan) -> str:
 def render(plan: KernelPlan, with_common: bool = True) -> KernelSource:
     """The source of one kernel plan, CUDA or C++ as its schedule says; the same plan always
     gives the same bytes."""
+    if runs_on_blas(plan):
+        raise CodegenError(f"{plan.name}: scheduled to run as torch.matmul per type (blas=True): no generated code")
     problem = schedule_problem(plan, plan.schedule)
     if problem:
         raise CodegenError(f"{plan.name}: schedule {plan.schedule} cannot run: {problem}")
@@ -89,6 +91,9 @@ def render_module(plans: PlanProgram | list[KernelPlan], fallback: bool = False
         raise CodegenError("a module holds kernels of one target; these plans mix CUDA and C++ schedules")
     kernels, notes = [], []
     for plan in kernel_plans:
+        if runs_on_blas(plan):
+            kernels.append(InterpretedKernel(plan, "torch.matmul per type (schedule blas=True)"))
+            continue
         if not fallback:
             kernels.append(render(plan, with_common=False))
             continue

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from pigeon.ir.plans import CpuGemmSchedule, CpuTraversalSchedule, GemmSchedule, KernelPlan, Schedule, TraversalSchedule
+from pigeon.ir.plans import (CpuGemmSchedule, CpuTraversalSchedule, GemmSchedule, KernelPlan, Schedule,
+                             TraversalSchedule, runs_on_blas)
 
 MAX_THREADS = 1024
 MAX_STATIC_SHARED = 48 * 1024
@@ -44,10 +45,13 @@ def schedule_variants(plan: KernelPlan) -> list[KernelPlan]:
     """The plan with each knob set to each of its listed values in turn (the others at their
     defaults), where the result can run and renders other code than the plan and every earlier
     variant (a knob value a kernel cannot use, such as more micro-kernel columns than the
-    output has, is no candidate). A plan that no template expresses has no variants."""
+    output has, is no candidate; a C++ GEMM on BLAS is one variant). A plan that no template
+    expresses has no variants."""
     from . import CodegenError, render
 
     def code(p: KernelPlan) -> str | None:
+        if runs_on_blas(p):
+            return "torch.matmul per type"  # whatever the other knobs say
         try:
             kernel = render(p)
         except CodegenError:

@@ -88,9 +88,13 @@ class CpuGemmSchedule(Schedule):
     tile_rows: int = 64  # rows one task gathers and multiplies (also: the weight gradient's row block)
     micro_rows: int = 8  # output rows the micro-kernel keeps in registers
     micro_cols: int = 16  # output columns the micro-kernel keeps in registers
+    # no generated code: the plan runs as torch ops, one torch.matmul per type (the BLAS that
+    # torch links, MKL or OpenBLAS), where that measures faster (the tuner decides)
+    blas: bool = False
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "tile_rows": (16, 32, 64, 128, 256), "micro_rows": (1, 2, 4, 6, 8), "micro_cols": (8, 16, 32, 64),
+        "blas": (False, True),
     }
 
 
@@ -105,6 +109,11 @@ class CpuTraversalSchedule(Schedule):
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"rows_per_task": (1, 4, 16, 32, 64, 256, 1024),
                                                      "prefetch": (0, 2, 4, 8, 16)}
+
+
+def runs_on_blas(plan: "KernelPlan") -> bool:
+    """Whether ``plan`` is a C++ GEMM scheduled to run as torch.matmul per type, not generated."""
+    return isinstance(plan.schedule, CpuGemmSchedule) and plan.schedule.blas
 
 
 TARGETS = ("cuda", "cpp")

@@ -15,10 +15,10 @@ import torch
 import formulas
 import pigeon
 import pigeon.nn as pnn
-from pigeon.codegen import render, schedule_variants
+from pigeon.codegen import CodegenError, render, schedule_variants
 from pigeon.examples import hgt, rgat, rgcn
 from pigeon.ir.lower import lower
-from pigeon.ir.plans import CpuGemmSchedule, CpuTraversalSchedule, PlanProgram
+from pigeon.ir.plans import CpuGemmSchedule, CpuTraversalSchedule, PlanProgram, runs_on_blas
 from pigeon.lang import dot, leaky_relu, linear, softmax, sum
 from pigeon.runtime import cpp, cpp_compiler
 from pigeon.runtime.reference import execute
@@ -193,6 +193,8 @@ def test_every_cpu_knob_value_renders_different_code(model):
 
 def _code(plan):
     """The generated code of a plan, its name and schedule comment aside."""
+    if runs_on_blas(plan):
+        return "torch.matmul per type"
     kernel = render(plan)
     return kernel.source.split("level-1 ops:")[1].replace(kernel.name, "KERNEL")
 
@@ -258,3 +260,25 @@ def test_show_cpp_prints_one_translation_unit_that_compiles(tmp_path, backward):
     source.write_text(shown.stdout)
     compiler = shutil.which(cpp_compiler.find_compiler())
     subprocess.run([compiler, "-c", "-fopenmp", str(source), "-o", str(tmp_path / "shown.o")], check=True)
+
+
+@pytest.mark.parametrize("model", [rgcn.rgcn, rgat.rgat, hgt.hgt], ids=lambda m: m.name)
+def test_a_gemm_on_blas_runs_as_torch_matmul_and_gives_the_numbers(model):
+    """A C++ GEMM scheduled with ``blas=True`` has no generated code: it runs as torch ops, one
+    matmul per type, and gives the generated kernel's numbers; the tuner can time it."""
+    from pigeon.codegen import InterpretedKernel, render_module
+    g = random_graph(num_nodes=40, num_edges=300, num_etypes=12, seed=3)
+    grad, tensors = _plans(model, g)
+    plans = lower(grad.forward, target="cpp")
+    blas = PlanProgram(plans.name, plans.inputs, tuple(
+        dataclasses.replace(k, schedule=dataclasses.replace(k.schedule, blas=True))
+        if isinstance(k.schedule, CpuGemmSchedule) else k for k in plans.kernels), plans.outputs)
+    _, kernels = render_module(blas)
+    gemms = [k for k in kernels if isinstance(k.plan.schedule, CpuGemmSchedule)]
+    assert gemms and all(isinstance(k, InterpretedKernel) for k in gemms)
+    with pytest.raises(CodegenError, match="blas=True"):
+        render(gemms[0].plan)
+    for a, b in zip(cpp.CppProgram.from_plans(blas)(g, *tensors), cpp.CppProgram.from_plans(plans)(g, *tensors)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    for gemm in gemms:
+        assert any(v.schedule.blas for v in schedule_variants(dataclasses.replace(gemm.plan, schedule=CpuGemmSchedule())))
