@@ -158,11 +158,18 @@ def _edge_index_dict(graph: Any) -> dict:
     return _EDGE_INDEX_DICTS[id(graph)][1]
 
 
+def _per_type(x: torch.Tensor, d: Inputs) -> dict[str, torch.Tensor]:
+    """The packed features as a dict per node type t<i> (one gather and a split: a boolean mask
+    per type would fill a zero tensor of all of x per type in backward, for both sides)."""
+    order = torch.argsort(d.node_type, stable=True)
+    counts = torch.bincount(d.node_type, minlength=d.graph.num_ntypes).tolist()
+    return {f"t{i}": part for i, part in enumerate(torch.split(x[order], counts))}
+
+
 def hetero_call(layer: torch.nn.Module, d: Inputs, x: torch.Tensor) -> torch.Tensor:
     """A layer of x_dict / edge_index_dict on the packed features; the outputs concatenated in
     node type order (node types that no edge type reaches have none)."""
-    x_dict = {f"t{i}": x[d.node_type == i] for i in range(d.graph.num_ntypes)}
-    out = layer(x_dict, _edge_index_dict(d.graph))
+    out = layer(_per_type(x, d), _edge_index_dict(d.graph))
     return torch.cat([v for v in out.values() if v is not None])
 
 
@@ -179,8 +186,7 @@ def dgl_hetero_call(layer: torch.nn.Module, d: Inputs, x: torch.Tensor) -> torch
         counts = {f"t{i}": int((graph.ntype == i).sum()) for i in range(graph.num_ntypes)}
         edges = {k: (e[0], e[1]) for k, e in _edge_index_dict(graph).items()}
         _HETEROGRAPHS[id(graph)] = (graph, dgl.heterograph(edges, num_nodes_dict=counts))
-    x_dict = {f"t{i}": x[d.node_type == i] for i in range(graph.num_ntypes)}
-    out = layer(_HETEROGRAPHS[id(graph)][1], x_dict)
+    out = layer(_HETEROGRAPHS[id(graph)][1], _per_type(x, d))
     return torch.cat([v.reshape(v.shape[0], -1) for v in out.values()])
 
 

@@ -847,10 +847,9 @@ def _run(g: Any, active: list, modules: list, dst_types: list, src_types: list, 
         params["attention_mask"] = attention_mask.to(like.dtype)
     out = hetero_program(graph, x, params, aggregate=aggregate, use_edge_weight=edge_weight is not None,
                          use_attention_mask=attention_mask is not None, **constants)
-    result, start = {}, 0
-    for i, t in enumerate(dst_types):
-        rows = out[start: start + g.num_dst_nodes(t)]
-        start += g.num_dst_nodes(t)
+    result = {}
+    # one split, not a slice per type: a slice's backward fills a zero tensor of the whole output
+    for t, rows in zip(dst_types, torch.split(out, [g.num_dst_nodes(t) for t in dst_types])):
         width, shape = math.prod(shapes[t]), shapes[t]
         if aggregate == "stack":
             count = sum(1 for c in active if c[2] == t)
