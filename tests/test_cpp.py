@@ -282,3 +282,21 @@ def test_a_gemm_on_blas_runs_as_torch_matmul_and_gives_the_numbers(model):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     for gemm in gemms:
         assert any(v.schedule.blas for v in schedule_variants(dataclasses.replace(gemm.plan, schedule=CpuGemmSchedule())))
+
+
+def test_kernels_that_walk_rows_in_an_order_read_the_graph_arrays_in_that_order():
+    """A per-destination loop reads the per-edge graph arrays (indices, degrees) in CSR order at
+    ``begin + i``, and an edge kernel walking its rows in target order reads them at its
+    position: front to back, not at random edge ids."""
+    import re
+
+    from pigeon.codegen import render_module
+    g = random_graph(num_nodes=40, num_edges=300, num_etypes=12, seed=3)
+    grad, _ = _plans(rgat.rgat, g)
+    sources = [render_module(lower(p, target="cpp"))[0] for p in (grad.forward, grad.backward)]
+    text = "\n".join(sources)
+    assert re.search(r"p_index_\w+_edge_by_csr\[begin \+ i\]", text)
+    assert re.search(r"p_\w+_by_compact\w*\[position\]", text)
+    assert not re.search(r"p_(index|degree)_\w+\[e\]", text)  # no graph array read at an edge id
+    assert not re.search(r"p_(index|degree)_\w+_edge\[row\]", "\n".join(
+        s for s in text.split("extern") if "p_order" in s))  # nor at the row an ordered walk is at
