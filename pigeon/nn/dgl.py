@@ -254,7 +254,7 @@ def builtins_sum(items: Any) -> Any:
 def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
                  use_gcn, use_gat, use_pool, use_edge_weight, use_attention_mask, heads, size, slope, pad, folded,
                  unfolded, base_acts,
-                 constant, constant_bases, typed_bases):
+                 constant, constant_bases, typed_bases, base_is_own):
     """The program of ``hetero_program`` (see there)."""
     from pigeon.lang import concat, dot, leaky_relu, linear, max, maximum, minimum, relu, softmax, sum, where
     for e in g.edges():
@@ -285,7 +285,7 @@ def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
         return _mixed(acts, [p[f"act{i}"] for i in range(len(acts))], lambda m: m[r.etype], value)
 
     for r in g.dst_relations():
-        pre = linear(x[r.dst], p["Ws"][r.etype]) + p["b"][r.etype]
+        pre = own = linear(x[r.dst], p["Ws"][r.etype]) + p["b"][r.etype]
         if use_sum:
             pre = pre + linear(sum(e.msg for e in r.incoming_edges()), p["Wn"][r.etype])
         if use_pool:
@@ -295,7 +295,7 @@ def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
             pre = pre + (concat(att, p["zpad"]) if pad else att)
         r.f = act_r(r, pre)
         if aggregate in ("sum", "mean"):
-            r.base = act_r(r, linear(x[r.dst], p["Wb"][r.etype]) + p["b"][r.etype])
+            r.base = act_r(r, own if base_is_own else linear(x[r.dst], p["Wb"][r.etype]) + p["b"][r.etype])
 
     def base(k, n):  # relation k's no-edge value at n (0 unless n's type is k's destination type)
         key = str(k)
@@ -340,7 +340,7 @@ def hetero_program(g, x, p, acts=(None,), aggregate="sum", num_slots=1,
                    use_sum=True, use_gcn=False, use_gat=False, use_pool=False, use_edge_weight=False,
                    use_attention_mask=False, heads=1, size=1,
                    slope=None, pad=False, folded=False, unfolded=(), base_acts=(), constant=False, constant_bases=(),
-                   typed_bases=0):
+                   typed_bases=0, base_is_own=False):
     """DGL's ``HeteroGraphConv`` over GraphConv / SAGEConv / GATConv relations on one graph: ``x``
     [N, in] (destinations first), ``p`` the stacked per-edge-type parameters (``Wn``, ``Ws``,
     ``Wb`` [R, in, out], ``b`` [R, out], ``p_src``, ``p_dst``, ``gcn`` [R]: the message
@@ -355,13 +355,16 @@ def hetero_program(g, x, p, acts=(None,), aggregate="sum", num_slots=1,
     [out] (``constant_bases``) or ``bw{k}`` [in, out], ``bb{k}`` [out], and ``into{k}`` [T],
     one-hot of their destination type; for sum/mean those no-edge values are instead
     ``typed_bases`` rounds of ``TW{j}`` [T, in, out], ``Tb{j}`` [T, out], ``Tuse{j}`` [T] and
-    ``Tact{j}_{i}`` [T], round j holding the j-th such relation of every node type."""
+    ``Tact{j}_{i}`` [T], round j holding the j-th such relation of every node type;
+    ``base_is_own``: every ``Wb`` is its ``Ws`` (a no-edge value is the destination's own term,
+    computed once)."""
     return _hetero_body(g, x, p, acts=acts, aggregate=aggregate,
                         num_slots=num_slots, use_sum=use_sum, use_gcn=use_gcn, use_gat=use_gat, use_pool=use_pool,
                         use_edge_weight=use_edge_weight,
                         use_attention_mask=use_attention_mask, heads=heads, size=size, slope=slope, pad=pad,
                         folded=folded, unfolded=unfolded, base_acts=base_acts, constant=constant,
-                        constant_bases=constant_bases, typed_bases=typed_bases)
+                        constant_bases=constant_bases, typed_bases=typed_bases,
+                        base_is_own=base_is_own)
 
 
 _STANDALONE = ("pigeon.nn.dgl.{name} runs inside pigeon.nn.dgl.HeteroGraphConv; called alone it runs as a "
@@ -956,4 +959,7 @@ def _program_inputs(active: list, modules: list, dst_types: list, aggregate: str
         constants.update(num_slots=num_slots, unfolded=tuple(tuple(k for k in range(len(active)) if slot[k] == j)
                                                             for j in range(num_slots)))
     constants["constant_bases"] = constant_bases
+    if all(part["Wb"] is part["Ws"] for part in parts):  # SAGE mean and pool, GAT, GraphConv
+        constants["base_is_own"] = True
+        del p["Wb"]
     return p, constants
