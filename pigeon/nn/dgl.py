@@ -242,6 +242,15 @@ def _mixed(names: tuple, masks: list, index: Any, x: Any) -> Any:
     return builtins_sum(index(masks[i]) * _activate(name, x) for i, name in enumerate(names))
 
 
+def _power(degree: Any, exponent: float) -> Any:
+    """``degree ** exponent`` for a constant exponent (while tracing); None for a factor of 1."""
+    if exponent == 0.0:
+        return None
+    if exponent == 1.0:
+        return degree
+    return 1.0 / degree if exponent == -1.0 else degree ** exponent
+
+
 def builtins_sum(items: Any) -> Any:
     """Python's sum over a few traced values (a trace-time unrolling, not a graph aggregation)."""
     items = list(items)
@@ -254,7 +263,7 @@ def builtins_sum(items: Any) -> Any:
 def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
                  use_gcn, use_gat, use_pool, use_edge_weight, use_attention_mask, heads, size, slope, pad, folded,
                  unfolded, base_acts,
-                 constant, constant_bases, typed_bases, base_is_own):
+                 constant, constant_bases, typed_bases, base_is_own, exponents):
     """The program of ``hetero_program`` (see there)."""
     from pigeon.lang import concat, dot, leaky_relu, linear, max, maximum, minimum, relu, softmax, sum, where
     for e in g.edges():
@@ -262,11 +271,17 @@ def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
             pooled = relu(linear(x[e.src], p["Wp"][e.etype]) + p["bp"][e.etype])
             e.pool = pooled * p["edge_weight"][e] if use_edge_weight else pooled
         if use_sum:
-            weight = p["p_src"][e.etype]
-            coeff = e.src_etype_degree ** weight * (e.dst_etype_degree + p["gcn"][e.etype]) ** p["p_dst"][e.etype]
+            if exponents is None:  # they differ per relation
+                coeff = (e.src_etype_degree ** p["p_src"][e.etype]
+                         * (e.dst_etype_degree + p["gcn"][e.etype]) ** p["p_dst"][e.etype])
+            else:  # the same for every relation: trace constants, a factor of 1 left out
+                p_src, p_dst, shift = exponents
+                dst_degree = e.dst_etype_degree + shift if shift else e.dst_etype_degree
+                factors = [f for f in (_power(e.src_etype_degree, p_src), _power(dst_degree, p_dst)) if f is not None]
+                coeff = factors[0] * factors[1] if len(factors) == 2 else (factors[0] if factors else None)
             if use_edge_weight:
-                coeff = coeff * p["edge_weight"][e]
-            msg = x[e.src] * coeff
+                coeff = p["edge_weight"][e] if coeff is None else coeff * p["edge_weight"][e]
+            msg = x[e.src] if coeff is None else x[e.src] * coeff
             if use_gcn:  # SAGE's "gcn" adds x_v / (deg + 1) once: 1 / (deg (deg + 1)) on each edge
                 msg = msg + x[e.dst] * (p["gcn"][e.etype] / (e.dst_etype_degree * (e.dst_etype_degree + 1.0)))
             e.msg = msg
@@ -340,7 +355,7 @@ def hetero_program(g, x, p, acts=(None,), aggregate="sum", num_slots=1,
                    use_sum=True, use_gcn=False, use_gat=False, use_pool=False, use_edge_weight=False,
                    use_attention_mask=False, heads=1, size=1,
                    slope=None, pad=False, folded=False, unfolded=(), base_acts=(), constant=False, constant_bases=(),
-                   typed_bases=0, base_is_own=False):
+                   typed_bases=0, base_is_own=False, exponents=None):
     """DGL's ``HeteroGraphConv`` over GraphConv / SAGEConv / GATConv relations on one graph: ``x``
     [N, in] (destinations first), ``p`` the stacked per-edge-type parameters (``Wn``, ``Ws``,
     ``Wb`` [R, in, out], ``b`` [R, out], ``p_src``, ``p_dst``, ``gcn`` [R]: the message
@@ -357,14 +372,15 @@ def hetero_program(g, x, p, acts=(None,), aggregate="sum", num_slots=1,
     ``typed_bases`` rounds of ``TW{j}`` [T, in, out], ``Tb{j}`` [T, out], ``Tuse{j}`` [T] and
     ``Tact{j}_{i}`` [T], round j holding the j-th such relation of every node type;
     ``base_is_own``: every ``Wb`` is its ``Ws`` (a no-edge value is the destination's own term,
-    computed once)."""
+    computed once); ``exponents``: (p_src, p_dst, gcn) where every relation has the same (else
+    None: the tensors)."""
     return _hetero_body(g, x, p, acts=acts, aggregate=aggregate,
                         num_slots=num_slots, use_sum=use_sum, use_gcn=use_gcn, use_gat=use_gat, use_pool=use_pool,
                         use_edge_weight=use_edge_weight,
                         use_attention_mask=use_attention_mask, heads=heads, size=size, slope=slope, pad=pad,
                         folded=folded, unfolded=unfolded, base_acts=base_acts, constant=constant,
                         constant_bases=constant_bases, typed_bases=typed_bases,
-                        base_is_own=base_is_own)
+                        base_is_own=base_is_own, exponents=exponents)
 
 
 _STANDALONE = ("pigeon.nn.dgl.{name} runs inside pigeon.nn.dgl.HeteroGraphConv; called alone it runs as a "
@@ -871,15 +887,23 @@ def _program_inputs(active: list, modules: list, dst_types: list, aggregate: str
     dst_of = [dst_types.index(c[2]) for c in active]
     vector = lambda values: like.new_tensor(values)  # noqa: E731
     p = {name: torch.stack([part[name] for part in parts]) for name in ("Wn", "Ws", "Wb", "b")}
-    for name in ("p_src", "p_dst", "gcn"):
-        p[name] = vector([part[name] for part in parts])
+    uniform = tuple(parts[0][name] for name in ("p_src", "p_dst", "gcn"))
+    if all(tuple(part[name] for name in ("p_src", "p_dst", "gcn")) == uniform for part in parts):
+        exponents: tuple | None = tuple(float(v) for v in uniform)
+        if uniform[2]:
+            p["gcn"] = vector([part["gcn"] for part in parts])  # SAGE "gcn"'s own term reads it
+    else:
+        exponents = None
+        for name in ("p_src", "p_dst", "gcn"):
+            p[name] = vector([part[name] for part in parts])
     names = [part["act_name"] for part in parts]
     acts = tuple(dict.fromkeys(names))
     for i, name in enumerate(acts):
         p[f"act{i}"] = vector([1.0 if n == name else 0.0 for n in names])
     constants: dict[str, Any] = {"acts": acts, "use_sum": any(not isinstance(m, GATConv) and part["pool"] is None
                                                 for m, part in zip(modules, parts)),
-                                 "use_gcn": any(part["gcn"] for part in parts), "base_acts": tuple(names)}
+                                 "use_gcn": any(part["gcn"] for part in parts), "base_acts": tuple(names),
+                                 "exponents": exponents}
     if any(part["pool"] is not None for part in parts):
         zeros = (like.new_zeros(fin, fin), like.new_zeros(fin), like.new_zeros(fin, fout))
         for name, i in (("Wp", 0), ("bp", 1), ("Wq", 2)):
