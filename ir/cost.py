@@ -173,19 +173,17 @@ def kernel_features(kernel: Any, stats: GraphStats) -> dict[str, float]:
     gemm_flops = sum(node_cost(n, tuple(types[a] for a in n.args), stats).flops for n in gemm)
     other_flops = max(compulsory.flops - gemm_flops, 0)
     s = kernel.schedule
+    segments = stats.num_etypes if any(n.attrs.get("by") == "etype" for n in gemm) else \
+        stats.num_ntypes if any(n.attrs.get("by") == "ntype" for n in gemm) else 1
     if isinstance(s, CpuGemmSchedule) and s.blas:
         # torch ops: one matmul per type at about a full register tile's rate, and every other
         # op a pass of its own over memory (its result written, read back by the next)
         ops = [n for n in kernel.ops if n.op not in (Op.RESHAPE, Op.SLICE)]
         passes = sum(2 * value_bytes(n.type, stats) for n in ops if n.op not in (Op.LINEAR, Op.LINEAR_WGRAD))
-        segments = stats.num_etypes if any(n.attrs.get("by") == "etype" for n in gemm) else \
-            stats.num_ntypes if any(n.attrs.get("by") == "ntype" for n in gemm) else 1
         return {"kernel": 1.0 + 0.5 * len(ops) + 0.5 * segments, "task": 0.0,
                 "byte": (compulsory.bytes + passes) / THREADS, "gathered_byte": gathered / THREADS,
                 "gemm_flop": gemm_flops / THREADS, "flop": other_flops / THREADS, "atomic": 0.0}
     if isinstance(s, CpuGemmSchedule):
-        segments = stats.num_etypes if any(n.attrs.get("by") == "etype" for n in gemm) else \
-            stats.num_ntypes if any(n.attrs.get("by") == "ntype" for n in gemm) else 1
         tasks = rows / s.tile_rows + segments
         cols = max((n.type.shape[-1] for n in gemm if n.type.shape), default=1)
         padded = math.ceil(cols / s.micro_cols) * s.micro_cols / max(cols, 1)

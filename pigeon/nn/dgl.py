@@ -325,8 +325,6 @@ def _hetero_body(g, x, p, *, acts, aggregate, num_slots, use_sum,
                 out = out + linear(x[n], p["WB"][n.ntype])
             if constant:
                 out = out + p["cB"][n.ntype]
-            for k in unfolded:
-                out = out + base(k, n)
             for j in range(typed_bases):
                 value = linear(x[n], p[f"TW{j}"][n.ntype]) + p[f"Tb{j}"][n.ntype]
                 masks = [p[f"Tact{j}_{i}"] for i in range(len(acts))]
@@ -365,11 +363,10 @@ def hetero_program(g, x, p, acts=(None,), aggregate="sum", num_slots=1,
     dropout, ``attention_mask`` [E, H]; per node type ``WB`` [T, in, out], ``cB`` [T, out] (the
     summed no-edge values that fold), ``inv_count`` [T]; ``slot`` [R] (a relation's position
     among its destination type's), ``has{j}`` [T] (whether a type has slot j), ``act{i}`` [R] (1
-    where the edge type's activation is ``acts[i]``) and, for the edge types of ``unfolded`` (a
-    tuple of them for sum/mean, one per slot for max/min/stack), their no-edge values: ``bc{k}``
-    [out] (``constant_bases``) or ``bw{k}`` [in, out], ``bb{k}`` [out], and ``into{k}`` [T],
-    one-hot of their destination type; for sum/mean those no-edge values are instead
-    ``typed_bases`` rounds of ``TW{j}`` [T, in, out], ``Tb{j}`` [T, out], ``Tuse{j}`` [T] and
+    where the edge type's activation is ``acts[i]``); for max/min/stack, ``unfolded`` holds one
+    tuple of edge types per slot, whose no-edge values are ``bc{k}`` [out] (``constant_bases``)
+    or ``bw{k}`` [in, out], ``bb{k}`` [out], with ``into{k}`` [T], one-hot of their destination
+    type; for sum/mean the no-edge values that do not fold are ``typed_bases`` rounds of ``TW{j}`` [T, in, out], ``Tb{j}`` [T, out], ``Tuse{j}`` [T] and
     ``Tact{j}_{i}`` [T], round j holding the j-th such relation of every node type;
     ``base_is_own``: every ``Wb`` is its ``Ws`` (a no-edge value is the destination's own term,
     computed once); ``exponents``: (p_src, p_dst, gcn) where every relation has the same (else
@@ -652,12 +649,14 @@ class _RelationCopies:
         self._of = dict(zip(self.canonical_etypes, active))
         self.srctypes = [c[0] for c in self.canonical_etypes]
         self.dsttypes = [c[2] for c in self.canonical_etypes]
+        self._src_type = {copy[0]: c[0] for copy, c in self._of.items()}
+        self._dst_type = {copy[2]: c[2] for copy, c in self._of.items()}
 
     def num_src_nodes(self, t: str) -> int:
-        return self._g.num_src_nodes(self._of[self.canonical_etypes[int(t[3:])]][0])
+        return self._g.num_src_nodes(self._src_type[t])
 
     def num_dst_nodes(self, t: str) -> int:
-        return self._g.num_dst_nodes(self._of[self.canonical_etypes[int(t[3:])]][2])
+        return self._g.num_dst_nodes(self._dst_type[t])
 
     def edges(self, etype: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         return self._g.edges(etype=self._of[etype])
@@ -950,18 +949,13 @@ def _program_inputs(active: list, modules: list, dst_types: list, aggregate: str
                 folded_b[t] = folded_b[t] + part["act"](part["b"])
             else:
                 unfolded.append(k)
-                add_base(k)
         p["WB"], p["cB"] = torch.stack(folded_w), torch.stack(folded_b)
         p["inv_count"] = vector([1.0 / dst_of.count(t) for t in range(num_types)])
-        constants.update(folded=any(part["act"] is None and not part["constant"] for part in parts), constant=True,
-                         unfolded=tuple(unfolded))
+        constants.update(folded=any(part["act"] is None and not part["constant"] for part in parts), constant=True)
         if unfolded:
             # the no-edge values that do not fold: the j-th of each destination type's is one
             # typed linear per node (as many as the most any type has), not one linear per
             # relation at every node
-            for k in unfolded:
-                for name in ("into", "bw", "bb"):
-                    del p[f"{name}{k}"]
             of_type = [[k for k in unfolded if dst_of[k] == t] for t in range(num_types)]
             rounds = max(len(ks) for ks in of_type)
             for j in range(rounds):
@@ -971,7 +965,7 @@ def _program_inputs(active: list, modules: list, dst_types: list, aggregate: str
                 p[f"Tuse{j}"] = vector([1.0 if k is not None else 0.0 for k in at])
                 for i, name in enumerate(acts):
                     p[f"Tact{j}_{i}"] = vector([1.0 if k is not None and names[k] == name else 0.0 for k in at])
-            constants.update(unfolded=(), typed_bases=rounds)
+            constants["typed_bases"] = rounds
     else:
         slot = [dst_of[:k].count(dst_of[k]) for k in range(len(active))]
         num_slots = max(slot) + 1
