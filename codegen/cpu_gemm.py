@@ -32,13 +32,7 @@ class CpuGemmKernel(GemmKernel):
         if not isinstance(plan.schedule, CpuGemmSchedule):
             raise CodegenError(f"{plan.name}: not a cpp GEMM plan (schedule {type(plan.schedule).__name__})")
         KernelBuilder.__init__(self, plan, name)
-        self.s = plan.schedule
-        anchor = plan.anchor
-        assert anchor is not None
-        self.anchor = anchor
-        self.by = anchor.attrs["by"]
-        self.x, self.w = anchor.args
-        self.rows_domain = self.nodes[self.x].type.domain
+        self._read_anchor(plan)
         self.code = Code()
         self.row_values: dict[str, str] = {}  # per-row epilogue value -> its expression
 

@@ -178,13 +178,7 @@ class GemmKernel(KernelBuilder):
         if not isinstance(plan.schedule, GemmSchedule):
             raise CodegenError(f"{plan.name}: not a GEMM plan")
         super().__init__(plan, name)
-        self.s = plan.schedule
-        anchor = plan.anchor
-        assert anchor is not None
-        self.anchor = anchor
-        self.by = anchor.attrs["by"]
-        self.x, self.w = anchor.args
-        self.rows_domain = self.nodes[self.x].type.domain
+        self._read_anchor(plan)
         threads_rows, threads_cols = self.s.tile_rows // self.s.thread_rows, self.s.tile_cols // self.s.thread_cols
         if threads_rows * self.s.thread_rows != self.s.tile_rows or threads_cols * self.s.thread_cols != self.s.tile_cols:
             raise CodegenError(f"{plan.name}: tiles must be multiples of the thread tiles")
@@ -193,6 +187,16 @@ class GemmKernel(KernelBuilder):
         if not 1 <= self.block <= 1024:
             raise CodegenError(f"{plan.name}: {self.block} threads per block")
         self.code = Code()
+
+    def _read_anchor(self, plan: KernelPlan) -> None:
+        """The schedule and the GEMM the plan is built around: its rows' input, weight and type index."""
+        self.s = plan.schedule
+        anchor = plan.anchor
+        assert anchor is not None
+        self.anchor = anchor
+        self.by = anchor.attrs["by"]
+        self.x, self.w = anchor.args
+        self.rows_domain = self.nodes[self.x].type.domain
 
     def row_rows(self, row: str) -> dict[Domain, str]:
         rows = {self.rows_domain: row}
