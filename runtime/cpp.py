@@ -49,6 +49,7 @@ class CppProgram:
     def _load(self, plans: PlanProgram) -> None:
         self.plans = plans
         self.source, self.kernels = render_module(plans, fallback=True)
+        self.dead_after = launcher.dead_after(plans)
         # a program with no generated kernel (it returns its inputs, say) compiles nothing
         compiled = any(not isinstance(k, InterpretedKernel) for k in self.kernels)
         library = load_library(self.source, plans.name, plans.format()) if compiled else None
@@ -68,16 +69,17 @@ class CppProgram:
             raise ValueError(f"the cpp backend runs generated kernels on CPU tensors; the graph is on {g.device}")
         memory = {n.name: t.contiguous() for n, t in zip(self.plans.inputs, tensors)}
         threads = torch.get_num_threads()
-        for launch, function in zip(g.cached(("launches", self), lambda: launcher.bind(self.kernels, g)),
-                                    self.functions):
+        launches = g.cached(("launches", self), lambda: launcher.bind(self.kernels, g))
+        for launch, function, dead in zip(launches, self.functions, self.dead_after):
             if isinstance(launch, launcher.Interpreted):
                 launch.run(memory)
-                continue
-            launch.allocate_outputs(memory)
-            if launch.grid is None:
-                continue  # no rows: outputs stay as allocated (zeros where the kernel accumulates)
-            args = launch.arguments(memory)  # the tensors stay alive until the call returns
-            function(*[a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args], threads)
+            else:
+                launch.allocate_outputs(memory)
+                if launch.grid is not None:  # else no rows: outputs stay as allocated (zeros where it accumulates)
+                    args = launch.arguments(memory)  # the tensors stay alive until the call returns
+                    function(*[a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args], threads)
+            for name in dead:
+                del memory[name]
         return tuple(memory[o] for o in self.plans.outputs)
 
 

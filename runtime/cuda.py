@@ -68,6 +68,7 @@ class CudaProgram:
         self.module = KERNELS.module(source, device_arch(device), program.name, self.plans.format())
         self.functions = [None if isinstance(k, InterpretedKernel) else self.module.get_function(k.name)
                           for k in self.kernels]  # None: runs with torch ops
+        self.dead_after = launcher.dead_after(self.plans)
         import cupy
         self.device = cupy.cuda.Device(device.index if device.index is not None else torch.cuda.current_device())
 
@@ -77,25 +78,30 @@ class CudaProgram:
         stream = _stream(torch.cuda.current_stream(g.device))
         launches = g.cached(("launches", self), lambda: launcher.bind(self.kernels, g))
         with self.device:
-            for launch, function in zip(launches, self.functions):
-                if isinstance(launch, launcher.Interpreted):
-                    launch.run(memory)
-                    continue
-                launch.allocate_outputs(memory)
-                if launch.grid is None:
-                    continue
-                tensors_and_ints = launch.arguments(memory)  # kept alive (scratch buffers too) until launched
-                args = [np.uint64(a.data_ptr()) if isinstance(a, torch.Tensor) else np.int64(a)
-                        for a in tensors_and_ints]
-                if _TIMINGS:
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                function(launch.grid, (launch.kernel.launch.block, 1, 1), args, stream=stream)
-                if _TIMINGS:
-                    end.record()
-                    for timings in _TIMINGS:
-                        timings.append(KernelTiming(launch.kernel, start, end))
+            for launch, function, dead in zip(launches, self.functions, self.dead_after):
+                self._launch(launch, function, memory, stream)
+                for name in dead:  # freed to torch's caching allocator for the next kernels
+                    del memory[name]
         return tuple(memory[o] for o in self.plans.outputs)
+
+    def _launch(self, launch: launcher.Launch | launcher.Interpreted, function: Any,
+                memory: dict[str, torch.Tensor], stream: Any) -> None:
+        if isinstance(launch, launcher.Interpreted):
+            launch.run(memory)
+            return
+        launch.allocate_outputs(memory)
+        if launch.grid is None:
+            return
+        tensors_and_ints = launch.arguments(memory)  # kept alive (scratch buffers too) until launched
+        args = [np.uint64(a.data_ptr()) if isinstance(a, torch.Tensor) else np.int64(a) for a in tensors_and_ints]
+        if _TIMINGS:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        function(launch.grid, (launch.kernel.launch.block, 1, 1), args, stream=stream)
+        if _TIMINGS:
+            end.record()
+            for timings in _TIMINGS:
+                timings.append(KernelTiming(launch.kernel, start, end))
 
 
 _STREAMS: dict[int, Any] = {}

@@ -9,6 +9,7 @@ from typing import Sequence, Union
 import torch
 
 from pigeon.codegen.kernel import InterpretedKernel, KernelSource
+from pigeon.ir.plans import PlanProgram
 from pigeon.ir.types import Domain
 
 from . import layouts
@@ -121,6 +122,22 @@ class Interpreted:
         run_kernel(self.kernel.plan, self.g, memory)
         for name in self.kernel.plan.writes:
             memory[name] = aligned(memory[name])
+
+
+def dead_after(plans: PlanProgram) -> list[tuple[str, ...]]:
+    """For each kernel of ``plans``, the values no later kernel reads or writes and the program
+    does not return: a back end drops them from its memory once that kernel has run, so that a
+    program holds only its live intermediates, not all of them until it returns."""
+    last: dict[str, int] = {}
+    for i, kernel in enumerate(plans.kernels):
+        for name in [r.name for r in kernel.reads] + list(kernel.writes):
+            last[name] = i
+    dead: list[list[str]] = [[] for _ in plans.kernels]
+    kept = set(plans.outputs)
+    for name, i in last.items():
+        if name not in kept:
+            dead[i].append(name)
+    return [tuple(names) for names in dead]
 
 
 def bind(kernels: Sequence[KernelSource | InterpretedKernel], g: Graph) -> list[Launch | Interpreted]:

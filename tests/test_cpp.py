@@ -300,3 +300,45 @@ def test_kernels_that_walk_rows_in_an_order_read_the_graph_arrays_in_that_order(
     assert not re.search(r"p_(index|degree)_\w+\[e\]", text)  # no graph array read at an edge id
     assert not re.search(r"p_(index|degree)_\w+_edge\[row\]", "\n".join(
         s for s in text.split("extern") if "p_order" in s))  # nor at the row an ordered walk is at
+
+
+@pytest.mark.parametrize("model", [rgcn.rgcn, rgat.rgat, hgt.hgt], ids=lambda m: m.__name__)
+def test_a_program_drops_each_intermediate_after_the_last_kernel_that_uses_it(model, monkeypatch):
+    """A running program holds only its live intermediates: each is dropped right after the
+    last kernel that reads or writes it, and never a value that it returns."""
+    from pigeon.runtime import launcher
+    g = random_graph(num_nodes=40, num_edges=300, num_etypes=12, seed=3)
+    grad, _ = _plans(model, g)
+    intermediates = 0
+    for program in (grad.forward, grad.backward):
+        plans = lower(program, target="cpp")
+        dead = launcher.dead_after(plans)
+        dropped = [name for names in dead for name in names]
+        assert len(dropped) == len(set(dropped))
+        assert not set(dropped) & set(plans.outputs)
+        stored = {w for k in plans.kernels for w in k.writes} - set(plans.outputs)
+        assert stored <= set(dropped)
+        intermediates += len(stored)
+        for i, names in enumerate(dead):
+            later = {r.name for k in plans.kernels[i + 1:] for r in k.reads} | \
+                {w for k in plans.kernels[i + 1:] for w in k.writes}
+            assert not set(names) & later, f"{plans.kernels[i].name} drops a value a later kernel uses"
+    assert intermediates  # each model stores some value that it does not return
+    # and the runtime holds no more than the live values while it runs
+    plans = lower(grad.forward, target="cpp")
+    program = cpp.CppProgram.from_plans(plans)
+    held = []
+    allocate = launcher.Launch.allocate_outputs
+
+    def watched(self, memory):
+        held.append(set(memory))
+        allocate(self, memory)
+    monkeypatch.setattr(launcher.Launch, "allocate_outputs", watched)
+    args = [a.double() if isinstance(a, torch.Tensor) else a for a in model.example_inputs(g)]
+    exe = model.executable(g, *args)
+    params = dict(model._bind(g, args, {}))
+    program(g, *[params[n.name] for n in exe.forward.inputs])
+    inputs = {n.name for n in plans.inputs}
+    for i, names in enumerate(held):
+        live = {r.name for k in plans.kernels[i:] for r in k.reads} | set(plans.outputs)
+        assert names - inputs <= live, f"kernel {i} starts with dead values {sorted(names - inputs - live)}"

@@ -85,17 +85,22 @@ class HarnessProgram:
 
         check_inputs(Program(self.plans.name, self.plans.inputs, ()), g, tensors)
         memory = {n.name: launcher.aligned(t) for n, t in zip(self.plans.inputs, tensors)}
-        for launch in launcher.bind(self.kernels, g):
-            if isinstance(launch, launcher.Interpreted):
-                launch.run(memory)
-                continue
-            kernel, shape = launch.kernel, launch.grid
-            launch.allocate_outputs(memory)
-            if shape is None:
-                continue
-            args = launch.arguments(memory)  # the tensors stay alive until the launch returns
-            slots = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, torch.Tensor) else ctypes.c_longlong(a)
-                     for a in args]
-            array = (ctypes.c_void_p * len(slots))(*[ctypes.cast(ctypes.pointer(s), ctypes.c_void_p) for s in slots])
-            getattr(self.library, f"launch_{kernel.name}")(*shape, kernel.launch.block, array)
+        for launch, dead in zip(launcher.bind(self.kernels, g), launcher.dead_after(self.plans)):
+            self._launch(launch, memory)
+            for name in dead:  # as the CUDA runtime does
+                del memory[name]
         return tuple(memory[o] for o in self.plans.outputs)
+
+    def _launch(self, launch: launcher.Launch | launcher.Interpreted, memory: dict[str, torch.Tensor]) -> None:
+        if isinstance(launch, launcher.Interpreted):
+            launch.run(memory)
+            return
+        kernel, shape = launch.kernel, launch.grid
+        launch.allocate_outputs(memory)
+        if shape is None:
+            return
+        args = launch.arguments(memory)  # the tensors stay alive until the launch returns
+        slots = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, torch.Tensor) else ctypes.c_longlong(a)
+                 for a in args]
+        array = (ctypes.c_void_p * len(slots))(*[ctypes.cast(ctypes.pointer(s), ctypes.c_void_p) for s in slots])
+        getattr(self.library, f"launch_{kernel.name}")(*shape, kernel.launch.block, array)
