@@ -984,12 +984,16 @@ class TraversalKernel(KernelBuilder):
         if self.cpu:
             order = index = None
             if self.ordered_by is not None:
-                order = self._arg("p_order", "const long long* __restrict__", "index_order", (self.ordered_by, domain))
                 index = self.index_at(self.ordered_by, domain, "row").removesuffix("[position]")
+                # the row id, only where the body reads something at it (every graph array comes in order)
+                if any(re.search(r"\brow\b|\bp_order\b", line.split("//")[0]) for line in self.code.lines):
+                    order = self._arg("p_order", "const long long* __restrict__", "index_order",
+                                      (self.ordered_by, domain))
             private = [(name, rows, self.numel(name), name in self.private_maxima)
                        for name, rows in self.private.items()]
             return {"name": self.name, "plan": self.plan, "ops": [format_node(n) for n in self.plan.ops],
-                    "args": list(self.args.values()), "rows_arg": rows_arg, "s": self.s, "order": order,
+                    "args": list(self.args.values()), "rows_arg": rows_arg, "s": self.s,
+                    "ordered": self.ordered_by is not None, "order": order,
                     "target_index": index, "private": private, "acc": self.acc, "body": self.code.lines,
                     "launch": Launch("rows", 1, 0, domain)}
         edges_per_thread = self.s.edges_per_thread if strategy == Strategy.EDGE_PARALLEL else 1

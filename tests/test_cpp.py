@@ -342,3 +342,26 @@ def test_a_program_drops_each_intermediate_after_the_last_kernel_that_uses_it(mo
     for i, names in enumerate(held):
         live = {r.name for k in plans.kernels[i:] for r in k.reads} | set(plans.outputs)
         assert names - inputs <= live, f"kernel {i} starts with dead values {sorted(names - inputs - live)}"
+
+
+@pytest.mark.parametrize("model", [rgcn.rgcn, rgat.rgat, hgt.hgt], ids=lambda m: m.__name__)
+def test_an_ordered_walk_takes_the_row_order_only_where_its_body_reads_at_a_row(model):
+    """Where every graph array comes in walk order, the row id is dead: the kernel neither takes
+    the order array nor computes the row from it."""
+    import re
+
+    from pigeon.codegen import render_module
+    g = random_graph(num_nodes=40, num_edges=300, num_etypes=12, seed=3)
+    grad, _ = _plans(model, g)
+    ordered = 0
+    for program in (grad.forward, grad.backward):
+        for kernel in render_module(lower(program, target="cpp"))[1]:
+            if "Rows in the order of the row they scatter to" not in kernel.source:
+                continue
+            ordered += 1
+            body = kernel.source.split("for (long long position = lo; position < hi; ++position) {", 1)[1]
+            code = "\n".join(line.split("//")[0] for line in body.splitlines()
+                             if "const long long row = p_order[position];" not in line)
+            takes_order = any(a.name == "p_order" for a in kernel.args)
+            assert takes_order == bool(re.search(r"\brow\b|\bp_order\b", code)), kernel.name
+    assert ordered
