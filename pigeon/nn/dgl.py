@@ -366,8 +366,8 @@ def hetero_program(g, x, p, acts=(None,), aggregate="sum", num_slots=1,
     where the edge type's activation is ``acts[i]``); for max/min/stack, ``unfolded`` holds one
     tuple of edge types per slot, whose no-edge values are ``bc{k}`` [out] (``constant_bases``)
     or ``bw{k}`` [in, out], ``bb{k}`` [out], with ``into{k}`` [T], one-hot of their destination
-    type; for sum/mean the no-edge values that do not fold are ``typed_bases`` rounds of ``TW{j}`` [T, in, out], ``Tb{j}`` [T, out], ``Tuse{j}`` [T] and
-    ``Tact{j}_{i}`` [T], round j holding the j-th such relation of every node type;
+    type; for sum/mean the no-edge values that do not fold are ``typed_bases`` rounds of
+    ``TW{j}`` [T, in, out], ``Tb{j}`` [T, out], ``Tuse{j}`` [T] and ``Tact{j}_{i}`` [T], round j holding the j-th such relation of every node type;
     ``base_is_own``: every ``Wb`` is its ``Ws`` (a no-edge value is the destination's own term,
     computed once); ``exponents``: (p_src, p_dst, gcn) where every relation has the same (else
     None: the tensors)."""
