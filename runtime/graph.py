@@ -116,6 +116,7 @@ class Graph:
         if self.canonical_etypes is not None and len(self.canonical_etypes) != self._num_etypes:
             raise GraphError(f"{len(self.canonical_etypes)} canonical edge types for {self._num_etypes} edge types")
         self._cache: dict[Any, Any] = {}
+        self._scratch: dict[Any, Any] = {}
         self._versions = self._array_versions()
 
     @staticmethod
@@ -316,6 +317,7 @@ class Graph:
         for name in ("_src", "_dst", "_etype", "_ntype", "_graph_id"):
             setattr(moved, name, getattr(self, name).to(device))
         moved._cache = {}
+        moved._scratch = {}
         moved._versions = moved._array_versions()
         return moved
 
@@ -392,3 +394,18 @@ class Graph:
         if key not in self._cache:
             self._cache[key] = build()
         return self._cache[key]
+
+    def scratch(self, key: Any, build: Callable[[], Any]) -> Any:
+        """The cached entry ``key`` if there is one, else ``build()`` kept only until
+        ``release_scratch``: for arrays needed only to build other layouts (a walk order that the
+        in-order copies are gathered through), so that they do not stay as long as the graph."""
+        self.check_unchanged()
+        if key in self._cache:
+            return self._cache[key]
+        if key not in self._scratch:
+            self._scratch[key] = build()
+        return self._scratch[key]
+
+    def release_scratch(self) -> None:
+        """Drop what ``scratch`` built."""
+        self._scratch.clear()

@@ -142,7 +142,9 @@ def dead_after(plans: PlanProgram) -> list[tuple[str, ...]]:
 
 def bind(kernels: Sequence[KernelSource | InterpretedKernel], g: Graph) -> list[Launch | Interpreted]:
     """The launches of a program's kernels on ``g``."""
-    return [Interpreted(k, g) if isinstance(k, InterpretedKernel) else Launch(k, g) for k in kernels]
+    launches = [Interpreted(k, g) if isinstance(k, InterpretedKernel) else Launch(k, g) for k in kernels]
+    g.release_scratch()
+    return launches
 
 
 def _graph_arguments(kernel: KernelSource, g: Graph) -> list[Argument | Slot | Scratch | None]:

@@ -176,17 +176,21 @@ DEGREES = ("dst", "dst_etype", "src", "src_etype")
 def degree(g: Graph, by: str) -> torch.Tensor:
     """Per edge, the number of incoming edges of its destination ('dst'), or of outgoing edges
     of its source ('src'); of the edge's own type for 'dst_etype' / 'src_etype'."""
-    def build() -> torch.Tensor:
-        a = arrays(g)
-        end, rows = (a.dst, g.num_dst_nodes) if by.startswith("dst") else (a.src, g.num_nodes)
-        if not by.endswith("_etype"):
-            return torch.bincount(end, minlength=rows)[end]
-        key = end * g.num_etypes + a.etype
-        _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
-        return counts[inverse]
     if by not in DEGREES:
         raise ValueError(f"unknown degree {by!r}; expected one of {DEGREES}")
-    return g.cached(("degree", by), build)
+    return g.cached(("degree", by), lambda: _degree(g, by))
+
+
+def _degree(g: Graph, by: str) -> torch.Tensor:
+    a = arrays(g)
+    end, rows = (a.dst, g.num_dst_nodes) if by.startswith("dst") else (a.src, g.num_nodes)
+    if not by.endswith("_etype"):
+        return torch.bincount(end, minlength=rows)[end]
+    pairs = g._cache.get("compact_dst" if by.startswith("dst") else "compact")
+    if pairs is not None:  # the edges of each (node, etype) pair are counted already
+        return torch.bincount(pairs.edge_to_compact, minlength=pairs.num_pairs)[pairs.edge_to_compact]
+    _, inverse, counts = torch.unique(end * g.num_etypes + a.etype, return_inverse=True, return_counts=True)
+    return counts[inverse]
 
 
 def index_array(g: Graph, index: str, target: Domain) -> torch.Tensor | None:
@@ -227,22 +231,31 @@ def index_array(g: Graph, index: str, target: Domain) -> torch.Tensor | None:
 def index_order(g: Graph, index: str, domain: Domain) -> torch.Tensor:
     """The rows of ``domain`` sorted (stably) by the row ``index`` sends them to: a kernel that
     scatters along ``index`` walks them in this order, so rows of one target are neighbours."""
-    def build() -> torch.Tensor:
-        targets = index_array(g, index, domain)
-        if targets is None:
-            return torch.arange(num_rows(g, domain), device=g.device)
-        return torch.argsort(targets, stable=True)
-    return g.cached(("index_order", index, domain), build)
+    return g.cached(("index_order", index, domain), lambda: _index_order(g, index, domain))
+
+
+def _index_order(g: Graph, index: str, domain: Domain) -> torch.Tensor:
+    targets = index_array(g, index, domain)
+    if targets is None:
+        return torch.arange(num_rows(g, domain), device=g.device)
+    return torch.argsort(targets, stable=True)
 
 
 def in_order(g: Graph, kind: str, key: Any, by: str, domain: Domain) -> torch.Tensor:
     """A graph array over ``domain``'s rows (``kind`` "index" with ``key`` (index, domain), or
     "degree" with ``key`` its ``by``) in the order ``index_order(g, by, domain)`` walks them
     (``by`` "csr": the edges in CSR order): a kernel walking that order reads it front to back
-    instead of at random rows."""
+    instead of at random rows. The walk order and a degree array are scratch (``Graph.scratch``)
+    unless a kernel reads them as they are."""
     def build() -> torch.Tensor:
-        array = index_array(g, *key) if kind == "index" else degree(g, key)
-        order = csr(g).eids if by == "csr" else index_order(g, by, domain)
+        if kind == "index":
+            array = index_array(g, *key)
+        else:
+            array = g.scratch(("degree", key), lambda: _degree(g, key))
+        if by == "csr":
+            order = csr(g).eids
+        else:
+            order = g.scratch(("index_order", by, domain), lambda: _index_order(g, by, domain))
         return order.clone() if array is None else array[order].contiguous()
     return g.cached(("in_order", kind, key, by, domain), build)
 
@@ -272,8 +285,18 @@ def segments(g: Graph, by: str, domain: Domain) -> Segments:
 def graph_stats(g: Graph) -> GraphStats:
     """The row counts of every domain on ``g``, for the cost model."""
     return g.cached("stats", lambda: GraphStats(
-        g.num_nodes, g.num_dst_nodes, g.num_edges, compact(g).num_pairs, compact_dst(g).num_pairs,
+        g.num_nodes, g.num_dst_nodes, g.num_edges, _num_pairs(g, "compact"), _num_pairs(g, "compact_dst"),
         g.num_etypes, g.num_ntypes, g.num_graphs))
+
+
+def _num_pairs(g: Graph, kind: str) -> int:
+    """The number of (node, etype) pairs, without keeping the map: the cost model counts both
+    kinds of pairs, and a program usually walks one."""
+    if kind in g._cache:
+        return g._cache[kind].num_pairs
+    a = arrays(g)
+    node = a.src if kind == "compact" else a.dst
+    return torch.unique(a.etype * max(g.num_nodes, 1) + node).numel()
 
 
 def order(g: Graph, by: str, domain: Domain) -> torch.Tensor:

@@ -110,13 +110,44 @@ def test_compact_dst_map_holds_each_dst_etype_pair_once():
     assert cm.etype[cm.edge_to_compact].tolist() == g.etype.tolist()
 
 
-def test_degrees():
+@pytest.mark.parametrize("pairs_cached", [False, True], ids=["counted", "from_pairs"])
+def test_degrees(pairs_cached):
+    """Per-edge degrees, counted on their own or from the (node, etype) pair maps when those exist."""
     g = random_graph(seed=6)
-    d = layouts.degree(g, "dst_etype")
-    for e in range(0, g.num_edges, 7):
-        same = (g.dst == g.dst[e]) & (g.etype == g.etype[e])
-        assert int(d[e]) == int(same.sum())
-    assert layouts.degree(g, "dst").tolist() == [int((g.dst == v).sum()) for v in g.dst.tolist()]
+    if pairs_cached:
+        layouts.compact(g), layouts.compact_dst(g)
+    for by, end in [("dst", g.dst), ("src", g.src)]:
+        assert layouts.degree(g, by).tolist() == [int((end == v).sum()) for v in end.tolist()]
+        d = layouts.degree(g, f"{by}_etype")
+        assert [int(d[e]) for e in range(g.num_edges)] == [
+            int(((end == end[e]) & (g.etype == g.etype[e])).sum()) for e in range(g.num_edges)]
+
+
+def test_in_order_copies_keep_no_walk_order_or_degree_that_no_kernel_reads():
+    """An in-order copy is the array gathered through its walk order; the walk order and the
+    degree it was built from go once the program's launches are bound, unless a kernel reads them."""
+    from pigeon.runtime import launcher
+    g = random_graph(seed=6)
+    copy = layouts.in_order(g, "degree", "dst_etype", "compact_dst", Domain.EDGE)
+    walk = torch.argsort(layouts.compact_dst(g).edge_to_compact, stable=True)
+    same = (g.dst[:, None] == g.dst[None, :]) & (g.etype[:, None] == g.etype[None, :])
+    assert copy.tolist() == same.sum(1)[walk].tolist()
+    launcher.bind([], g)
+    assert ("index_order", "compact_dst", Domain.EDGE) not in g._cache
+    assert ("degree", "dst_etype") not in g._cache
+    kept = layouts.degree(g, "dst_etype")  # read by a kernel: cached, and the copy gathers from it
+    assert layouts.in_order(g, "degree", "dst_etype", "src", Domain.EDGE).tolist() == \
+        kept[torch.argsort(g.src, stable=True)].tolist()
+    launcher.bind([], g)
+    assert layouts.degree(g, "dst_etype") is kept
+
+
+def test_graph_stats_count_pairs_without_keeping_the_maps():
+    g = random_graph(seed=6)
+    stats = layouts.graph_stats(g)
+    assert "compact" not in g._cache and "compact_dst" not in g._cache
+    assert stats.num_compact == len(set(zip(g.src.tolist(), g.etype.tolist())))
+    assert stats.num_compact_dst == len(set(zip(g.dst.tolist(), g.etype.tolist())))
 
 
 def test_segments_group_rows_by_type():
