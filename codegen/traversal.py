@@ -17,7 +17,7 @@ from math import prod
 
 from pigeon.ir.indices import GATHER_INDICES
 from pigeon.ir.ops import ELEMENTWISE, Op
-from pigeon.ir.plans import CpuTraversalSchedule, KernelPlan, Strategy, TraversalSchedule
+from pigeon.ir.plans import SMALL_DOMAINS, CpuTraversalSchedule, KernelPlan, Strategy, TraversalSchedule, cpu_walk_order
 from pigeon.ir.printer import format_node
 from pigeon.ir.program import Node
 from pigeon.ir.types import Domain
@@ -27,9 +27,6 @@ from .expressions import broadcast_index
 from .kernel import Launch
 
 REPLICATE_UP_TO = 8  # values of at most this many features, with every input readable anywhere, are replicated
-# parameter-sized domains: a C++ kernel scatters into them through a private copy per thread, as
-# every thread would contend for the same few rows with atomics
-SMALL_DOMAINS = (Domain.GLOBAL, Domain.ETYPE, Domain.NTYPE, Domain.GRAPH)
 
 
 def array_size(n: int) -> int:
@@ -65,7 +62,7 @@ class TraversalKernel(KernelBuilder):
             self.rows_per_block = self.block // self.tpr
         self.layout: dict[str, str] = {}  # computed value -> "dist" | "repl" | "both" | "inline"
         self.code = Code()
-        self.ordered_by = self.scatter_order()
+        self.ordered_by = cpu_walk_order(self.plan) if self.cpu else None
         self.private: dict[str, str] = {}  # scatter target -> its row count: private copies per thread
         self.private_maxima: set[str] = set()  # the private copies that take a maximum, not a sum
         self._loop_rows: dict[tuple[str, str], None] | None = None  # rows read in the open edge loop
@@ -492,19 +489,6 @@ class TraversalKernel(KernelBuilder):
         if self.plan.strategy == Strategy.DST_PARALLEL and row == "e":
             return "csr", Domain.EDGE, "begin + i"
         return None
-
-    def scatter_order(self) -> str | None:
-        """The index that this (edge-parallel or row-map) kernel's rows are walked in, in C++: of
-        its scatters into domains with many rows, the index that carries the most elements per
-        row. Those scatters need atomics only at the ends of a thread's range; the others keep
-        theirs."""
-        if not self.cpu or self.plan.strategy not in (Strategy.EDGE_PARALLEL, Strategy.ROW_MAP):
-            return None
-        carried: dict[str, int] = {}
-        for n in self.computed():
-            if n.op == Op.REDUCE and n.attrs["index"] not in ("all", "to_dst") and n.type.domain not in SMALL_DOMAINS:
-                carried[n.attrs["index"]] = carried.get(n.attrs["index"], 0) + n.type.numel
-        return max(sorted(carried), key=carried.__getitem__) if carried else None
 
     # ---- kernel bodies --------------------------------------------------------------------
 

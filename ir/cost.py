@@ -161,7 +161,7 @@ THREADS = 2  # the threads the weights were measured with (the machines here hav
 
 def kernel_features(kernel: Any, stats: GraphStats) -> dict[str, float]:
     """What ``CpuWeights`` multiplies for one kernel plan: per-thread counts of each unit."""
-    from .plans import CpuGemmSchedule, CpuTraversalSchedule, Strategy
+    from .plans import CpuGemmSchedule, CpuTraversalSchedule, cpu_walk_order
     from .roofline import kernel_cost
 
     types = {n.name: n.type for n in kernel.reads + kernel.ops}
@@ -196,11 +196,26 @@ def kernel_features(kernel: Any, stats: GraphStats) -> dict[str, float]:
             gathered *= 1.25
     else:
         tasks = rows / 32
+    walk = cpu_walk_order(kernel) if isinstance(s, CpuTraversalSchedule) else None
+    if walk is not None:  # rows in target order: the values of the kernel's own rows are read at random rows
+        gathered += sum(value_bytes(r.type, stats) for r in kernel.reads if r.type.domain == kernel.domain)
     atomics = sum(stats.rows(types[n.args[0]].domain) * types[n.args[0]].numel for n in kernel.ops
-                  if n.op == Op.REDUCE and kernel.strategy != Strategy.DST_PARALLEL)
+                  if n.op == Op.REDUCE and _atomic(n, types, kernel.strategy, walk))
     return {"kernel": 1.0, "task": tasks / THREADS, "byte": compulsory.bytes / THREADS,
             "gathered_byte": gathered / THREADS, "gemm_flop": gemm_flops / THREADS,
             "flop": other_flops / THREADS, "atomic": atomics / THREADS}
+
+
+def _atomic(node: Node, types: dict[str, Any], strategy: Any, walk: str | None) -> bool:
+    """Whether a C++ kernel adds ``node``'s reduction into memory with atomics: not a
+    per-destination kernel's sum over its own edges (in registers), not along a row's own
+    destination ("to_dst"), not along the walk order (atomics only at the ends of a thread's
+    range), not into a parameter-sized domain (a private copy per thread)."""
+    from .plans import SMALL_DOMAINS, Strategy
+    index = node.attrs["index"]
+    own_edges = (strategy == Strategy.DST_PARALLEL and index == "dst"
+                 and types[node.args[0]].domain == Domain.EDGE and node.type.domain == Domain.DST)
+    return not (own_edges or index in ("to_dst", walk) or node.type.domain in SMALL_DOMAINS)
 
 
 def plans_seconds(plans: Any, stats: GraphStats, weights: CpuWeights = CPU_WEIGHTS) -> float:

@@ -116,6 +116,24 @@ def runs_on_blas(plan: "KernelPlan") -> bool:
     return isinstance(plan.schedule, CpuGemmSchedule) and plan.schedule.blas
 
 
+# parameter-sized domains: a C++ kernel scatters into them through a private copy per thread, as
+# every thread would contend for the same few rows with atomics
+SMALL_DOMAINS = (Domain.GLOBAL, Domain.ETYPE, Domain.NTYPE, Domain.GRAPH)
+
+
+def cpu_walk_order(plan: KernelPlan) -> str | None:
+    """The index whose target order a C++ edge-parallel or row-map kernel walks its rows in: of
+    its scatters into domains with many rows, the index that carries the most elements per row.
+    Those scatters need atomics only at the ends of a thread's range; the others keep theirs."""
+    if plan.strategy not in (Strategy.EDGE_PARALLEL, Strategy.ROW_MAP):
+        return None
+    carried: dict[str, int] = {}
+    for n in plan.ops:
+        if n.op == Op.REDUCE and n.attrs["index"] not in ("all", "to_dst") and n.type.domain not in SMALL_DOMAINS:
+            carried[n.attrs["index"]] = carried.get(n.attrs["index"], 0) + n.type.numel
+    return max(sorted(carried), key=carried.__getitem__) if carried else None
+
+
 TARGETS = ("cuda", "cpp")
 
 

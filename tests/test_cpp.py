@@ -342,6 +342,29 @@ def test_a_program_drops_each_intermediate_after_the_last_kernel_that_uses_it(mo
 
 
 @pytest.mark.parametrize("model", [rgcn.rgcn, rgat.rgat, hgt.hgt], ids=lambda m: m.__name__)
+def test_the_time_model_counts_atomics_where_the_generated_code_takes_them(model):
+    """The cost model's atomic adds are the kernel's: positive exactly where its C++ adds with
+    atomics to any row (not only at the ends of a thread's range in a walk in target order)."""
+    from pigeon.codegen import render_module
+    from pigeon.ir.cost import kernel_features
+    from pigeon.runtime import layouts
+    g = random_graph(num_nodes=40, num_edges=300, num_etypes=12, seed=3)
+    stats = layouts.graph_stats(g)
+    grad, _ = _plans(model, g)
+    kinds = set()
+    for program in (grad.forward, grad.backward):
+        plans = lower(program, target="cpp")
+        for plan, kernel in zip(plans.kernels, render_module(plans)[1]):
+            lines = kernel.source.splitlines()
+            anywhere = any("pg_atomic_" in line and "if (target == first_target" not in lines[i - 1]
+                           for i, line in enumerate(lines))
+            modelled = kernel_features(plan, stats)["atomic"] > 0
+            assert modelled == anywhere, plan.name
+            kinds.add(anywhere)
+    assert kinds == {True, False} or model is rgcn.rgcn  # the attention models have both kinds
+
+
+@pytest.mark.parametrize("model", [rgcn.rgcn, rgat.rgat, hgt.hgt], ids=lambda m: m.__name__)
 def test_an_ordered_walk_takes_the_row_order_only_where_its_body_reads_at_a_row(model):
     """Where every graph array comes in walk order, the row id is dead: the kernel neither takes
     the order array nor computes the row from it."""
