@@ -93,6 +93,22 @@ def test_the_check_tolerance_follows_the_dtype():
     assert case_module.difference(ours, ours * float("nan")) is not None
 
 
+def test_the_check_compares_every_chunk(monkeypatch):
+    """The check works a chunk at a time (no float64 copy of a whole result): an error or a NaN
+    in any chunk, the scale from every chunk."""
+    monkeypatch.setattr(case_module, "CHECK_CHUNK", 4)
+    ours = torch.linspace(-1.0, 1.0, 22, dtype=torch.float64).reshape(2, 11)
+    ours[1, 9] = 100.0  # the scale lives in the last chunk but one
+    assert case_module.difference(ours, ours + 1e-10) is None  # within 1e4 ulps of 100, not of 1
+    for i in range(22):
+        wrong = ours.clone()
+        wrong.view(-1)[i] += 1e-6
+        assert case_module.difference(ours, wrong) is not None, i
+        wrong.view(-1)[i] = float("nan")
+        assert case_module.difference(ours, wrong) is not None, i
+    assert case_module.difference(ours[:, :0], ours[:, :0]) is None  # nothing to compare
+
+
 def test_failures_are_results():
     (result,) = run(dict(model="rgcn", dataset="nonexistent", scale=1.0, feats=16, system="PyTorch",
                          device="cpu", modes=["infer"], repeat=1, warmup=0))
