@@ -496,7 +496,10 @@ def test_the_dropin_benchmark_runs_cases_in_fresh_processes(tmp_path):
         ("PyG HEATConv", "infer", "ok"), ("PyG HEATConv", "train", "ok")]
     assert all(r["check"] == "same output and gradients" and r["graph"] == "aifb" for r in rows)
     assert main([*common, "--layers", "FiLMConv", "--timeout", "1"]) == 0  # importing torch takes longer
-    assert [r["status"] for r in json.loads(out.read_text())] == ["timeout after 1 s"] * 2
+    statuses = [r["status"] for r in json.loads(out.read_text())]
+    # a fast machine may reach the first stage within the second; the status then names it
+    assert len(statuses) == 2 and all(s in ("timeout after 1 s", "timeout after 1 s (loading the graph)")
+                                      for s in statuses), statuses
 
 
 def test_a_case_stopped_for_time_keeps_what_finished_and_says_which_side_was_slow():
