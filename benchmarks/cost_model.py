@@ -126,7 +126,7 @@ def report(rows: list[dict[str, Any]], weights: CpuWeights) -> None:
     cases: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         cases.setdefault(row["case"], []).append(row)
-    print(f"{'case':<22} {'candidates':>10} {'spearman':>9} {'choice vs best':>15} {'default vs best':>16}  "
+    print(f"{'case':<26} {'candidates':>10} {'spearman':>9} {'choice vs best':>15} {'default vs best':>16}  "
           f"best measured")
     rhos = []
     for case, group in cases.items():
@@ -141,7 +141,7 @@ def report(rows: list[dict[str, Any]], weights: CpuWeights) -> None:
         pick = measured[min(range(len(group)), key=lambda i: model[i])]
         default = next((r["seconds"] for r in group if r["label"] == "defaults"), float("nan"))
         label = group[measured.index(best)]["label"]
-        print(f"{case:<22} {len(group):>10} {rho:>9.3f} {pick / best - 1:>14.1%} {default / best - 1:>15.1%}  "
+        print(f"{case:<26} {len(group):>10} {rho:>9.3f} {pick / best - 1:>14.1%} {default / best - 1:>15.1%}  "
               f"{best * 1e3:.2f} ms ({label[:50]})")
     every = [r for r in rows if r["seconds"] is not None]
     pooled = spearman([modelled(r, weights) for r in every], [r["seconds"] for r in every])
@@ -149,15 +149,27 @@ def report(rows: list[dict[str, Any]], weights: CpuWeights) -> None:
           f"pooled over all {len(every)} timings {pooled:.3f}")
 
 
-def fit(rows: list[dict[str, Any]]) -> CpuWeights:
-    """Non-negative weights minimising the squared relative error of the modelled times."""
+def fit(rows: list[dict[str, Any]], within: float = 3.0) -> CpuWeights:
+    """Non-negative weights minimising the squared relative error of the modelled times, and
+    (weighted ``within``) the error of each candidate's modelled difference from its case's
+    default, relative to the default's time: the absolute times alone leave the small
+    differences between a case's candidates, which the ranking is made of, to chance."""
     import numpy as np
     from scipy.optimize import nnls
 
     every = [r for r in rows if r["seconds"] is not None]
-    a = np.array([[r["features"][u] / r["seconds"] for u in UNITS] for r in every])
-    scale = np.maximum(a.max(axis=0), 1e-30)
-    w, _ = nnls(a / scale, np.ones(len(every)))
+    defaults = {r["case"]: r for r in every if r["label"] == "defaults"}
+    a = [[r["features"][u] / r["seconds"] for u in UNITS] for r in every]
+    b = [1.0] * len(every)
+    for r in every:
+        d = defaults.get(r["case"])
+        if d is None or r is d:
+            continue
+        a.append([within * (r["features"][u] - d["features"][u]) / d["seconds"] for u in UNITS])
+        b.append(within * (r["seconds"] - d["seconds"]) / d["seconds"])
+    matrix = np.array(a)
+    scale = np.maximum(np.abs(matrix).max(axis=0), 1e-30)
+    w, _ = nnls(matrix / scale, np.array(b))
     return CpuWeights(**{u: float(v) for u, v in zip(UNITS, w / scale)})
 
 
@@ -175,11 +187,15 @@ def main() -> None:
                         help="of each candidate's rounds (min: the round other work disturbed least)")
     parser.add_argument("--out", default="cost_model.json", help="where the timings are saved")
     parser.add_argument("--fit", action="store_true", help="refit the weights to these timings")
-    parser.add_argument("--load", help="report (and refit) a saved run instead of timing")
+    parser.add_argument("--load", nargs="+", metavar="FILE",
+                        help="report (and refit) saved runs instead of timing")
     args = parser.parse_args()
     if args.load:
-        with open(args.load) as f:
-            rows = refeature(json.load(f)["rows"])
+        saved = []
+        for name in args.load:
+            with open(name) as f:
+                saved += [{**row, "case": f"{row['case']} {row['feats']}"} for row in json.load(f)["rows"]]
+        rows = refeature(saved)
     else:
         rows = run(args)
     for row in rows:  # the fastest round: what the load of other work on the machine disturbed least
@@ -200,7 +216,7 @@ def refeature(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     kept = []
     for row in rows:
         if row["case"] not in tuners:
-            name, dataset, mode = row["case"].split()
+            name, dataset, mode = row["case"].split()[:3]
             g = pigeon.datasets.synthetic(dataset, scale=row["scale"]).graph
             fn = MODELS[name]
             tuners[row["case"]] = Tuner(fn, g, fn.example_inputs(g, feats=row["feats"], heads=2), mode=mode,

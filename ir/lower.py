@@ -19,7 +19,8 @@ import networkx as nx
 
 from .ops import ELEMENTWISE, Op
 from .passes import decompose_softmax
-from .plans import GemmSchedule, KernelPlan, PlanProgram, Schedule, Strategy, default_schedule, fit_gemm_tile, read_node
+from .plans import (GemmSchedule, KernelPlan, PlanProgram, Schedule, Strategy, cpu_atomic_reductions, default_schedule,
+                    fit_gemm_tile, read_node)
 from .program import Node, Program
 from .types import Domain
 
@@ -85,11 +86,12 @@ def atomic_candidates(program: Program) -> frozenset[str]:
 
 class _Fusion:
     def __init__(self, program: Program, atomic_dst: frozenset[str] = frozenset(), horizontal: bool = True,
-                 scatter_epilogues: bool = True):
+                 scatter_epilogues: bool = True, cpu: bool = False):
         self.p = program
         self.atomic_dst = atomic_dst
         self.horizontal = horizontal
         self.scatter_epilogues = scatter_epilogues
+        self.cpu = cpu  # C++ kernels: a horizontal merge must not make a reduction atomic
         self.group_of: dict[str, int] = {}
         self.groups: dict[int, _Group] = {}
 
@@ -234,7 +236,8 @@ class _Fusion:
         return [self.groups[g] for g in order]
 
     def merge_independent(self) -> None:
-        """Merge kernels that could run as one (no GEMMs: those keep one weight stream each)."""
+        """Merge kernels that could run as one (no GEMMs: those keep one weight stream each; in
+        C++ none whose merge makes a reduction atomic)."""
         merged = True
         while merged:
             merged = False
@@ -242,11 +245,29 @@ class _Fusion:
             for i, a in enumerate(ids):
                 for b in ids[i + 1:]:
                     space = combine(self.groups[a].space, self.groups[b].space)
-                    if space is not None and not space.startswith("gemm") and self.try_merge(a, b, space):
+                    if space is None or space.startswith("gemm") or self.adds_atomics(a, b, space):
+                        continue
+                    if self.try_merge(a, b, space):
                         merged = True
                         break
                 if merged:
                     break
+
+    def adds_atomics(self, a: int, b: int, space: str) -> bool:
+        """Whether merging groups ``a`` and ``b`` into one C++ kernel over ``space`` makes one of
+        their reductions atomic (an edge-parallel kernel's scatter along its walk order, taken
+        into a per-destination kernel): an atomic add per element costs more than the kernel
+        call the merge saves on any graph worth a kernel."""
+        if not self.cpu:
+            return False
+
+        def atomic(space: str, members: list[str]) -> set[str]:
+            nodes = [self.p.node(m) for m in members]
+            return {n.name for n in cpu_atomic_reductions(_strategy(space)[0], nodes,
+                                                          lambda n: self.p.node(n.args[0]).type.domain)}
+        ga, gb = self.groups[a], self.groups[b]
+        before = atomic(ga.space, ga.members) | atomic(gb.space, gb.members)
+        return not atomic(space, ga.members + gb.members) <= before
 
     @functools.cached_property
     def _index(self) -> dict[str, int]:
@@ -290,7 +311,7 @@ def lower(program: Program, dst_reductions: str = "segmented", horizontal: bool 
         raise ValueError(f"dst_reductions must be one of {DST_REDUCTIONS}, got {dst_reductions!r}")
     program = decompose_softmax.run(program)
     fusion = _Fusion(program, atomic_candidates(program) if dst_reductions == "atomic" else frozenset(), horizontal,
-                     scatter_epilogues=target != "cpp")
+                     scatter_epilogues=target != "cpp", cpu=target == "cpp")
     groups = fusion.run()
     index = {n.name: i for i, n in enumerate(program.nodes)}
     produced = {m: i for i, g in enumerate(groups) for m in g.members}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from .cost import GraphStats, value_bytes
@@ -125,13 +126,37 @@ def cpu_walk_order(plan: KernelPlan) -> str | None:
     """The index whose target order a C++ edge-parallel or row-map kernel walks its rows in: of
     its scatters into domains with many rows, the index that carries the most elements per row.
     Those scatters need atomics only at the ends of a thread's range; the others keep theirs."""
-    if plan.strategy not in (Strategy.EDGE_PARALLEL, Strategy.ROW_MAP):
+    return _walk_index(plan.strategy, plan.ops)
+
+
+def _walk_index(strategy: Strategy, ops: Iterable[Node]) -> str | None:
+    if strategy not in (Strategy.EDGE_PARALLEL, Strategy.ROW_MAP):
         return None
     carried: dict[str, int] = {}
-    for n in plan.ops:
+    for n in ops:
         if n.op == Op.REDUCE and n.attrs["index"] not in ("all", "to_dst") and n.type.domain not in SMALL_DOMAINS:
             carried[n.attrs["index"]] = carried.get(n.attrs["index"], 0) + n.type.numel
     return max(sorted(carried), key=carried.__getitem__) if carried else None
+
+
+def cpu_atomic_reductions(strategy: Strategy, ops: Iterable[Node], arg_domain: Callable[[Node], Domain]) -> list[Node]:
+    """The reductions of a C++ kernel of ``strategy`` over ``ops`` that add into memory with
+    atomics: not a per-destination kernel's sum over its own edges (in registers), not along a
+    row's own destination ("to_dst"), not along the walk order (atomics only at the ends of a
+    thread's range), not into a parameter-sized domain (a private copy per thread).
+    ``arg_domain`` gives the domain of a reduction's operand."""
+    ops = list(ops)
+    walk = _walk_index(strategy, ops)
+    out = []
+    for n in ops:
+        if n.op != Op.REDUCE:
+            continue
+        index = n.attrs["index"]
+        own_edges = (strategy == Strategy.DST_PARALLEL and index == "dst"
+                     and arg_domain(n) == Domain.EDGE and n.type.domain == Domain.DST)
+        if not (own_edges or index in ("to_dst", walk) or n.type.domain in SMALL_DOMAINS):
+            out.append(n)
+    return out
 
 
 TARGETS = ("cuda", "cpp")

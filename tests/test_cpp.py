@@ -365,6 +365,56 @@ def test_the_time_model_counts_atomics_where_the_generated_code_takes_them(model
 
 
 @pytest.mark.parametrize("model", [rgcn.rgcn, rgat.rgat, hgt.hgt], ids=lambda m: m.__name__)
+def test_merging_independent_kernels_makes_no_reduction_atomic_in_cpp(model):
+    """Horizontal merges in C++ keep every reduction as cheap as it was apart: an edge-parallel
+    kernel's scatter along its walk order is not taken into a per-destination kernel, where it
+    would add each element atomically (HGT's backward did, and ran 15-30% slower)."""
+    from pigeon.ir.plans import cpu_atomic_reductions
+
+    def atomic(plans):
+        names = set()
+        for k in plans.kernels:
+            domains = {m.name: m.type.domain for m in k.reads + k.ops}
+            names |= {n.name for n in cpu_atomic_reductions(k.strategy, k.ops, lambda n: domains[n.args[0]])}
+        return names
+    g = random_graph(num_nodes=40, num_edges=300, num_etypes=12, seed=3)
+    grad, _ = _plans(model, g)
+    for program in (grad.forward, grad.backward):
+        merged, apart = lower(program, target="cpp"), lower(program, horizontal=False, target="cpp")
+        assert atomic(merged) <= atomic(apart)
+        assert len(merged.kernels) <= len(apart.kernels)
+
+
+def test_the_micro_kernel_rate_counts_latency_loads_and_spills():
+    """A register tile's modelled rate: full at the default 8 x 16; lower with too few
+    accumulators to cover an FMA's latency, with half-width vectors (more loads per FMA) and
+    with more accumulators than registers (the generated micro-kernel as g++ compiles it)."""
+    from pigeon.ir.cost import micro_kernel_efficiency as rate
+    assert rate(8, 16) == rate(4, 16) == rate(8, 32) == 1.0
+    assert rate(1, 16) < rate(2, 16) < rate(4, 16)
+    assert rate(8, 8) < 1.0 and rate(8, 64) < 1.0
+    assert rate(8, 32, "float64") < rate(8, 16, "float64")  # 32 doubles are four vectors a row
+
+
+def test_a_typed_matmul_on_blas_costs_a_call_per_type_and_its_row_shuffles():
+    """The blas=True schedule runs as torch ops: its modelled calls grow with the types, and it
+    moves the rows into type order and back, which the generated kernel does not."""
+    import dataclasses
+
+    from pigeon.ir.cost import kernel_features
+    from pigeon.runtime import layouts
+    g = random_graph(num_nodes=60, num_edges=400, num_etypes=40, seed=3)
+    many = layouts.graph_stats(g)
+    few = dataclasses.replace(many, num_etypes=2)
+    grad, _ = _plans(rgcn.rgcn, g)
+    plan = next(p for p in lower(grad.forward, target="cpp").kernels if isinstance(p.schedule, CpuGemmSchedule))
+    on_blas = dataclasses.replace(plan, schedule=dataclasses.replace(plan.schedule, blas=True))
+    generated, blas = kernel_features(plan, many), kernel_features(on_blas, many)
+    assert blas["byte"] > generated["byte"] and blas["gathered_byte"] > generated["gathered_byte"]
+    assert blas["kernel"] - kernel_features(on_blas, few)["kernel"] >= 38
+
+
+@pytest.mark.parametrize("model", [rgcn.rgcn, rgat.rgat, hgt.hgt], ids=lambda m: m.__name__)
 def test_an_ordered_walk_takes_the_row_order_only_where_its_body_reads_at_a_row(model):
     """Where every graph array comes in walk order, the row id is dead: the kernel neither takes
     the order array nor computes the row from it."""
