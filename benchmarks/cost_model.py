@@ -15,8 +15,10 @@ comes and goes on the machine touches them all alike. Every candidate's output (
 training its gradients) is checked against the reference before it is timed.
 
 ``--fit`` refits the weights of ``pigeon.ir.cost.CpuWeights`` to the measured times (least
-squares of the relative error, weights kept non-negative), prints them, and prints the figures
-again with them; ``--load FILE`` refits and reports a saved run without timing anything.
+squares of the relative error of each time and of each candidate's difference from its case's
+default, weights kept non-negative), prints them, and prints the figures again with them;
+``--load FILE [FILE ...]`` refits and reports saved runs (several feature sizes, say) without
+timing anything.
 """
 from __future__ import annotations
 
