@@ -86,12 +86,13 @@ def atomic_candidates(program: Program) -> frozenset[str]:
 
 class _Fusion:
     def __init__(self, program: Program, atomic_dst: frozenset[str] = frozenset(), horizontal: bool = True,
-                 scatter_epilogues: bool = True, cpu: bool = False):
+                 cpu: bool = False):
         self.p = program
         self.atomic_dst = atomic_dst
         self.horizontal = horizontal
-        self.scatter_epilogues = scatter_epilogues
-        self.cpu = cpu  # C++ kernels: a horizontal merge must not make a reduction atomic
+        # C++ kernels: no fusion that makes a reduction a compare-and-swap per element (a GEMM
+        # epilogue's scatter, a horizontal merge into a per-destination kernel)
+        self.cpu = cpu
         self.group_of: dict[str, int] = {}
         self.groups: dict[int, _Group] = {}
 
@@ -138,7 +139,7 @@ class _Fusion:
                 return False
             # A C++ GEMM's tiles go to any thread, so its scatters would all be atomics, a
             # compare-and-swap per element: a kernel of its own walks the rows in target order.
-            if not self.scatter_epilogues and space.startswith("gemm") and any(
+            if self.cpu and space.startswith("gemm") and any(
                     self.p.node(m).op == Op.REDUCE for m in members):
                 return False
             if space != "wgrad" and not self._per_output_element(anchors[0], members):
@@ -311,7 +312,7 @@ def lower(program: Program, dst_reductions: str = "segmented", horizontal: bool 
         raise ValueError(f"dst_reductions must be one of {DST_REDUCTIONS}, got {dst_reductions!r}")
     program = decompose_softmax.run(program)
     fusion = _Fusion(program, atomic_candidates(program) if dst_reductions == "atomic" else frozenset(), horizontal,
-                     scatter_epilogues=target != "cpp", cpu=target == "cpp")
+                     cpu=target == "cpp")
     groups = fusion.run()
     index = {n.name: i for i, n in enumerate(program.nodes)}
     produced = {m: i for i, g in enumerate(groups) for m in g.members}
